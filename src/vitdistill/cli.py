@@ -1,0 +1,62 @@
+"""The ``vitdistill`` command line: one entry point, one module per subcommand.
+
+Each subcommand lives in ``vitdistill.commands.<name>`` and provides ``add_arguments(parser)``
+and ``run(args) -> int``. Modules are imported only when their command runs, so
+``vitdistill --help`` stays fast and a broken optional dependency cannot take the others down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vitdistill import __version__
+from vitdistill.errors import UserError
+
+COMMANDS: dict[str, str] = {
+    "analyze": "per-image SVD ranks, shared-basis PCA, subspace rotation and SEP of a model's token features",
+    "compare": "put several `analyze` results side by side (one table, overlay plots)",
+    "train": "train or distil a student from a YAML recipe (single process or torchrun)",
+    "eval": "top-1/top-5 of a run or a model on a data set",
+    "export": "write a trained run as model.safetensors + config.json loadable by timm",
+    "inspect": "parameters, MACs, token grid, widths and throughput of models",
+    "demo": "the whole study in miniature on a CPU, ending in report.md / report.html",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vitdistill",
+        description="Analyse and distil Vision Transformers (timm models).",
+    )
+    parser.add_argument("--version", action="version", version=f"vitdistill {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _command_module(name).add_arguments(p)
+    return parser
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"vitdistill.commands.{name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(_command_module(args.command).run(args) or 0)
+    except UserError as e:
+        print(f"vitdistill {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"vitdistill {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

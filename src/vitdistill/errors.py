@@ -1,0 +1,25 @@
+"""Errors that mean "the user asked for something that cannot be done".
+
+Library code raises :class:`UserError` with a one-line, actionable message; the command line
+prints it as ``vitdistill: error: <message>`` and exits with status 2, never with a traceback.
+Anything else that escapes is a bug in vitdistill and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in the input (model name, data, config, checkpoint, flags)."""
+
+    exit_code = 2
+
+
+class NotAvailableError(UserError):
+    """A command or option that this version of vitdistill does not provide."""
+
+
+def closest_names(name: str, candidates, n: int = 5) -> list[str]:
+    """The ``n`` candidates closest to ``name`` (difflib ratio), best first."""
+    import difflib
+
+    return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)

@@ -1,0 +1,1 @@
+"""Token taps and the student models (registered with timm on import)."""
