@@ -22,6 +22,10 @@ def test_readme_test_command_is_what_ci_runs():
 
     root = Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text()
-    r = subprocess.run(["bash", "-c", "source <(sed -n '/^cmd=/p' .ci/run); echo \"$cmd\""], cwd=root,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["bash", "-c", "source <(sed -n '/^cmd=/p' .ci/run); echo \"$cmd\""],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert r.stdout.strip() and r.stdout.strip() in readme

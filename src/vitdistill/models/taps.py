@@ -1,0 +1,220 @@
+"""Token taps: the per-block token features of a timm ViT, as (B, N, C) patch tokens.
+
+Everything that looks inside a model (analysis, feature distillation) goes through here, and
+everything here goes through timm's own ``forward_intermediates``: no hooks, no patched
+methods, so a tap sees exactly the tensors timm computes and stays differentiable.
+
+What a "layer" is depends on the family:
+
+* ViT / DeiT / Eva and other models with a ``blocks`` sequence: the residual stream after each
+  block, before the final norm (``norm=True`` applies the model's final norm instead). The
+  prefix tokens (CLS, distillation and register tokens: ``num_prefix_tokens`` of them) are
+  dropped, so only the N = H*W patch tokens remain.
+* CaiT: the self-attention ``blocks`` only. The class-attention blocks that follow them update
+  the class token alone and are not layers here.
+* Swin and other staged models with ``layers``: the output of each stage, flattened to
+  (B, H*W, C).
+
+Only the blocks up to the deepest requested layer are run (``stop_early``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from vitdistill.errors import UserError
+
+LayerSpec = None | str | int | Sequence[int]
+
+
+def _model_name(model: nn.Module) -> str:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    arch = cfg.get("architecture") if isinstance(cfg, dict) else None
+    cls = type(model).__name__
+    return f"{arch} ({cls})" if arch else cls
+
+
+def _tap_family(model: nn.Module) -> str:
+    """'blocks' for ViT-like models, 'stages' for Swin-like ones; UserError otherwise."""
+    if not callable(getattr(model, "forward_intermediates", None)):
+        raise UserError(
+            f"model {_model_name(model)} cannot be tapped: it has no forward_intermediates(); "
+            "token taps need a timm transformer (ViT, DeiT, CaiT, Eva, Swin, ...)"
+        )
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) > 0:
+        return "blocks"
+    layers = getattr(model, "layers", None)
+    if isinstance(layers, nn.Sequential | nn.ModuleList) and len(layers) > 0:
+        return "stages"
+    raise UserError(
+        f"model {_model_name(model)} cannot be tapped: it has neither transformer `blocks` "
+        "nor Swin-style `layers` (convolutional networks have no token features)"
+    )
+
+
+def check_tappable(model: nn.Module) -> None:
+    """Raise a UserError naming the model and the reason if its tokens cannot be tapped."""
+    _tap_family(model)
+
+
+def num_tap_layers(model: nn.Module) -> int:
+    """How many layers can be tapped (blocks; CaiT self-attention blocks; Swin stages)."""
+    family = _tap_family(model)
+    return len(model.blocks if family == "blocks" else model.layers)
+
+
+def resolve_layers(model: nn.Module, spec: LayerSpec = None) -> list[int]:
+    """Turn a layer spec into absolute block indices, in the order given, without repeats.
+
+    ``spec`` is ``None`` or ``'all'`` (every layer), ``'last'``, an int, a comma list such as
+    ``'0,5,11'`` or ``'-1'``, or a sequence of ints. Negative indices count from the end.
+    """
+    n = num_tap_layers(model)
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
+        return list(range(n))
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        if text == "last":
+            return [n - 1]
+        try:
+            items = [int(p) for p in text.split(",") if p.strip()]
+        except ValueError:
+            raise UserError(
+                f"layers {spec!r} not understood: use 'all', 'last' or comma-separated block indices like 0,5,11"
+            ) from None
+        if not items:
+            raise UserError(f"layers {spec!r} names no layer")
+    elif isinstance(spec, int):
+        items = [spec]
+    else:
+        items = [int(i) for i in spec]
+        if not items:
+            raise UserError("an empty list of layers names no layer")
+    out: list[int] = []
+    for i in items:
+        if not -n <= i < n:
+            raise UserError(
+                f"layer {i} is out of range for {_model_name(model)}, which has {n} tappable layers "
+                f"(valid: 0..{n - 1}, or -{n}..-1 from the end)"
+            )
+        a = i % n
+        if a not in out:
+            out.append(a)
+    return out
+
+
+def _patch_grid(model: nn.Module, height: int, width: int) -> tuple[int, int] | None:
+    pe = getattr(model, "patch_embed", None)
+    if pe is None:
+        return None
+    if hasattr(pe, "dynamic_feat_size"):
+        return tuple(pe.dynamic_feat_size((height, width)))
+    grid = getattr(pe, "grid_size", None)
+    return tuple(grid) if grid is not None else None
+
+
+def feature_grid(model: nn.Module, image_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
+    """The (H, W) token grid of the taps for an input of ``image_size`` (default: the model's).
+
+    For staged models (Swin) this is the grid of the last stage.
+    """
+    if image_size is None:
+        pe = getattr(model, "patch_embed", None)
+        size = getattr(pe, "img_size", None)
+        if size is None:
+            cfg = getattr(model, "pretrained_cfg", {}) or {}
+            size = tuple(cfg.get("input_size", (3, 224, 224))[-2:])
+        image_size = size
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    with torch.no_grad():
+        probe = torch.zeros(1, 3, *image_size, device=_device_of(model), dtype=_dtype_of(model))
+        feats = token_features(model, probe, [num_tap_layers(model) - 1])
+    n = feats[0].shape[1]
+    grid = _patch_grid(model, *image_size)
+    if grid is not None and grid[0] * grid[1] == n:
+        return grid
+    side = int(round(n**0.5))
+    if side * side != n:
+        raise UserError(f"cannot infer a 2-D token grid for {_model_name(model)}: {n} tokens")
+    return side, side
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _dtype_of(model: nn.Module) -> torch.dtype:
+    p = next(model.parameters(), None)
+    return p.dtype if p is not None and p.is_floating_point() else torch.float32
+
+
+def token_features(
+    model: nn.Module, x: torch.Tensor, layers: LayerSpec = None, norm: bool = False
+) -> list[torch.Tensor]:
+    """Patch-token features (B, N, C) of the requested layers, in the order requested.
+
+    Runs ``model.forward_intermediates`` up to the deepest requested layer and keeps gradients,
+    so the same call serves analysis (under ``torch.inference_mode``) and distillation losses.
+    """
+    family = _tap_family(model)
+    idx = resolve_layers(model, layers)
+    take = sorted(idx)
+    B, _, height, width = x.shape
+    kwargs = dict(indices=take, norm=norm, stop_early=True, intermediates_only=True)
+    if family == "blocks":
+        try:
+            outs = model.forward_intermediates(x, output_fmt="NLC", **kwargs)
+        except AssertionError:  # a model that only speaks NCHW
+            outs = model.forward_intermediates(x, output_fmt="NCHW", **kwargs)
+    else:
+        outs = model.forward_intermediates(x, output_fmt="NCHW", **kwargs)
+    if len(outs) != len(take):
+        raise RuntimeError(
+            f"{_model_name(model)}.forward_intermediates returned {len(outs)} tensors for {len(take)} layers"
+        )
+    grid = _patch_grid(model, height, width) if family == "blocks" else None
+    n_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    tokens = [_as_tokens(t, grid, n_prefix, model) for t in outs]
+    by_layer = dict(zip(take, tokens, strict=True))
+    return [by_layer[i] for i in idx]
+
+
+def _as_tokens(t: torch.Tensor, grid, n_prefix: int, model: nn.Module) -> torch.Tensor:
+    if t.ndim == 4:  # (B, C, H, W) -> (B, H*W, C)
+        return t.flatten(2).transpose(1, 2)
+    if t.ndim != 3:
+        raise RuntimeError(f"unexpected intermediate of shape {tuple(t.shape)} from {_model_name(model)}")
+    if grid is not None:
+        n_patch = grid[0] * grid[1]
+        if t.shape[1] == n_patch + n_prefix and n_prefix:
+            return t[:, n_prefix:]
+        if t.shape[1] != n_patch:
+            raise RuntimeError(
+                f"{_model_name(model)} returned {t.shape[1]} tokens, expected {n_patch} patch tokens"
+            )
+    return t
+
+
+class TokenTaps:
+    """A model plus a fixed choice of layers: ``TokenTaps(model, 'last')(images)``."""
+
+    def __init__(self, model: nn.Module, layers: LayerSpec = "all", norm: bool = False):
+        self.model = model
+        self.layers = resolve_layers(model, layers)
+        self.norm = norm
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(getattr(self.model, "num_prefix_tokens", 0) or 0)
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return token_features(self.model, x, self.layers, norm=self.norm)
+
+    def named(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        return dict(zip(self.layers, self(x), strict=True))
