@@ -1,1 +1,26 @@
-"""Token taps and the student models (registered with timm on import)."""
+"""Token taps and the student models (registered with timm on import).
+
+Importing this package registers ``deit_tiny_lift_patch16_224``, ``deit_tiny_widelast_patch16_224``
+and ``deit_tiny_uniform219_patch16_224`` with timm.
+"""
+
+from vitdistill.models.builders import STUDENT_MODELS, create_base_model, create_lift, create_widelast
+from vitdistill.models.lift import LiftVisionTransformer, TokenProjector
+from vitdistill.models.taps import TokenTaps, check_tappable, num_tap_layers, resolve_layers, token_features
+from vitdistill.models.widelast import WideEntryBlock, WideLastVisionTransformer
+
+__all__ = [
+    "STUDENT_MODELS",
+    "TokenTaps",
+    "check_tappable",
+    "num_tap_layers",
+    "resolve_layers",
+    "token_features",
+    "LiftVisionTransformer",
+    "TokenProjector",
+    "WideEntryBlock",
+    "WideLastVisionTransformer",
+    "create_base_model",
+    "create_lift",
+    "create_widelast",
+]

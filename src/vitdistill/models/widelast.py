@@ -1,0 +1,145 @@
+"""WideLast: a ViT student whose last block(s) run at the teacher's width.
+
+Instead of lifting the student's output after the fact (Lift), WideLast lets the last ``num_wide``
+blocks compute at ``wide_dim``: the first of them starts with an entry projection
+Linear(d_s -> wide_dim, no bias) + LayerNorm applied to every token, then runs a standard pre-norm
+timm block at ``wide_dim``. The projection lives *inside* that block so ``len(blocks)`` and block
+indices stay those of the base ViT and timm's ``forward_intermediates`` works unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import LayerNorm, get_norm_layer
+from timm.models._features import feature_take_indices
+from timm.models.vision_transformer import Block, VisionTransformer
+from torch import nn
+
+from vitdistill.errors import UserError
+from vitdistill.models.lift import TokenProjector, _device_dtype, _finish_init
+
+__all__ = ["WideEntryBlock", "WideLastVisionTransformer"]
+
+
+class WideEntryBlock(Block):
+    """A timm ``Block`` at ``dim`` preceded by the entry projection ``in_dim -> dim`` (all tokens)."""
+
+    def __init__(self, in_dim: int, dim: int, num_heads: int, norm_layer=LayerNorm, device=None, dtype=None,
+                 **kwargs) -> None:
+        super().__init__(dim=dim, num_heads=num_heads, norm_layer=norm_layer, device=device, dtype=dtype, **kwargs)
+        self.entry = TokenProjector(in_dim, dim, norm_layer=norm_layer, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        return super().forward(self.entry(x), attn_mask=attn_mask, is_causal=is_causal)
+
+
+class _WideBlocks:
+    """``block_fn`` for ``VisionTransformer``: base-width blocks, then the wide tail."""
+
+    def __init__(self, depth: int, num_wide: int, wide_dim: int, wide_heads: int) -> None:
+        self.first_wide = depth - num_wide
+        self.wide_dim = wide_dim
+        self.wide_heads = wide_heads
+
+    def __call__(self, dim: int, num_heads: int, depth: int, **kwargs) -> nn.Module:
+        if depth < self.first_wide:
+            return Block(dim=dim, num_heads=num_heads, depth=depth, **kwargs)
+        if depth == self.first_wide:
+            return WideEntryBlock(in_dim=dim, dim=self.wide_dim, num_heads=self.wide_heads, depth=depth, **kwargs)
+        return Block(dim=self.wide_dim, num_heads=self.wide_heads, depth=depth, **kwargs)
+
+
+class WideLastVisionTransformer(VisionTransformer):
+    """timm ViT whose last ``num_wide`` blocks, final norm and head work at ``wide_dim``.
+
+    Wide blocks keep the base head dimension (``embed_dim // num_heads``; 64 for DeiT), so
+    ``wide_dim // head_dim`` heads, unless ``wide_num_heads`` is given; MLP ratio, qkv bias, norm
+    layer and attention (timm's SDPA ``Attention``) are those of the base.
+    """
+
+    def __init__(
+        self,
+        wide_dim: int = 384,
+        num_wide: int = 1,
+        wide_num_heads: int | None = None,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        global_pool: str = "token",
+        fc_norm: bool | None = None,
+        final_norm: bool = True,
+        norm_layer=None,
+        weight_init: str = "",
+        device=None,
+        dtype=None,
+        **kwargs,
+    ) -> None:
+        if "block_fn" in kwargs:
+            raise UserError("WideLast builds its own blocks; block_fn cannot be overridden")
+        if global_pool in ("map", "prr"):
+            raise UserError(f"WideLast does not support attention pooling (global_pool={global_pool!r})")
+        if not 1 <= int(num_wide) <= int(depth):
+            raise UserError(f"num_wide must be between 1 and depth={depth}, got {num_wide}")
+        if int(wide_dim) <= 0:
+            raise UserError(f"wide_dim must be a positive width, got {wide_dim}")
+        if wide_num_heads is None:
+            head_dim = embed_dim // num_heads
+            if wide_dim % head_dim:
+                raise UserError(f"wide_dim={wide_dim} is not a multiple of the base head dim {head_dim}; "
+                                f"pass wide_num_heads explicitly")
+            wide_num_heads = wide_dim // head_dim
+        elif wide_dim % int(wide_num_heads):
+            raise UserError(f"wide_dim={wide_dim} is not divisible by wide_num_heads={wide_num_heads}")
+        super().__init__(
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            global_pool=global_pool,
+            fc_norm=fc_norm,
+            final_norm=final_norm,
+            norm_layer=norm_layer,
+            block_fn=_WideBlocks(depth, int(num_wide), int(wide_dim), int(wide_num_heads)),
+            weight_init="skip",
+            device=device,
+            dtype=dtype,
+            **kwargs,
+        )
+        dd = {"device": device, "dtype": dtype}
+        self.wide_dim = int(wide_dim)
+        self.num_wide = int(num_wide)
+        self.wide_num_heads = int(wide_num_heads)
+        self.first_wide = depth - self.num_wide
+        norm = get_norm_layer(norm_layer) or LayerNorm
+        use_fc_norm = global_pool in ("avg", "avgmax", "max") if fc_norm is None else fc_norm
+        self.norm = norm(self.wide_dim, **dd) if final_norm and not use_fc_norm else nn.Identity()
+        self.fc_norm = norm(self.wide_dim, **dd) if final_norm and use_fc_norm else nn.Identity()
+        self.num_features = self.head_hidden_size = self.wide_dim
+        self.head = nn.Linear(self.wide_dim, self.num_classes, **dd) if self.num_classes > 0 else nn.Identity()
+        for i in range(self.first_wide, depth):
+            self.feature_info[i]["num_chs"] = self.wide_dim
+        _finish_init(self, weight_init)
+
+    def block_widths(self) -> list[int]:
+        return [self.embed_dim] * self.first_wide + [self.wide_dim] * self.num_wide
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New head at ``wide_dim`` (timm's would be built at the backbone width)."""
+        if global_pool in ("map", "prr"):
+            raise UserError(f"WideLast does not support attention pooling (global_pool={global_pool!r})")
+        super().reset_classifier(num_classes, global_pool)
+        dd = _device_dtype(self.blocks[-1])
+        self.head = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.head.train(self.training)
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None, return_prefix_tokens: bool = False,
+                              norm: bool = False, **kwargs):
+        """timm's ``forward_intermediates``; the final norm (``norm=True``) exists only at ``wide_dim``."""
+        if norm and not isinstance(self.norm, nn.Identity):
+            take, _ = feature_take_indices(len(self.blocks), indices)
+            narrow = [int(i) for i in take if i < self.first_wide]
+            if narrow:
+                raise UserError(f"norm=True applies the final LayerNorm({self.wide_dim}) and only fits the wide "
+                                f"blocks {self.first_wide}..{len(self.blocks) - 1}; blocks {narrow} are "
+                                f"{self.embed_dim} wide")
+        return super().forward_intermediates(x, indices, return_prefix_tokens=return_prefix_tokens, norm=norm,
+                                             **kwargs)
