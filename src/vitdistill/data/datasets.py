@@ -1,0 +1,314 @@
+"""Data sets from image folders, image lists and the built-in synthetic sets.
+
+Every item is ``(image, label, index)``: ``index`` is the item's position in the data set, so
+per-image results (e.g. ranks in ``per_image.csv``) can be traced back to ``sample_ids[index]``.
+Unreadable files give ``(None, label, index)`` unless ``strict=True``; :func:`collate_skip`
+drops those items and reports how many it dropped, so a bad file costs one image, not a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vitdistill.data.images import load_rgb, pil_to_tensor
+from vitdistill.errors import UserError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+SPLIT_ALIASES = {"train": ("train", "training"), "val": ("val", "validation", "valid"), "test": ("test",)}
+
+
+def _natural_key(s: str) -> list:
+    import re
+
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def _subset_positions(n: int, max_images: int | None) -> np.ndarray:
+    """Evenly spaced positions, so a subset of a class-sorted list still covers every class."""
+    if max_images is None or max_images >= n:
+        return np.arange(n)
+    if max_images <= 0:
+        raise UserError(f"max_images must be a positive number (got {max_images})")
+    return np.unique(np.floor(np.arange(max_images) * (n / max_images)).astype(np.int64))
+
+
+class ImageFileDataset(Dataset):
+    """Images read from files, with integer labels (-1 = unlabelled)."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        labels: Sequence[int],
+        classes: Sequence[str],
+        transform: Callable | None = None,
+        strict: bool = False,
+        info: dict[str, Any] | None = None,
+    ):
+        if len(paths) != len(labels):
+            raise ValueError("paths and labels differ in length")
+        self.paths = list(paths)
+        self.labels = [int(v) for v in labels]
+        self.classes = list(classes)
+        self.transform = transform
+        self.strict = strict
+        self._info = dict(info or {})
+        self._warned = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return self.paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        path, label = self.paths[index], self.labels[index]
+        try:
+            img = load_rgb(path)
+        except (OSError, ValueError, SyntaxError) as e:
+            # PIL reports truncated/corrupt files as OSError, some decoders as ValueError/SyntaxError.
+            if self.strict:
+                raise UserError(f"cannot read image {path}: {e}") from None
+            if self._warned < 5:
+                warnings.warn(f"skipping unreadable image {path}: {e}", stacklevel=2)
+                self._warned += 1
+            return None, label, index
+        return (self.transform(img) if self.transform is not None else pil_to_tensor(img)), label, index
+
+    def fingerprint(self) -> str:
+        """Hash of (file, label) pairs: two runs saw the same list iff the fingerprints agree."""
+        h = hashlib.sha256()
+        for p, y in zip(self.paths, self.labels, strict=True):
+            h.update(f"{p}\t{y}\n".encode())
+        return h.hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        counts = np.bincount([y for y in self.labels if y >= 0], minlength=self.num_classes)
+        return {
+            **self._info,
+            "num_images": len(self),
+            "num_classes": self.num_classes,
+            "classes": self.classes if self.num_classes <= 100 else self.classes[:100] + ["..."],
+            "images_per_class_min": int(counts.min()) if counts.size else 0,
+            "images_per_class_max": int(counts.max()) if counts.size else 0,
+            "strict": self.strict,
+            "fingerprint": self.fingerprint(),
+        }
+
+
+def _folder_for_split(root: Path, split: str) -> tuple[Path, str | None]:
+    """``root/<split>`` when the folder is split into train/val subfolders, else ``root`` itself."""
+    names = SPLIT_ALIASES.get(split, (split,))
+    for name in names:
+        if (root / name).is_dir():
+            return root / name, name
+    present = [n for group in SPLIT_ALIASES.values() for n in group if (root / n).is_dir()]
+    if present:
+        raise UserError(
+            f"{root} is split into {', '.join(sorted(present))}/ but has no '{split}' subfolder; "
+            f"pick split={' or '.join(repr(p) for p in sorted(present))}"
+        )
+    return root, None
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(
+        (d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")),
+        key=_natural_key,
+    )
+
+
+def _images_under(folder: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(os.path.join(dirpath, f) for f in filenames if _is_image(f))
+    return sorted(found, key=_natural_key)
+
+
+def image_folder(
+    root: str | os.PathLike,
+    split: str = "train",
+    transform: Callable | None = None,
+    strict: bool = False,
+    max_images: int | None = None,
+) -> ImageFileDataset:
+    """An ImageFolder: one subfolder per class (searched recursively for images).
+
+    When ``root`` holds ``train/`` and ``val/`` subfolders, ``split`` picks one and the class list
+    is the union of both splits' class folders, so class indices agree between splits even if a
+    class is missing from one of them. A folder of images with no class subfolders is one
+    class named after the folder.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise UserError(f"data folder {root} does not exist")
+    if not root.is_dir():
+        raise UserError(f"{root} is neither a folder nor an image list")
+    folder, split_dir = _folder_for_split(root, split)
+    if split_dir is not None:
+        split_roots = [root / n for g in SPLIT_ALIASES.values() for n in g if (root / n).is_dir()]
+        classes = sorted({c for r in split_roots for c in _class_dirs(r)}, key=_natural_key)
+    else:
+        classes = _class_dirs(folder)
+    paths: list[str] = []
+    labels: list[int] = []
+    if classes:
+        for i, c in enumerate(classes):
+            if (folder / c).is_dir():
+                imgs = _images_under(folder / c)
+                paths += imgs
+                labels += [i] * len(imgs)
+    else:
+        paths = [
+            os.path.join(folder, f) for f in sorted(os.listdir(folder), key=_natural_key) if _is_image(f)
+        ]
+        labels = [0] * len(paths)
+        classes = [folder.name] if paths else []
+    if not paths:
+        raise UserError(
+            f"no images found in {folder} (expected class subfolders holding {', '.join(IMAGE_EXTENSIONS[:4])}... files)"
+        )
+    keep = _subset_positions(len(paths), max_images)
+    info = {
+        "kind": "folder",
+        "spec": str(root),
+        "split": split_dir,
+        "folder": str(folder),
+        "max_images": max_images,
+    }
+    return ImageFileDataset(
+        [paths[i] for i in keep], [labels[i] for i in keep], classes, transform, strict, info
+    )
+
+
+def image_list(
+    list_file: str | os.PathLike,
+    transform: Callable | None = None,
+    strict: bool = False,
+    max_images: int | None = None,
+) -> ImageFileDataset:
+    """A text file of image paths, one per line, optionally ``<TAB>label`` after the path.
+
+    Relative paths are relative to the list file. Labels may be integers (class ``k`` is then
+    named ``"k"``) or class names (sorted naturally). Blank lines and lines starting with ``#`` are
+    ignored. Without labels every image gets label -1 (fine for analysis, not for training).
+    """
+    list_file = Path(list_file).expanduser()
+    base = list_file.parent
+    entries: list[tuple[str, str | None]] = []
+    with open(list_file, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            parts = line.split("\t")
+            if len(parts) > 2:
+                raise UserError(
+                    f"{list_file}:{lineno}: expected 'path' or 'path<TAB>label', got {len(parts)} fields"
+                )
+            path = parts[0].strip()
+            label = parts[1].strip() if len(parts) == 2 and parts[1].strip() else None
+            entries.append((str(path if os.path.isabs(path) else base / path), label))
+    if not entries:
+        raise UserError(f"image list {list_file} names no images")
+    given = [lab is not None for _, lab in entries]
+    if any(given) and not all(given):
+        raise UserError(f"image list {list_file}: some lines have a label and some do not; label all or none")
+    if all(given):
+        names = [lab for _, lab in entries]
+        if all(n.lstrip("-").isdigit() for n in names):
+            ints = [int(n) for n in names]
+            if min(ints) < 0:
+                raise UserError(f"image list {list_file}: negative label {min(ints)}")
+            classes = [str(k) for k in range(max(ints) + 1)]
+            labels = ints
+        else:
+            classes = sorted(set(names), key=_natural_key)
+            index = {c: i for i, c in enumerate(classes)}
+            labels = [index[n] for n in names]
+    else:
+        classes, labels = [], [-1] * len(entries)
+    paths = [p for p, _ in entries]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing and strict:
+        raise UserError(
+            f"image list {list_file}: {len(missing)} listed file(s) do not exist, e.g. {missing[0]}"
+        )
+    keep = _subset_positions(len(paths), max_images)
+    info = {
+        "kind": "list",
+        "spec": str(list_file),
+        "split": None,
+        "missing_files": len(missing),
+        "max_images": max_images,
+    }
+    return ImageFileDataset(
+        [paths[i] for i in keep], [labels[i] for i in keep], classes, transform, strict, info
+    )
+
+
+def build_dataset(
+    spec: str | os.PathLike,
+    split: str = "train",
+    transform: Callable | None = None,
+    strict: bool = False,
+    max_images: int | None = None,
+) -> Dataset:
+    """The data set named by ``spec``: an ImageFolder directory, an image-list file, or ``synthetic:NAME[?k=v&...]``.
+
+    Items are ``(image, label, index)``; with ``transform=None`` images are float tensors in
+    [0, 1] of shape (3, H, W). Use :func:`collate_skip` as the DataLoader's ``collate_fn``.
+    """
+    spec_s = str(spec)
+    if spec_s.startswith("synthetic:"):
+        from vitdistill.data.synthetic import build_synthetic
+
+        return build_synthetic(spec_s, split=split, transform=transform, max_images=max_images)
+    if not spec_s.strip():
+        raise UserError("empty data spec: give a folder, an image-list file or synthetic:NAME")
+    path = Path(spec_s).expanduser()
+    if path.is_file():
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            raise UserError(f"{path} is a single image; give its folder or a text file listing images")
+        return image_list(path, transform=transform, strict=strict, max_images=max_images)
+    if not path.exists() and ":" in spec_s.split("/")[0] and not os.path.isabs(spec_s):
+        from vitdistill.data.synthetic import SYNTHETIC
+
+        raise UserError(
+            f"unknown data spec {spec_s!r}: built-in sets are written synthetic:NAME ({', '.join(sorted(SYNTHETIC))})"
+        )
+    return image_folder(path, split=split, transform=transform, strict=strict, max_images=max_images)
+
+
+def collate_skip(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Collate ``(image, label, index)`` items, dropping unreadable ones (image ``None``).
+
+    Returns ``(images, labels, indices, n_skipped)``. A batch in which every item was skipped
+    gives empty tensors (``images.shape[0] == 0``); callers should skip it.
+    """
+    kept = [item for item in batch if item is not None and item[0] is not None]
+    n_skipped = len(batch) - len(kept)
+    if not kept:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), n_skipped
+    images = torch.stack([torch.as_tensor(item[0]) for item in kept])
+    labels = torch.tensor([int(item[1]) for item in kept], dtype=torch.long)
+    indices = torch.tensor([int(item[2]) for item in kept], dtype=torch.long)
+    return images, labels, indices, n_skipped
