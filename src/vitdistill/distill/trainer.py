@@ -1,0 +1,607 @@
+"""The training loop: one process or many under torchrun, CPU or GPU.
+
+Read top to bottom: :func:`train` resolves the config and builds a :class:`Trainer`;
+``Trainer.__init__`` builds data, models, optimizer, scheduler, EMA; ``Trainer.run`` loops over
+epochs (``_train_epoch``), evaluates, writes ``metrics.jsonl`` and checkpoints.
+
+Reproducibility: every epoch reseeds torch / numpy / random and the sampler from
+(seed, rank, epoch), so a run resumed from an epoch-boundary checkpoint replays the remaining
+epochs exactly (bitwise on CPU with ``deterministic: true``). Resume is at epoch boundaries:
+a run killed mid-epoch repeats that epoch from its start.
+
+Batches: ``data.batch_size`` is the GLOBAL batch per optimizer step. Each step takes the next
+``batch_size`` indices of one shared permutation and splits them into ``world_size x grad_accum``
+micro-batches, so 1 process and N processes see the same images per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from vitdistill.distill import build as build_mod
+from vitdistill.distill import checkpoint as ckpt_mod
+from vitdistill.distill import config as config_mod
+from vitdistill.distill.task import DistillTask
+from vitdistill.errors import UserError
+from vitdistill.utils import dist as dist_mod
+from vitdistill.utils.io import atomic_write_json, atomic_write_text
+
+KILL_ENV = "VITDISTILL_FAULT_KILL_AFTER_EPOCH"  # fault injection for tests: SIGKILL after saving epoch N
+
+
+def train(config: dict | str | os.PathLike | None = None, overrides=(), output: str | os.PathLike | None = None,
+          resume: str | os.PathLike | None = None, *, data: str | None = None, device: str | None = None,
+          strict: bool | None = None) -> dict[str, Any]:
+    """Train (or distil) a student from a config; returns the summary (also in RUN/summary.json).
+
+    ``overrides`` are ``"key=value"`` strings (``"loss.alpha=0.9"``); ``resume`` is ``"auto"``
+    (continue RUN/checkpoints/last.pt when it exists) or a checkpoint path.
+    """
+    ov = list(overrides)
+    if data is not None:
+        ov.append(("data.train", data))
+    if device is not None:
+        ov.append(("device", device))
+    if strict is not None:
+        ov.append(("data.strict", bool(strict)))
+    cfg = config_mod.resolve(config, ov)
+    if output is None:
+        stem = Path(config).stem if isinstance(config, str | os.PathLike) else "run"
+        output = Path("runs") / stem
+    trainer = Trainer(cfg, Path(output), resume)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+
+
+class EpochSampler(Sampler[int]):
+    """This rank's indices for one epoch, in global-batch order (repeated augmentation optional).
+
+    One permutation per epoch (seeded by seed + epoch, identical on every rank). With
+    ``repeats`` r > 1 each index appears r times in a row (DeiT's repeated augmentation) and the
+    list is cut back to the data set length, so an epoch keeps its length. Only whole global
+    batches are used. Step s, micro-step a, rank k reads the slice
+    ``[s*G + (a*W + k)*m, ... + m)`` with G the global batch, W ranks and m the micro-batch.
+    """
+
+    def __init__(self, n: int, global_batch: int, world: int, rank: int, accum: int, repeats: int = 1,
+                 shuffle: bool = True, seed: int = 0, max_steps: int | None = None):
+        self.n, self.G, self.W, self.rank, self.accum = n, global_batch, world, rank, accum
+        self.m = global_batch // (world * accum)
+        self.repeats, self.shuffle, self.seed = repeats, shuffle, seed
+        self.steps = n // global_batch if max_steps is None else min(n // global_batch, max_steps)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps * self.accum * self.m
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        if self.repeats > 1:
+            order = order.repeat_interleave(self.repeats)[: self.n]
+        order = order.tolist()
+        for s in range(self.steps):
+            for a in range(self.accum):
+                start = s * self.G + (a * self.W + self.rank) * self.m
+                yield from order[start:start + self.m]
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation: rank k reads indices k, k+W, ... (no padding, so no image is counted twice)."""
+
+    def __init__(self, n: int, world: int, rank: int):
+        self.idx = list(range(rank, n, world))
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __iter__(self):
+        return iter(self.idx)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError("device cuda requested but CUDA is not available; use --device cpu")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate_loader(model: nn.Module, loader, device: torch.device, amp_dtype=None, channels_last=False) -> dict:
+    """top-1 / top-5 / CE of ``model`` over ``loader``, summed over ranks."""
+    was = model.training
+    model.eval()
+    stats = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss_sum, n
+    skipped = 0
+    for images, labels, _idx, n_skip in loader:
+        skipped += int(n_skip)
+        if images.shape[0] == 0:
+            continue
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp_dtype):
+            logits = model(images)
+        if isinstance(logits, tuple):
+            logits = (logits[0] + logits[1]) / 2
+        logits = logits.float()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hit = top.eq(labels[:, None])
+        stats[0] += hit[:, :1].sum()
+        stats[1] += hit.sum()
+        stats[2] += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+        stats[3] += labels.shape[0]
+    model.train(was)
+    dist_mod.all_reduce_sum(stats)
+    skipped_t = dist_mod.all_reduce_sum(torch.tensor([skipped], device=device))
+    n = max(stats[3].item(), 1.0)
+    return {"top1": 100.0 * stats[0].item() / n, "top5": 100.0 * stats[1].item() / n,
+            "loss": stats[2].item() / n, "n": int(stats[3].item()), "skipped": int(skipped_t.item())}
+
+
+def _autocast(device: torch.device, dtype):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class Trainer:
+    def __init__(self, cfg: dict, run_dir: Path, resume=None):
+        self.cfg = cfg
+        self.t0 = time.time()
+        self.dinfo = dist_mod.init_distributed(cfg["device"] if cfg["device"] != "auto" else
+                                               ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(cfg["device"], self.dinfo.local_rank)
+        self.main = self.dinfo.is_main
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.tb = None
+        if cfg["deterministic"]:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        seed_all(cfg["seed"] + self.dinfo.rank)
+        self.resume_path = self._resume_path(resume)
+        self._build_data_and_models()
+        self._build_optim()
+        self.start_epoch, self.num_updates = 0, 0
+        self.best = {"raw": None, "ema": None}
+        self.last_eval: dict[str, Any] = {}
+        if self.resume_path is not None:
+            self._load(self.resume_path)
+        self._open_logs()
+
+    # ----------------------------------------------------------------- setup
+    def _resume_path(self, resume) -> Path | None:
+        last = self.ckpt_dir / "last.pt"
+        if resume is None:
+            if last.exists():
+                raise UserError(f"{self.run_dir} already holds a run (checkpoints/last.pt): use --resume auto "
+                                "to continue it, or another --output")
+            return None
+        if str(resume) == "auto":
+            return last if last.exists() else None
+        p = Path(resume)
+        if not p.is_file():
+            raise UserError(f"--resume {resume}: no such checkpoint file (use --resume auto or a .pt path)")
+        return p
+
+    def _build_data_and_models(self) -> None:
+        from vitdistill.data import (
+            build_dataset,
+            collate_skip,
+            eval_transform,
+            resolve_data_config,
+            train_transform,
+        )
+        from vitdistill.data.transforms import model_input_size
+
+        cfg, d = self.cfg, self.cfg["data"]
+        if not d["train"]:
+            raise UserError("no training data: set data.train in the config or pass --data DIR|synthetic:NAME")
+        train_ds = build_dataset(d["train"], "train", transform=None, strict=d["strict"], max_images=d["max_train_images"])
+        val_ds = build_dataset(d["val"] or d["train"], "val", transform=None, strict=d["strict"],
+                               max_images=d["max_val_images"])
+        if len(train_ds) == 0:
+            raise UserError(f"training data {d['train']} holds no images")
+        self.num_classes = train_ds.num_classes
+        if val_ds.num_classes != self.num_classes:
+            raise UserError(f"training data has {self.num_classes} classes but validation data has {val_ds.num_classes}")
+        self.spec = build_mod.model_spec(cfg["model"], self.num_classes)
+        student = build_mod.create_from_spec(self.spec, pretrained=cfg["model"]["pretrained"])
+        if cfg["model"]["checkpoint"]:
+            build_mod.load_weights(student, cfg["model"]["checkpoint"], role="student")
+        self.student_params = build_mod.count_params(student)
+        lc = cfg["loss"]
+        teacher = None
+        if (lc["alpha"] > 0 or lc["feat_weight"] > 0) and cfg["teacher"]["name"]:
+            teacher = build_mod.build_teacher(cfg["teacher"])
+        input_size = model_input_size(student) or resolve_data_config(student)["input_size"]
+        self.input_size = tuple(input_size)
+        crop = 1.0 if str(d["train"]).startswith("synthetic:") else None
+        a = cfg["aug"]
+        if a["enabled"]:
+            train_ds.transform = train_transform(
+                student, auto_augment=a["auto_augment"], re_prob=a["reprob"], re_mode=a["remode"],
+                hflip=a["hflip"], color_jitter=a["color_jitter"], scale=tuple(a["scale"]))
+        else:
+            train_ds.transform = eval_transform(student, crop_pct=crop)
+        val_ds.transform = eval_transform(student, crop_pct=crop)
+        renorm = None
+        if teacher is not None:
+            t_size = model_input_size(teacher)
+            if t_size is not None and tuple(t_size) != self.input_size and not getattr(
+                    getattr(teacher, "patch_embed", None), "dynamic_img_size", False):
+                raise UserError(f"teacher expects input {tuple(t_size[1:])} but the student sees "
+                                f"{self.input_size[1:]}: set teacher.kwargs.img_size (and patch_size) to match")
+            s_cfg, t_cfg = resolve_data_config(student), resolve_data_config(teacher)
+            sm, ss = tuple(map(float, s_cfg["mean"])), tuple(map(float, s_cfg["std"]))
+            tm, ts = tuple(map(float, t_cfg["mean"])), tuple(map(float, t_cfg["std"]))
+            if (sm, ss) != (tm, ts):
+                renorm = ((sm, ss), (tm, ts))
+        self.teacher_renorm = renorm
+        teacher = teacher.to(self.device) if teacher is not None else None
+        student = student.to(self.device)
+        self.task = DistillTask(student, teacher, lc, self.input_size, self.num_classes, renorm).to(self.device)
+        if cfg["channels_last"]:
+            self.task.trainable.to(memory_format=torch.channels_last)
+        # batches
+        W, G, acc = self.dinfo.world_size, d["batch_size"], cfg["optim"]["grad_accum"]
+        if G % (W * acc):
+            raise UserError(f"data.batch_size={G} must be divisible by world size x grad_accum = {W}x{acc}")
+        self.micro = G // (W * acc)
+        if len(train_ds) < G:
+            raise UserError(f"data.batch_size={G} is larger than the training set ({len(train_ds)} images)")
+        if (a["mixup"] > 0 or a["cutmix"] > 0) and self.micro % 2:
+            raise UserError(f"mixup/cutmix need an even micro-batch, got {self.micro} (change data.batch_size)")
+        self.sampler = EpochSampler(len(train_ds), G, W, self.dinfo.rank, acc, a["repeated_aug"], True,
+                                    cfg["seed"], d["steps_per_epoch"])
+        self.steps_per_epoch = self.sampler.steps
+        self.loader_gen = torch.Generator()
+        nw = d["num_workers"]
+        self.train_loader = DataLoader(train_ds, batch_size=self.micro, sampler=self.sampler, num_workers=nw,
+                                       collate_fn=collate_skip, generator=self.loader_gen, drop_last=False,
+                                       pin_memory=self.device.type == "cuda")
+        vb = d["val_batch_size"] or max(1, self.micro * 2)
+        self.val_loader = DataLoader(val_ds, batch_size=vb, sampler=ShardSampler(len(val_ds), W, self.dinfo.rank),
+                                     num_workers=nw, collate_fn=collate_skip, pin_memory=self.device.type == "cuda")
+        self.train_ds, self.val_ds = train_ds, val_ds
+        self.mixup = None
+        if a["mixup"] > 0 or a["cutmix"] > 0:
+            from timm.data import Mixup
+
+            self.mixup = Mixup(mixup_alpha=a["mixup"], cutmix_alpha=a["cutmix"], prob=a["mixup_prob"],
+                               switch_prob=a["mixup_switch_prob"], mode=a["mixup_mode"],
+                               label_smoothing=lc["smoothing"], num_classes=self.num_classes)
+
+    def _build_optim(self) -> None:
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import create_scheduler_v2
+
+        cfg, o, s = self.cfg, self.cfg["optim"], self.cfg["sched"]
+        trainable = self.task.trainable
+        self.lr = o["lr"] if o["lr"] is not None else o["lr_base"] * cfg["data"]["batch_size"] / o["lr_base_size"]
+        try:
+            self.optimizer = create_optimizer_v2(trainable, opt=o["opt"], lr=self.lr, weight_decay=o["weight_decay"],
+                                                 momentum=o["momentum"])
+        except (ValueError, AssertionError) as e:
+            raise UserError(f"optim.opt={o['opt']!r}: {e}") from None
+        self.scheduler, _ = create_scheduler_v2(
+            self.optimizer, sched=s["name"], num_epochs=cfg["epochs"], decay_epochs=s["decay_epochs"],
+            decay_rate=s["decay_rate"], min_lr=s["min_lr"], warmup_lr=s["warmup_lr"],
+            warmup_epochs=s["warmup_epochs"], cooldown_epochs=s["cooldown_epochs"],
+            step_on_epochs=False, updates_per_epoch=self.steps_per_epoch)
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg["amp"]]
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg["amp"] == "fp16" else None
+        self.ema = None
+        if cfg["ema"]["enabled"]:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.task.student, decay=cfg["ema"]["decay"], use_warmup=cfg["ema"]["warmup"])
+        model: nn.Module = trainable
+        if cfg["compile"]:
+            model = torch.compile(model)
+        if self.dinfo.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DDP(model, device_ids=ids, broadcast_buffers=False)
+        self.model = model  # what the loop calls (DDP/compiled around task.trainable)
+
+    def _open_logs(self) -> None:
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        if not self.main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        cfg_text = config_mod.dump_yaml(self.cfg)
+        atomic_write_text(self.run_dir / "config.yaml", cfg_text)
+        # On resume keep only the records of finished epochs (a killed epoch is replayed).
+        kept: list[str] = []
+        if self.start_epoch > 0 and self.metrics_path.exists():
+            for line in self.metrics_path.read_text().splitlines():
+                with contextlib.suppress(json.JSONDecodeError):
+                    if json.loads(line).get("epoch", 0) < self.start_epoch:
+                        kept.append(line)
+        atomic_write_text(self.metrics_path, "".join(x + "\n" for x in kept))
+        self.metrics_file = open(self.metrics_path, "a", buffering=1)  # noqa: SIM115 (kept open for the run)
+        if self.cfg["log"]["tensorboard"]:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise UserError("log.tensorboard needs TensorBoard: pip install 'vitdistill[tensorboard]'") from None
+            self.tb = SummaryWriter(str(self.run_dir / "tb"))
+
+    def close(self) -> None:
+        f = getattr(self, "metrics_file", None)
+        if f is not None:
+            f.close()
+            self.metrics_file = None
+        if self.tb is not None:
+            self.tb.close()
+
+    def log(self, record: dict) -> None:
+        if not self.main:
+            return
+        self.metrics_file.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            step = record.get("step", 0)
+            for k, v in record.items():
+                if isinstance(v, int | float) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
+
+    # ------------------------------------------------------------ checkpoints
+    def _state(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch,  # completed epochs
+            "num_updates": self.num_updates,
+            "student": self.task.student.state_dict(),
+            "projectors": self.task.trainable.projectors.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "best": self.best,
+            "rng": ckpt_mod.rng_state(),
+            "config": self.cfg,
+            "model_spec": self.spec,
+            "world_size": self.dinfo.world_size,
+        }
+
+    def _load(self, path: Path) -> None:
+        st = ckpt_mod.load(path)
+        if st.get("model_spec") != self.spec:
+            raise UserError(f"checkpoint {path} was made for another model ({st.get('model_spec')}); "
+                            f"this config builds {self.spec}")
+        self.task.student.load_state_dict(st["student"])
+        self.task.trainable.projectors.load_state_dict(st["projectors"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        if self.ema is not None and st.get("ema") is not None:
+            self.ema.module.load_state_dict(st["ema"])
+        if self.scaler is not None and st.get("scaler") is not None:
+            self.scaler.load_state_dict(st["scaler"])
+        self.start_epoch, self.num_updates = int(st["epoch"]), int(st["num_updates"])
+        self.best = st.get("best") or self.best
+        ckpt_mod.set_rng_state(st["rng"])
+
+    def _save(self, epoch: int, improved: bool) -> None:
+        if not self.main:
+            return
+        state = self._state(epoch)
+        ckpt_mod.save(self.ckpt_dir / "last.pt", state)
+        if improved:
+            ckpt_mod.save(self.ckpt_dir / "best.pt", state)
+        every = self.cfg["log"]["save_every"]
+        if every and epoch % every == 0:
+            ckpt_mod.save(self.ckpt_dir / f"epoch_{epoch}.pt", state)
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict:
+        cfg = self.cfg
+        E = cfg["epochs"]
+        if self.start_epoch >= E:
+            return self._finish()
+        for epoch in range(self.start_epoch, E):
+            seed_all(cfg["seed"] * 1_000_003 + self.dinfo.rank * 10_007 + epoch)
+            self.loader_gen.manual_seed(cfg["seed"] * 1_000_003 + self.dinfo.rank * 10_007 + epoch)
+            self.sampler.set_epoch(epoch)
+            train_stats = self._train_epoch(epoch)
+            every = cfg["log"]["eval_every"]
+            do_eval = epoch == E - 1 or (every > 0 and (epoch + 1) % every == 0)
+            record = {"kind": "epoch", "epoch": epoch, "step": self.num_updates, **train_stats}
+            improved = False
+            if do_eval:
+                ev = evaluate_loader(self.task.student, self.val_loader, self.device, self.amp_dtype,
+                                     cfg["channels_last"])
+                record.update({"val_top1": ev["top1"], "val_top5": ev["top5"], "val_loss": ev["loss"],
+                               "val_n": ev["n"], "val_skipped": ev["skipped"]})
+                self.last_eval = {"epoch": epoch, "top1": ev["top1"], "top5": ev["top5"]}
+                if self.best["raw"] is None or ev["top1"] > self.best["raw"]["top1"]:
+                    self.best["raw"] = dict(self.last_eval)
+                    improved = True
+                if self.ema is not None:
+                    ee = evaluate_loader(self.ema.module, self.val_loader, self.device, self.amp_dtype,
+                                         cfg["channels_last"])
+                    record.update({"ema_top1": ee["top1"], "ema_top5": ee["top5"]})
+                    self.last_eval.update({"ema_top1": ee["top1"], "ema_top5": ee["top5"]})
+                    if self.best["ema"] is None or ee["top1"] > self.best["ema"]["top1"]:
+                        self.best["ema"] = {"epoch": epoch, "top1": ee["top1"], "top5": ee["top5"]}
+            self.log(record)
+            self._save(epoch + 1, improved)
+            dist_mod.barrier()
+            kill_at = os.environ.get(KILL_ENV)
+            if kill_at is not None and int(kill_at) == epoch + 1 and self.main:
+                self.metrics_file.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        return self._finish()
+
+    def _train_epoch(self, epoch: int) -> dict:
+        cfg = self.cfg
+        acc, clip = cfg["optim"]["grad_accum"], cfg["optim"]["clip_grad"]
+        interval = cfg["log"]["interval"]
+        dev = self.device
+        self.task.trainable.train()
+        if self.task.teacher is not None:
+            self.task.teacher.eval()
+        term_names: list[str] | None = None
+        sums = None  # running per-term sums on device: no host sync per step
+        first_bad = None  # per term: first optimizer step with a non-finite value (-1: none)
+        n_steps, n_images, skipped = 0, 0, 0
+        t_start = time.time()
+        pbar = None
+        if self.main and cfg["log"]["progress"]:
+            from tqdm import tqdm
+
+            pbar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=None,
+                        leave=False, file=sys.stderr)
+        window_start, window_images = time.time(), 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, (images, labels, _idx, n_skip) in enumerate(self.train_loader):
+            skipped += n_skip
+            micro_step = i % acc
+            if images.shape[0] == 0:
+                continue
+            images = images.to(dev, non_blocking=True)
+            target = labels.to(dev, non_blocking=True)
+            if self.mixup is not None:
+                images, target = self.mixup(images, target)
+            if cfg["channels_last"]:
+                images = images.contiguous(memory_format=torch.channels_last)
+            last_micro = micro_step == acc - 1
+            sync = contextlib.nullcontext()
+            if self.dinfo.distributed and not last_micro:
+                sync = self.model.no_sync()
+            with sync:
+                with _autocast(dev, self.amp_dtype):
+                    terms = self.task(images, target, trainable=self.model)
+                loss = terms["loss"] / acc
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+            if term_names is None:
+                term_names = list(terms)
+                sums = torch.zeros(len(term_names), dtype=torch.float64, device=dev)
+                first_bad = torch.full((len(term_names),), -1, dtype=torch.long, device=dev)
+            vals = torch.stack([terms[k].detach().double() for k in term_names])
+            sums += vals / acc
+            first_bad = torch.where((~torch.isfinite(vals)) & (first_bad < 0), self.num_updates, first_bad)
+            n_images += images.shape[0]
+            window_images += images.shape[0]
+            if not last_micro:
+                continue
+            if self.scaler is not None:
+                if clip:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.task.trainable.parameters(), clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                if clip:
+                    nn.utils.clip_grad_norm_(self.task.trainable.parameters(), clip)
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.num_updates += 1
+            n_steps += 1
+            if self.ema is not None:
+                self.ema.update(self.task.student, step=self.num_updates)
+            lr_used = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step_update(num_updates=self.num_updates)
+            if pbar is not None:
+                pbar.update(1)
+            if self.num_updates % interval == 0:
+                self._check_finite(first_bad, term_names)
+                now = time.time()
+                rate = window_images * self.dinfo.world_size / max(now - window_start, 1e-9)
+                rec = {"kind": "step", "epoch": epoch, "step": self.num_updates,
+                       **{k: v for k, v in zip(term_names, vals.tolist(), strict=True)},
+                       "lr": lr_used, "images_per_s": rate}
+                self.log(rec)
+                if pbar is not None:
+                    pbar.set_postfix(loss=f"{rec['loss']:.4f}")
+                window_start, window_images = now, 0
+        if pbar is not None:
+            pbar.close()
+        if term_names is None:
+            raise UserError(f"epoch {epoch}: no usable training images (all {skipped} skipped as unreadable)")
+        self._check_finite(first_bad, term_names)
+        elapsed = time.time() - t_start
+        stats = torch.cat([sums, torch.tensor([n_steps, n_images, skipped], dtype=torch.float64, device=dev)])
+        dist_mod.all_reduce_sum(stats)
+        out = {f"train_{k}": stats[j].item() / max(stats[len(term_names)].item(), 1) for j, k in enumerate(term_names)}
+        out.update({"lr": self.optimizer.param_groups[0]["lr"],
+                    "images_per_s": stats[len(term_names) + 1].item() / max(elapsed, 1e-9),
+                    "train_images": int(stats[len(term_names) + 1].item()),
+                    "train_skipped": int(stats[len(term_names) + 2].item()), "epoch_time_s": elapsed})
+        return out
+
+    def _check_finite(self, first_bad: torch.Tensor | None, names: list[str] | None) -> None:
+        if first_bad is None:
+            return
+        bad = first_bad.tolist()
+        hits = [(s, n) for s, n in zip(bad, names, strict=True) if s >= 0]
+        if hits:
+            step = min(s for s, _ in hits)
+            which = [n for s, n in hits if s == step and n != "loss"] or ["loss"]
+            raise UserError(
+                f"non-finite loss at optimizer step {step} (term: {', '.join(which)}); training stopped, "
+                f"the last good checkpoint is {self.ckpt_dir / 'last.pt'} (lower optim.lr, set optim.clip_grad, or amp=none)"
+            )
+
+    def _finish(self) -> dict:
+        cfg = self.cfg
+        summary = {
+            "run_dir": str(self.run_dir),
+            "epochs": cfg["epochs"],
+            "steps": self.num_updates,
+            "world_size": self.dinfo.world_size,
+            "global_batch": cfg["data"]["batch_size"],
+            "lr": self.lr,
+            "model": self.spec,
+            "params": self.student_params,
+            "teacher": cfg["teacher"]["name"] if self.task.teacher is not None else None,
+            "num_classes": self.num_classes,
+            "last": self.last_eval or None,
+            "best": self.best["raw"],
+            "best_ema": self.best["ema"],
+            "wall_time_s": time.time() - self.t0,
+            "train_data": self.train_ds.describe() if hasattr(self.train_ds, "describe") else None,
+        }
+        if not summary["last"] and self.resume_path is not None:  # resumed a finished run
+            with contextlib.suppress(Exception):
+                summary["last"] = json.loads((self.run_dir / "summary.json").read_text()).get("last")
+        if self.main:
+            atomic_write_json(self.run_dir / "summary.json", summary)
+        return summary
