@@ -1,15 +1,21 @@
-"""`vitdistill compare` (not available in this version yet)."""
+"""`vitdistill compare`: several `analyze` results side by side."""
 
 from __future__ import annotations
 
 import argparse
 
-from vitdistill.errors import NotAvailableError
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", nargs="+", help="folders written by `vitdistill analyze`")
+    p.add_argument("--out", required=True, help="folder for the comparison tables and plots")
+    p.add_argument("--labels", help="comma-separated row labels, one per folder")
+    p.add_argument("--pdf", action="store_true", help="also write plots as PDF")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotAvailableError("'vitdistill compare' is not available in this version yet")
+    from vitdistill.analysis import compare
+
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    res = compare(args.results, args.out, labels=labels, pdf=args.pdf)
+    print(f"compared {len(res['rows'])} analyses -> {args.out}/svd_rank_table.md, sep_table.md, compare.png")
+    return 0

@@ -1,0 +1,127 @@
+"""Subspace rotation: do images share one low-rank subspace, or does each have its own?
+
+For a bounded sample of images (chosen up front from a seeded permutation of the data set, so
+every rank knows which of its images belong to it and a K-process run keeps the same sample),
+keep V_i, the top-k_i right singular vectors (k_i = the image's own d_t), and the singular values.
+Overlap(i, j) = ||V_i^T V_j||_F^2 / min(k_i, k_j): 1 for the same subspace, about max(k_i, k_j)/C
+for random ones. Principal angles come from the singular values of V_i^T V_j. The shared-basis
+capture of image i is the share of its top-k_i energy that the top-k_i dataset PCA directions hold.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+
+from vitdistill.analysis.stats import describe, energy_ranks
+
+
+def sample_indices(n_images: int, m: int, seed: int) -> list[int]:
+    """The dataset indices whose subspaces are kept: the first m of a seeded permutation."""
+    if m <= 0 or n_images <= 0:
+        return []
+    g = torch.Generator().manual_seed(int(seed))
+    return sorted(torch.randperm(n_images, generator=g)[:m].tolist())
+
+
+def top_right_vectors(x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V (C, k), s^2 (k,)) for one (N, C) matrix, k = its own energy rank at ``threshold``."""
+    x = x.to(torch.float64)
+    lam, vec = torch.linalg.eigh(x.T @ x)
+    lam, vec = lam.flip(0).clamp_min(0.0), vec.flip(1)
+    k = int(energy_ranks(lam[None], [threshold])[0, 0])
+    return vec[:, :k].contiguous(), lam[:k].contiguous()
+
+
+def overlap(vi: torch.Tensor, vj: torch.Tensor) -> float:
+    k = min(vi.shape[1], vj.shape[1])
+    return float((vi.T @ vj).pow(2).sum() / k) if k else float("nan")
+
+
+def principal_angles(vi: torch.Tensor, vj: torch.Tensor) -> torch.Tensor:
+    """Principal angles (radians, ascending) between span(vi) and span(vj)."""
+    s = torch.linalg.svdvals(vi.T @ vj).clamp(-1.0, 1.0)
+    return torch.arccos(s).sort().values
+
+
+class SubspaceRotation:
+    """Bounded per-image subspaces of one layer and the pairwise statistics computed from them."""
+
+    def __init__(self, sample: list[int], threshold: float = 0.9, max_pairs: int = 5000, seed: int = 0):
+        self.sample = set(int(i) for i in sample)
+        self.threshold = float(threshold)
+        self.max_pairs = int(max_pairs)
+        self.seed = int(seed)
+        self.samples: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(self, x: torch.Tensor, ids: torch.Tensor) -> None:
+        for b, i in enumerate(ids.tolist()):
+            if i in self.sample:
+                v, s2 = top_right_vectors(x[b], self.threshold)
+                self.samples[int(i)] = (v.to("cpu", torch.float32), s2.cpu())
+
+    def state_dict(self) -> dict:
+        return {"samples": dict(self.samples), "threshold": self.threshold}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.samples = dict(sd["samples"])
+
+    def pairs(self) -> list[tuple[int, int]]:
+        keys = sorted(self.samples)
+        all_pairs = list(itertools.combinations(keys, 2))
+        if len(all_pairs) <= self.max_pairs:
+            return all_pairs
+        rng = np.random.default_rng(self.seed)
+        pick = np.sort(rng.choice(len(all_pairs), size=self.max_pairs, replace=False))
+        return [all_pairs[p] for p in pick]
+
+    def compute(self, pca_basis: torch.Tensor | None = None) -> tuple[dict, dict]:
+        """Summary dict and raw arrays (overlaps, angles, captures) for plots."""
+        vs = {i: v.double() for i, (v, _) in self.samples.items()}
+        nonempty = {i: v for i, v in vs.items() if v.shape[1] > 0}
+        c = next(iter(vs.values())).shape[0] if vs else 0
+        ov, base, ang, mean_ang = [], [], [], []
+        for i, j in self.pairs():
+            if i not in nonempty or j not in nonempty:
+                continue
+            vi, vj = nonempty[i], nonempty[j]
+            ov.append(overlap(vi, vj))
+            base.append(max(vi.shape[1], vj.shape[1]) / c)
+            a = principal_angles(vi, vj).numpy()
+            ang.append(a)
+            mean_ang.append(float(a.mean()))
+        ks = np.array([v.shape[1] for v in vs.values()], dtype=np.float64)
+        cap = []
+        if pca_basis is not None:
+            basis = pca_basis.double().cpu()
+            for _i, (v, s2) in sorted(self.samples.items()):
+                k = v.shape[1]
+                if k == 0:
+                    continue
+                proj = (basis[:, :k].T @ v.double()).pow(2).sum(0)  # per image direction, in [0, 1]
+                cap.append(float((proj * s2).sum() / s2.sum()))
+        all_angles = np.degrees(np.concatenate(ang)) if ang else np.zeros(0)
+        ov_arr, cap_arr = np.array(ov), np.array(cap)
+        summary = {
+            "threshold": self.threshold,
+            "images": len(vs),
+            "pairs": len(ov),
+            "channels": c,
+            "k": describe(ks),
+            "overlap": describe(ov_arr),
+            "random_baseline": float(np.mean(base)) if base else float("nan"),
+            "principal_angle_deg": {
+                "mean": float(all_angles.mean()) if all_angles.size else float("nan"),
+                "median": float(np.median(all_angles)) if all_angles.size else float("nan"),
+                "pair_mean": describe(np.degrees(np.array(mean_ang))),
+            },
+            "shared_capture": describe(cap_arr),
+            "sample": sorted(vs),
+        }
+        raw = {"overlap": ov_arr, "random_baseline": np.array(base), "angles_deg": all_angles, "capture": cap_arr}
+        if not math.isfinite(summary["random_baseline"]):
+            summary["random_baseline"] = None
+        return summary, raw

@@ -1,0 +1,427 @@
+"""The analysis pass: data -> batched forward -> token taps -> every statistic of every layer.
+
+Pass 1 streams the images once: per-image SVD ranks, the PCA second moment, SEP (and its
+permutation test) and the bounded rotation sample are all updated from the same batch of
+token features. The per-image captured-energy curves under the shared PCA basis need that basis,
+which is known only when every image has been seen. Rather than running the model a second time,
+pass 1 writes the features of the layers that need curves (default: the last analysed layer) to a
+scratch file on disk, and pass 2 streams them back through the basis in chunks: the model runs
+once, memory stays flat, and the disk cost is images x N x C x 4 bytes per curve layer (deleted
+at the end). ``pca_curves='off'`` skips it.
+
+Under torchrun each rank takes every K-th image; states are merged with
+:func:`vitdistill.analysis.stats.merge_states` and rank 0 writes the outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitdistill.analysis.pca import CapturedEnergy, SecondMoment
+from vitdistill.analysis.rotation import SubspaceRotation, sample_indices
+from vitdistill.analysis.sep import MODES, SEP
+from vitdistill.analysis.spectra import PerImageSVD
+from vitdistill.analysis.stats import merge_states
+from vitdistill.errors import UserError
+from vitdistill.utils import dist
+from vitdistill.utils.io import atomic_torch_save
+
+
+@dataclass
+class AnalysisOptions:
+    """Every knob of an analysis; all of them are recorded in summary.json."""
+
+    layers: Any = "all"
+    images: int | None = None
+    batch_size: int = 32
+    device: str = "cpu"
+    split: str = "val"
+    center: bool = False
+    standardize: bool = False
+    thresholds: tuple[float, ...] = (0.8, 0.9, 0.95, 0.99)
+    sep_alphas: tuple[float, ...] = (50, 60, 70, 80, 90)
+    sep_mode: str = "full"
+    permutations: int = 50
+    permutation_layers: str = "last"
+    bootstrap: int = 1000
+    rotation_images: int = 64
+    rotation_threshold: float = 0.9
+    rotation_pairs: int = 5000
+    pca_curves: str = "last"
+    rank_rtol: float | None = None
+    seed: int = 0
+    strict: bool = False
+    crop_pct: float | None = None
+    num_workers: int = 0
+    resume: bool = False
+    checkpoint_every: int = 20
+    save_features: bool = False
+    features_dtype: str = "float16"
+    pdf: bool = False
+    plots: bool = True
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.sep_mode not in MODES:
+            raise UserError(f"--sep-mode must be one of {', '.join(MODES)} (got {self.sep_mode!r})")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1 (got {self.batch_size})")
+        if self.images is not None and self.images < 1:
+            raise UserError(f"--images must be >= 1 (got {self.images})")
+        if self.permutations < 0 or self.bootstrap < 0 or self.rotation_images < 0:
+            raise UserError("--permutations, --bootstrap and --rotation-images must be >= 0")
+        for t in self.thresholds:
+            if not 0 < t <= 1:
+                raise UserError(f"energy thresholds must be percentages in (0, 100] (got {t * 100:g})")
+        for a in self.sep_alphas:
+            if not 0 < a <= 100:
+                raise UserError(f"SEP thresholds must be in (0, 100] (got {a:g})")
+        if self.pca_curves not in ("last", "all", "off"):
+            raise UserError(f"--pca-curves must be last, all or off (got {self.pca_curves!r})")
+        if self.permutation_layers not in ("last", "all"):
+            raise UserError(f"--permutation-layers must be last or all (got {self.permutation_layers!r})")
+        if self.features_dtype not in ("float16", "float32"):
+            raise UserError(f"--features-dtype must be float16 or float32 (got {self.features_dtype!r})")
+        if not 0 < self.rotation_threshold <= 1:
+            raise UserError("--rotation-threshold must be in (0, 100]")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError(f"--device {self.device}: CUDA is not available on this machine; use --device cpu")
+
+    def fingerprint(self) -> str:
+        """Hash of the options that change the numbers (so --resume refuses a changed run)."""
+        keep = {k: v for k, v in asdict(self).items()
+                if k not in ("resume", "progress", "pdf", "plots", "checkpoint_every", "num_workers", "device")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class FeatureFile:
+    """Append-only raw (images, N, C) array on disk plus the image indices, resumable by length."""
+
+    def __init__(self, path: Path, dtype: str = "float32"):
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.ids: list[int] = []
+        self.shape: tuple[int, int] | None = None
+        self._fh = None
+
+    def _open(self) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "ab")  # noqa: SIM115 - stays open across batches
+
+    def write(self, x: torch.Tensor, ids: torch.Tensor) -> None:
+        self._open()
+        self.shape = (int(x.shape[1]), int(x.shape[2]))
+        self._fh.write(x.detach().to("cpu", torch.float32).numpy().astype(self.dtype).tobytes())
+        self.ids.extend(int(i) for i in ids)
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def state_dict(self) -> dict:
+        self.flush()
+        return {"ids": list(self.ids), "shape": self.shape}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.close()
+        self.ids, self.shape = list(sd["ids"]), sd["shape"]
+        size = len(self.ids) * (int(np.prod(self.shape)) if self.shape else 0) * self.dtype.itemsize
+        if self.path.exists():
+            with open(self.path, "r+b") as f:
+                f.truncate(size)
+        elif size:
+            raise UserError(f"cannot resume: scratch file {self.path} is gone; rerun without --resume")
+
+    def chunks(self, images_per_chunk: int):
+        """Yield (features (b, N, C) float32, ids) in the order written, one chunk at a time."""
+        self.flush()
+        if not self.ids:
+            return
+        per = int(np.prod(self.shape))
+        with open(self.path, "rb") as f:
+            for s in range(0, len(self.ids), images_per_chunk):
+                ids = self.ids[s:s + images_per_chunk]
+                a = np.fromfile(f, dtype=self.dtype, count=per * len(ids)).reshape(len(ids), *self.shape)
+                yield torch.from_numpy(a.astype(np.float32)), torch.tensor(ids, dtype=torch.int64)
+
+
+def preprocess(x: torch.Tensor, center: bool, standardize: bool) -> torch.Tensor:
+    """Per-image token preprocessing: centre channels over the image's tokens, or z-score them.
+
+    Done per image (not with a dataset mean) so that it is a streaming, order-free operation.
+    """
+    x = x.float()
+    if center or standardize:
+        x = x - x.mean(dim=1, keepdim=True)
+    if standardize:
+        std = x.std(dim=1, keepdim=True, unbiased=False)
+        x = torch.where(std > 0, x / std.clamp_min(1e-12), torch.zeros_like(x))
+    return x
+
+
+class LayerStats:
+    """All streaming metrics of one layer."""
+
+    def __init__(self, layer: int, opts: AnalysisOptions, permutations: int, rotation_sample: list[int] | None):
+        self.layer = layer
+        self.svd = PerImageSVD(opts.thresholds, opts.rank_rtol)
+        self.pca = SecondMoment(opts.thresholds)
+        self.sep = SEP(opts.sep_alphas, permutations, opts.sep_mode, seed=opts.seed + 1000 * layer)
+        self.rotation = (SubspaceRotation(rotation_sample, opts.rotation_threshold, opts.rotation_pairs, opts.seed)
+                         if rotation_sample is not None else None)
+        self.curves: CapturedEnergy | None = None
+
+    def update(self, x: torch.Tensor, ids: torch.Tensor) -> None:
+        self.svd.update(x, ids)
+        self.pca.update(x)
+        self.sep.update(x, ids)
+        if self.rotation is not None:
+            self.rotation.update(x, ids)
+
+    def state_dict(self) -> dict:
+        sd = {"svd": self.svd.state_dict(), "pca": self.pca.state_dict(), "sep": self.sep.state_dict()}
+        if self.rotation is not None:
+            sd["rotation"] = self.rotation.state_dict()
+        return sd
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.svd.load_state_dict(sd["svd"])
+        self.pca.load_state_dict(sd["pca"])
+        self.sep.load_state_dict(sd["sep"])
+        if self.rotation is not None:
+            self.rotation.load_state_dict(sd["rotation"])
+
+
+def _versions() -> dict:
+    import timm
+
+    import vitdistill
+
+    return {"vitdistill": vitdistill.__version__, "timm": timm.__version__, "torch": torch.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, float | int | str | bool) or o is None:
+        return o
+    if isinstance(o, np.generic):
+        return o.item()
+    return str(o)
+
+
+def analyze(
+    model: nn.Module | str,
+    data: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    pretrained: bool = False,
+    num_classes: int | None = None,
+    model_kwargs: dict | None = None,
+    **options: Any,
+) -> dict | None:
+    """Analyse a model's token features on a data set; write the result folder ``out``.
+
+    ``model`` is a timm model name (built with ``checkpoint``/``pretrained``/``num_classes``/
+    ``model_kwargs``) or a model object. ``options`` are the fields of :class:`AnalysisOptions`.
+    Returns the summary dict (on rank 0; ``None`` on other ranks of a torchrun job).
+    """
+    from vitdistill.analysis.loading import create_model
+    from vitdistill.data import build_dataset, collate_skip, eval_transform, resolve_data_config
+    from vitdistill.models.taps import check_tappable, resolve_layers, token_features
+
+    unknown = set(options) - set(AnalysisOptions.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown analysis options: {', '.join(sorted(unknown))}")
+    opts = AnalysisOptions(**options)
+    opts.validate()
+    info = dist.init_distributed(opts.device) if dist.launched_by_torchrun() else dist.current()
+    device = torch.device(opts.device)
+    if device.type == "cuda" and info.distributed:
+        device = torch.device("cuda", info.local_rank)
+
+    torch.manual_seed(opts.seed)  # identical random-init weights on every rank
+    if isinstance(model, str):
+        model, prov = create_model(model, checkpoint, pretrained, num_classes, **(model_kwargs or {}))
+    else:
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        prov = {"model": cfg.get("architecture", type(model).__name__), "weights": {"kind": "in-memory model"},
+                "model_kwargs": model_kwargs or {}}
+    check_tappable(model)
+    layer_ids = resolve_layers(model, opts.layers)
+    model = model.to(device).eval()
+
+    transform = eval_transform(model, crop_pct=opts.crop_pct)
+    ds = build_dataset(data, split=opts.split, transform=transform, strict=opts.strict, max_images=opts.images)
+    n_total = len(ds)
+    if n_total == 0:
+        raise UserError(f"no images found in {data}")
+    out = Path(out) if out is not None else Path("analysis") / str(prov["model"])
+    state_dir = out / ".analysis_state"
+    ckpt_path = state_dir / f"rank{info.rank}.pt"
+
+    last = layer_ids[-1]
+    curve_layers = {"last": [last], "all": list(layer_ids), "off": []}[opts.pca_curves]
+    perm_layers = [last] if opts.permutation_layers == "last" else list(layer_ids)
+    rot_sample = sample_indices(n_total, opts.rotation_images, opts.seed)
+    stats = {L: LayerStats(L, opts, opts.permutations if L in perm_layers else 0,
+                           rot_sample if last == L else None) for L in layer_ids}
+    spills = {L: FeatureFile(state_dir / f"features_L{L}_rank{info.rank}.f32") for L in curve_layers}
+    saved = ({L: FeatureFile(out / "features" / f"layer{L:02d}.rank{info.rank}.bin", opts.features_dtype)
+              for L in layer_ids} if opts.save_features else {})
+
+    fp = opts.fingerprint() + f"/w{info.world_size}/n{n_total}/" + json.dumps(prov["weights"], sort_keys=True, default=str)
+    done: list[int] = []
+    skipped = 0
+    if opts.resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ck["fingerprint"] != fp:
+            raise UserError(f"--resume: {ckpt_path} was written with other options, weights, data or process count; "
+                            "rerun with the same flags or without --resume")
+        for L in layer_ids:
+            stats[L].load_state_dict(ck["layers"][L])
+        for L, s in spills.items():
+            s.load_state_dict(ck["spills"][L])
+        for L, s in saved.items():
+            s.load_state_dict(ck["saved"][L])
+        done, skipped = list(ck["done"]), int(ck["skipped"])
+    else:
+        if state_dir.exists() and info.is_main:
+            shutil.rmtree(state_dir, ignore_errors=True)
+        dist.barrier()
+        if opts.save_features:
+            for s in saved.values():
+                s.path.unlink(missing_ok=True)
+
+    def save_checkpoint() -> None:
+        atomic_torch_save(ckpt_path, {
+            "fingerprint": fp, "layers": {L: stats[L].state_dict() for L in layer_ids},
+            "spills": {L: s.state_dict() for L, s in spills.items()},
+            "saved": {L: s.state_dict() for L, s in saved.items()},
+            "done": list(done), "skipped": skipped,
+        })
+
+    shard = list(range(info.rank, n_total, info.world_size))
+    done_set = set(done)
+    todo = [i for i in shard if i not in done_set]
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(ds, todo), batch_size=opts.batch_size, shuffle=False,
+        num_workers=opts.num_workers, collate_fn=collate_skip, pin_memory=device.type == "cuda")
+
+    t0 = time.perf_counter()
+    bar = _progress(len(todo), info.is_main and opts.progress, f"analyze {prov['model']}")
+    n_batches = 0
+    for images, _labels, idx, n_skip in loader:
+        skipped += int(n_skip)
+        if images.numel():
+            x = images.to(device, non_blocking=True)
+            with torch.inference_mode():
+                feats = token_features(model, x, layer_ids)
+                for L, f in zip(layer_ids, feats, strict=True):
+                    f = preprocess(f, opts.center, opts.standardize)
+                    stats[L].update(f, idx)
+                    if L in spills:
+                        spills[L].write(f, idx)
+                    if L in saved:
+                        saved[L].write(f, idx)
+            done.extend(int(i) for i in idx)
+        n_batches += 1
+        bar.update(int(images.shape[0]) + int(n_skip))
+        if opts.checkpoint_every and n_batches % opts.checkpoint_every == 0:
+            save_checkpoint()
+    bar.close()
+    if opts.checkpoint_every and n_batches:
+        save_checkpoint()
+    t_pass1 = time.perf_counter() - t0
+
+    # merge pass-1 states across ranks; every rank needs the PCA basis for pass 2
+    skipped_all = sum(dist.all_gather_object(skipped))
+    for L in layer_ids:
+        states = dist.all_gather_object(stats[L].state_dict())
+        if info.distributed:
+            stats[L].load_state_dict(_merge_layer(states))
+    n_done = len(stats[last].svd.rows)
+    if n_done == 0:
+        raise UserError(f"none of the {n_total} images in {data} could be read")
+
+    t1 = time.perf_counter()
+    for L in curve_layers:
+        _, vec = stats[L].pca.eig()
+        ce = CapturedEnergy(vec.to(device), opts.thresholds)
+        for f, ids in spills[L].chunks(opts.batch_size):
+            ce.update(f.to(device), ids)
+        spills[L].close()
+        parts = dist.all_gather_object(ce.state_dict())
+        ce.load_state_dict(merge_states(parts))
+        stats[L].curves = ce
+    t_pass2 = time.perf_counter() - t1
+    for s in saved.values():
+        s.close()
+    saved_manifest = None
+    if saved:
+        saved_manifest = {L: dist.all_gather_object({"file": s.path.name, "ids": s.ids, "shape": s.shape})
+                          for L, s in saved.items()}
+    if not info.is_main:
+        dist.barrier()
+        return None
+
+    from vitdistill.analysis import report
+
+    provenance = {
+        **prov,
+        "versions": _versions(),
+        "data": _jsonable(ds.describe() if hasattr(ds, "describe") else {"spec": str(data)}),
+        "transform": _jsonable(resolve_data_config(model, crop_pct=opts.crop_pct)),
+        "transform_repr": str(transform),
+        "device": str(device),
+        "world_size": info.world_size,
+        "num_prefix_tokens": int(getattr(model, "num_prefix_tokens", 0) or 0),
+    }
+    sample_ids = list(getattr(ds, "sample_ids", [str(i) for i in range(n_total)]))
+    timing = {"pass1_s": t_pass1, "pass2_s": t_pass2, "images_per_s": n_done / max(t_pass1, 1e-9)}
+    summary = report.build_summary(stats, layer_ids, opts, provenance, sample_ids, n_total, skipped_all, timing)
+    report.write_outputs(out, summary, stats, layer_ids, opts, sample_ids, saved_manifest)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    dist.barrier()
+    return summary
+
+
+def _merge_layer(states: list[dict]) -> dict:
+    out = {k: merge_states([s[k] for s in states]) for k in ("svd", "pca", "sep")}
+    if "rotation" in states[0]:
+        out["rotation"] = merge_states([s["rotation"] for s in states])
+    return out
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="img", disable=None if enabled else True, dynamic_ncols=True)
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()

@@ -1,0 +1,218 @@
+"""Spectral Energy Pattern (SEP) of tokens over the channel axis, and its permutation test.
+
+For a token x of D channels, S(k) = |DFT(x)_k|^2 and SEP(d) = 100 * sum_{k<d} S(k) / sum_k S(k).
+``full`` mode uses all D bins of the complex FFT in their native order (the published scripts'
+convention); ``folded`` uses the real FFT with bins 1..D/2-1 doubled (D' = D//2+1 bins, the
+paper's text). Curves are averaged over tokens (each token weighted equally); thresholds are the
+first bin count d where the mean curve reaches alpha. Zero-energy tokens are skipped and counted.
+
+Caution: in full order S(k) = S(D-k) for real tokens, so SEP(D/2) >= 50% exactly when the DC bin
+holds more energy than the Nyquist bin; d50 = D/2 in full mode is then no evidence of anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from vitdistill.analysis.stats import RowStore, akey, bootstrap_ci, first_at_least
+
+MODES = ("full", "folded")
+
+CAUTION = (
+    "In full FFT order the power spectrum of a real token is symmetric (S(k) = S(D-k)), so the "
+    "50% threshold sits at d = D/2 whenever the DC bin holds more energy than the Nyquist bin; "
+    "d50 = D/2 carries no information (random weights give it too). Read the folded curve beside it."
+)
+
+
+def power_spectrum(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per-token power spectrum over the last axis, float64: (..., D) full or (..., D//2+1) folded."""
+    x = x.to(torch.float64)
+    if mode == "full":
+        return torch.fft.fft(x, dim=-1).abs().pow(2)
+    if mode == "folded":
+        p = torch.fft.rfft(x, dim=-1).abs().pow(2)
+        d = x.shape[-1]
+        hi = d // 2 if d % 2 == 0 else d // 2 + 1  # bins 1..hi-1 have a mirror twin
+        w = torch.ones(p.shape[-1], dtype=p.dtype, device=p.device)
+        w[1:hi] = 2.0
+        return p * w
+    raise ValueError(f"unknown SEP mode {mode!r}; use one of {MODES}")
+
+
+def sep_curves(x: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token curves (T, D) in percent for x (T, D), and the mask of tokens with non-zero energy."""
+    p = power_spectrum(x, mode)
+    tot = p.sum(-1, keepdim=True)
+    valid = tot[..., 0] > 0
+    curves = 100.0 * p.cumsum(-1) / torch.where(tot > 0, tot, torch.ones_like(tot))
+    return curves, valid
+
+
+class SEP:
+    """Pooled SEP curves of one layer in both modes, plus per-image thresholds.
+
+    With ``permutations`` > 0, R seeded channel permutations are applied to every token (one
+    permutation per trial, shared by all tokens) in ``perm_mode``; per trial the pooled curve
+    sums and per-image bandwidths are kept, so the robustness test needs per-image scalars only.
+    """
+
+    def __init__(self, alphas: Sequence[float] = (50, 60, 70, 80, 90), permutations: int = 0,
+                 perm_mode: str = "full", seed: int = 0, channels: int | None = None):
+        self.alphas = [float(a) for a in alphas]
+        self.permutations = int(permutations)
+        self.perm_mode = perm_mode
+        self.seed = int(seed)
+        self.D: int | None = channels
+        self.sums: dict[str, torch.Tensor] = {}
+        self.tokens = torch.zeros((), dtype=torch.int64)
+        self.zero_tokens = torch.zeros((), dtype=torch.int64)
+        na = len(self.alphas)
+        self.rows = RowStore(2 * na, torch.float64)  # per-image d (full..., folded...)
+        self.perm_rows = RowStore(na, torch.float32, shape=(self.permutations, na))
+        self.perms: torch.Tensor | None = None
+
+    def _init(self, d: int, device) -> None:
+        if self.D is not None and d != self.D:
+            raise ValueError(f"SEP got {d} channels after {self.D}")
+        self.D = d
+        if not self.sums:
+            for m in MODES:
+                n = d if m == "full" else d // 2 + 1
+                self.sums[f"sum_{m}"] = torch.zeros(n, dtype=torch.float64)
+                self.sums[f"sumsq_{m}"] = torch.zeros(n, dtype=torch.float64)
+            if self.permutations:
+                n = d if self.perm_mode == "full" else d // 2 + 1
+                self.sums["sum_perm"] = torch.zeros(self.permutations, n, dtype=torch.float64)
+        if self.perms is None and self.permutations:
+            g = torch.Generator().manual_seed(self.seed)
+            self.perms = torch.stack([torch.randperm(d, generator=g) for _ in range(self.permutations)])
+
+    def update(self, x: torch.Tensor, ids: torch.Tensor) -> None:
+        """x: (B, N, D) token features of B images."""
+        b, n, d = x.shape
+        self._init(d, x.device)
+        per_image = []
+        valid_any = None
+        for m in MODES:
+            curves, valid = sep_curves(x, m)  # (B, N, D'), (B, N)
+            vf = valid.to(torch.float64)[..., None]
+            c = curves * vf
+            self.sums[f"sum_{m}"] += c.sum((0, 1)).cpu()
+            self.sums[f"sumsq_{m}"] += (c * curves).sum((0, 1)).cpu()
+            cnt = vf.sum(1)  # (B, 1)
+            img_curve = c.sum(1) / cnt.clamp_min(1)
+            dm = first_at_least(img_curve, self.alphas).to(torch.float64)
+            per_image.append(torch.where(cnt > 0, dm, torch.full_like(dm, float("nan"))))
+            valid_any = valid
+        self.tokens += int(valid_any.sum())
+        self.zero_tokens += int((~valid_any).sum())
+        self.rows.add(ids, torch.cat(per_image, -1))
+        if self.permutations:
+            self._update_perm(x, ids)
+
+    def _update_perm(self, x: torch.Tensor, ids: torch.Tensor) -> None:
+        rows = torch.empty(x.shape[0], self.permutations, len(self.alphas), dtype=torch.float32)
+        perms = self.perms.to(x.device)
+        for r in range(self.permutations):
+            curves, valid = sep_curves(x[..., perms[r]], self.perm_mode)
+            vf = valid.to(torch.float64)[..., None]
+            c = curves * vf
+            self.sums["sum_perm"][r] += c.sum((0, 1)).cpu()
+            cnt = vf.sum(1)
+            dm = first_at_least(c.sum(1) / cnt.clamp_min(1), self.alphas).to(torch.float32)
+            rows[:, r] = torch.where(cnt > 0, dm, torch.full_like(dm, float("nan"))).cpu()
+        self.perm_rows.add(ids, rows)
+
+    # --- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        ids, rows = self.rows.get()
+        sd = {k: v.clone() for k, v in self.sums.items()}
+        sd.update(ids=ids, rows=rows, sum_tokens=self.tokens.clone(), sum_zero=self.zero_tokens.clone(),
+                  D=self.D)
+        if self.permutations:
+            pids, prows = self.perm_rows.get()
+            sd["perm"] = {"ids": pids, "rows": prows}
+        return sd
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.D = sd["D"]
+        self.sums = {k: v.clone() for k, v in sd.items()
+                     if k.startswith(("sum_full", "sumsq_full", "sum_folded", "sumsq_folded", "sum_perm"))
+                     and v is not None}
+        self.rows.set(sd["ids"], sd["rows"])
+        self.tokens, self.zero_tokens = sd["sum_tokens"].clone(), sd["sum_zero"].clone()
+        if self.permutations and sd.get("perm"):
+            self.perm_rows.set(sd["perm"]["ids"], sd["perm"]["rows"])
+        if self.D is not None and self.permutations and self.perms is None:
+            self._init(self.D, "cpu")
+
+    # --- results -------------------------------------------------------------------------
+    def mean_std(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        t = max(int(self.tokens), 1)
+        mean = self.sums[f"sum_{mode}"] / t
+        std = (self.sums[f"sumsq_{mode}"] / t - mean.pow(2)).clamp_min(0).sqrt()
+        return mean.numpy(), std.numpy()
+
+    def _thresholds(self, mean: np.ndarray) -> dict[str, int]:
+        d = first_at_least(torch.as_tensor(mean)[None], self.alphas)[0]
+        return {akey(a): int(d[i]) for i, a in enumerate(self.alphas)}
+
+    def compute(self, mode: str = "full", n_boot: int = 1000, boot_seed: int = 0) -> dict:
+        if self.D is None:
+            return {}
+        out: dict = {"mode": mode, "D": self.D, "tokens": int(self.tokens), "zero_energy_tokens": int(self.zero_tokens)}
+        _, rows = self.rows.get()
+        rows = rows.numpy()
+        na = len(self.alphas)
+        for i, m in enumerate(MODES):
+            n_bins = self.D if m == "full" else self.D // 2 + 1
+            mean, _ = self.mean_std(m)
+            d = self._thresholds(mean)
+            pim = rows[:, i * na:(i + 1) * na] / n_bins
+            out[m] = {
+                "bins": n_bins,
+                "d": d,
+                "d_over_D": {k: v / n_bins for k, v in d.items()},
+                "per_image_mean_d_over_D": {akey(a): float(np.nanmean(pim[:, j])) if len(pim) else float("nan")
+                                            for j, a in enumerate(self.alphas)},
+            }
+        out["d"], out["d_over_D"] = out[mode]["d"], out[mode]["d_over_D"]
+        out["per_image_mean_d_over_D"] = out[mode]["per_image_mean_d_over_D"]
+        out["caution"] = CAUTION
+        if self.permutations:
+            out["permutation"] = self._perm_result(rows, n_boot, boot_seed)
+        return out
+
+    def _perm_result(self, rows: np.ndarray, n_boot: int, seed: int) -> dict:
+        m = self.perm_mode
+        n_bins = self.D if m == "full" else self.D // 2 + 1
+        na = len(self.alphas)
+        t = max(int(self.tokens), 1)
+        base = self.sums[f"sum_{m}"] / t
+        perm_means = self.sums["sum_perm"] / t
+        l1 = (perm_means - base[None]).abs().mean(-1).numpy()  # mean |diff| over bins, in % points
+        _, prows = self.perm_rows.get()
+        prows = prows.numpy().astype(np.float64) / n_bins  # (I, R, A)
+        off = 0 if m == "full" else na
+        orig = rows[:, off:off + na] / n_bins  # (I, A)
+        shift = np.nanmean(prows, axis=1) - orig  # per image: mean over trials minus original
+        res: dict = {
+            "mode": m, "trials": self.permutations, "seed": self.seed, "bootstrap": n_boot,
+            "curve_l1": {"mean": float(l1.mean()), "std": float(l1.std()), "max": float(l1.max()),
+                         "unit": "mean absolute difference over bins, percentage points"},
+            "bandwidth": {},
+        }
+        ok = ~np.isnan(shift).any(axis=1)
+        for j, a in enumerate(self.alphas):
+            lo, hi = bootstrap_ci(shift[ok, j], n_boot, seed + j)
+            res["bandwidth"][akey(a)] = {
+                "original": float(orig[ok, j].mean()) if ok.any() else float("nan"),
+                "permuted": float(np.nanmean(prows[ok, :, j])) if ok.any() else float("nan"),
+                "shift": float(shift[ok, j].mean()) if ok.any() else float("nan"),
+                "shift_ci95": [lo, hi],
+            }
+        return res

@@ -1,0 +1,87 @@
+"""Per-image SVD of token matrices: energy ranks d_t and numerical rank, streamed in batches.
+
+Only singular values are needed, so each image's spectrum comes from the eigenvalues of the
+smaller Gram matrix (X X^T when N <= C, else X^T X) in float64, batched with ``eigvalsh``:
+an (B, k, k) symmetric eigenproblem with k = min(N, C) instead of B full SVDs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from vitdistill.analysis.stats import RowStore, by_stat, describe, energy_ranks, tkey
+
+
+def gram_eigenvalues(x: torch.Tensor) -> torch.Tensor:
+    """Squared singular values (B, min(N, C)) of each (N, C) matrix in ``x``, descending, float64."""
+    x = x.to(torch.float64)
+    g = x @ x.transpose(-1, -2) if x.shape[-2] <= x.shape[-1] else x.transpose(-1, -2) @ x
+    return torch.linalg.eigvalsh(g).flip(-1).clamp_min(0.0)
+
+
+def default_rank_rtol(n: int, c: int) -> float:
+    """max(N, C) * eps(float32): features come out of the model in float32, so smaller
+    singular values (relative to the largest) are below the data's own precision."""
+    return max(n, c) * float(np.finfo(np.float32).eps)
+
+
+class PerImageSVD:
+    """Streaming per-image spectra of one layer: per-image d_t and rank, mean energy spectrum."""
+
+    def __init__(self, thresholds: Sequence[float] = (0.8, 0.9, 0.95, 0.99), rank_rtol: float | None = None):
+        self.thresholds = [float(t) for t in thresholds]
+        self.rank_rtol = rank_rtol
+        self.rows = RowStore(len(self.thresholds) + 1, torch.int64)
+        self.sum_spectrum: torch.Tensor | None = None  # sum over images of normalised s^2
+        self.shape: tuple[int, int] | None = None
+
+    def update(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Add a batch (B, N, C); returns the (B, k) squared singular values for reuse."""
+        ev = gram_eigenvalues(x)
+        n, c = x.shape[-2:]
+        self.shape = (int(n), int(c))
+        rtol = self.rank_rtol if self.rank_rtol is not None else default_rank_rtol(n, c)
+        d = energy_ranks(ev, self.thresholds)
+        s = ev.sqrt()
+        rank = (s > rtol * s[:, :1]).sum(-1, keepdim=True)
+        self.rows.add(ids, torch.cat([d, rank], dim=-1))
+        tot = ev.sum(-1, keepdim=True)
+        norm = torch.where(tot > 0, ev / tot.clamp_min(1e-300), torch.zeros_like(ev)).sum(0).cpu()
+        self.sum_spectrum = norm if self.sum_spectrum is None else self.sum_spectrum + norm
+        return ev
+
+    def state_dict(self) -> dict:
+        ids, rows = self.rows.get()
+        return {"ids": ids, "rows": rows, "sum_spectrum": self.sum_spectrum, "shape": self.shape,
+                "thresholds": self.thresholds}
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.rows.set(sd["ids"], sd["rows"])
+        self.sum_spectrum = sd["sum_spectrum"]
+        self.shape = sd["shape"]
+
+    def per_image(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, rows) with rows = [d_t for each threshold..., numerical rank]."""
+        ids, rows = self.rows.get()
+        return ids.numpy(), rows.numpy()
+
+    def compute(self) -> dict:
+        ids, rows = self.per_image()
+        n, c = self.shape or (0, 0)
+        out = by_stat({tkey(t): rows[:, i] for i, t in enumerate(self.thresholds)})
+        out["numerical_rank"] = describe(rows[:, -1])
+        out["rank_rtol"] = self.rank_rtol if self.rank_rtol is not None else default_rank_rtol(n, c)
+        out["rank_rtol_kind"] = "relative to the largest singular value of each image"
+        out["images"] = int(len(ids))
+        out["zero_energy_images"] = int((rows[:, 0] == 0).sum()) if len(rows) else 0
+        return out
+
+    def mean_spectrum(self) -> np.ndarray:
+        """Mean over images of the normalised energy spectrum s_i^2 / sum s^2 (for plots)."""
+        n = len(self.rows)
+        if self.sum_spectrum is None or n == 0:
+            return np.zeros(0)
+        return (self.sum_spectrum / n).numpy()
