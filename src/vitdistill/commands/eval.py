@@ -1,15 +1,38 @@
-"""`vitdistill eval` (not available in this version yet)."""
+"""`vitdistill eval`: top-1/top-5 of a run, an export folder or a timm model on a data set."""
 
 from __future__ import annotations
 
 import argparse
 
-from vitdistill.errors import NotAvailableError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("model", metavar="RUN_OR_MODEL", help="run folder, export folder, or timm model name")
+    parser.add_argument("--data", required=True, help="ImageFolder dir (its val/ split if present), list file or synthetic:NAME")
+    parser.add_argument("--split", default="val", help="split of --data to evaluate (default: val)")
+    parser.add_argument("--checkpoint", help="weights file (a run's checkpoint, .pt or .safetensors)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--ema", action="store_true", help="use the run's EMA weights")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--max-images", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--strict", action="store_true", help="an unreadable image is fatal")
+    parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotAvailableError("'vitdistill eval' is not available in this version yet")
+    from vitdistill.distill import evaluate
+    from vitdistill.errors import UserError
+    from vitdistill.utils.dist import current
+    from vitdistill.utils.io import atomic_write_json
+
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    res = evaluate(args.model, args.data, checkpoint=args.checkpoint, batch_size=args.batch_size, ema=args.ema,
+                   device=args.device, split=args.split, max_images=args.max_images, num_workers=args.workers,
+                   strict=args.strict)
+    if current().is_main:
+        extra = f", {res['skipped']} unreadable skipped" if res["skipped"] else ""
+        print(f"top-1 {res['top1']:.2f}  top-5 {res['top5']:.2f}  ({res['n']} images{extra})")
+        if args.json:
+            atomic_write_json(args.json, res)
+    return 0

@@ -75,6 +75,12 @@ def build_teacher(cfg_teacher: dict) -> nn.Module:
     name = cfg_teacher["name"]
     _check_name(name, "teacher")
     kwargs = dict(cfg_teacher.get("kwargs") or {})
+    state = None
+    if cfg_teacher.get("checkpoint"):
+        state = read_state_dict(cfg_teacher["checkpoint"])
+        head = state.get("head.weight", state.get("module.head.weight"))
+        if "num_classes" not in kwargs and head is not None and head.ndim == 2:
+            kwargs["num_classes"] = int(head.shape[0])  # a teacher trained on other data keeps its classes
     try:
         teacher = timm.create_model(name, pretrained=bool(cfg_teacher.get("pretrained")), **kwargs)
     except TypeError as e:
@@ -86,8 +92,8 @@ def build_teacher(cfg_teacher: dict) -> nn.Module:
                 "download them into the timm/HF cache or use teacher.checkpoint: FILE"
             ) from None
         raise
-    if cfg_teacher.get("checkpoint"):
-        load_weights(teacher, cfg_teacher["checkpoint"], role="teacher")
+    if state is not None:
+        load_weights(teacher, cfg_teacher["checkpoint"], role="teacher", state=state)
     teacher.requires_grad_(False)
     teacher.eval()
     return teacher
@@ -130,9 +136,11 @@ def read_state_dict(path: str | os.PathLike, ema: bool = False) -> dict[str, tor
     raise UserError(f"{p} does not look like a checkpoint (no tensors found)")
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, role: str = "model", ema: bool = False) -> None:
+def load_weights(model: nn.Module, path: str | os.PathLike, role: str = "model", ema: bool = False,
+                 state: dict | None = None) -> None:
     """Load ``path`` into ``model`` strictly; a mismatch is a UserError listing the differing keys."""
-    state = read_state_dict(path, ema=ema)
+    if state is None:
+        state = read_state_dict(path, ema=ema)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = model.state_dict()
     missing = [k for k in own if k not in state]
