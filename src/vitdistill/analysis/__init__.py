@@ -28,4 +28,19 @@ __all__ = [
     "compare",
     "load_features",
     "merge_states",
+    "reference_table",
 ]
+
+
+def reference_table(name: str = "svd_rank_table.md") -> str:
+    """Text of a published reference table shipped with the package (see reference/README.md)."""
+    from importlib.resources import files
+
+    from vitdistill.errors import UserError
+
+    root = files("vitdistill") / "reference"
+    path = root / name
+    if not path.is_file():
+        names = sorted(p.name for p in root.iterdir() if p.name.endswith((".md", ".csv")))
+        raise UserError(f"no reference table {name!r}; available: {', '.join(names)}")
+    return path.read_text()
