@@ -1,15 +1,61 @@
-"""`vitdistill inspect` (not available in this version yet)."""
+"""`vitdistill inspect`: parameters, MACs, token grid, per-block widths and throughput of models."""
 
 from __future__ import annotations
 
 import argparse
 
-from vitdistill.errors import NotAvailableError
+import yaml
+
+from vitdistill.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("models", nargs="+", metavar="MODEL",
+                        help="timm model names (vitdistill's students included) or builder specs "
+                             "lift:BASE:DIM / widelast:BASE:DIM[:NUM_WIDE]")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch size for the throughput run (default 64)")
+    parser.add_argument("--device", default="cpu", help="device for the throughput run: cpu or cuda (default cpu)")
+    parser.add_argument("--num-classes", type=int, default=None, help="classifier size (default: the model's)")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the timed run")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing (default 3)")
+    parser.add_argument("--iters", type=int, default=10, help="timed batches (default 10)")
+    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype for the throughput run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="model keyword argument, e.g. --set img_size=32 --set patch_size=4 (repeatable)")
+    parser.add_argument("--json", metavar="FILE", default=None, help="also write the rows as JSON")
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``['img_size=32', 'qkv_bias=false']`` -> ``{'img_size': 32, 'qkv_bias': False}`` (YAML scalars)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UserError(f"--set expects KEY=VALUE with a Python identifier as KEY, got {item!r}")
+        try:
+            out[key] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as e:
+            raise UserError(f"--set {key}: cannot parse value {value!r}: {e}") from e
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotAvailableError("'vitdistill inspect' is not available in this version yet")
+    from vitdistill.models.profile import format_table, inspect_models
+    from vitdistill.utils.io import atomic_write_json
+
+    rows = inspect_models(
+        args.models,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_classes=args.num_classes,
+        throughput=not args.no_throughput,
+        model_kwargs=parse_overrides(args.overrides),
+        warmup=args.warmup,
+        iters=args.iters,
+        amp=args.amp,
+    )
+    print(format_table(rows))
+    if args.json:
+        atomic_write_json(args.json, rows)
+    return 0

@@ -4,8 +4,23 @@ Importing this package registers ``deit_tiny_lift_patch16_224``, ``deit_tiny_wid
 and ``deit_tiny_uniform219_patch16_224`` with timm.
 """
 
-from vitdistill.models.builders import STUDENT_MODELS, create_base_model, create_lift, create_widelast
+from vitdistill.models.builders import (
+    STUDENT_MODELS,
+    build_model,
+    create_base_model,
+    create_lift,
+    create_widelast,
+)
 from vitdistill.models.lift import LiftVisionTransformer, TokenProjector
+from vitdistill.models.profile import (
+    block_widths,
+    count_macs,
+    count_params,
+    format_widths,
+    inspect_models,
+    measure_throughput,
+    token_grid,
+)
 from vitdistill.models.taps import TokenTaps, check_tappable, num_tap_layers, resolve_layers, token_features
 from vitdistill.models.widelast import WideEntryBlock, WideLastVisionTransformer
 
@@ -20,6 +35,14 @@ __all__ = [
     "TokenProjector",
     "WideEntryBlock",
     "WideLastVisionTransformer",
+    "build_model",
+    "block_widths",
+    "count_macs",
+    "count_params",
+    "format_widths",
+    "inspect_models",
+    "measure_throughput",
+    "token_grid",
     "create_base_model",
     "create_lift",
     "create_widelast",

@@ -27,7 +27,7 @@ from vitdistill.errors import UserError, closest_names
 from vitdistill.models.lift import LiftVisionTransformer
 from vitdistill.models.widelast import WideLastVisionTransformer
 
-__all__ = ["create_lift", "create_widelast", "create_base_model", "vit_args_from_model", "STUDENT_MODELS"]
+__all__ = ["build_model", "create_lift", "create_widelast", "create_base_model", "vit_args_from_model", "STUDENT_MODELS"]
 
 STUDENT_MODELS = (
     "deit_tiny_lift_patch16_224",
@@ -134,8 +134,8 @@ def create_base_model(name: str, pretrained: bool = False, **kwargs) -> nn.Modul
         raise UserError(f"unknown model '{name}'{more}")
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
-    except TypeError as e:
-        raise UserError(f"cannot build '{name}' with {sorted(kwargs)}: {e}") from e
+    except (TypeError, AssertionError) as e:
+        raise UserError(f"cannot build '{name}' with {kwargs}: {e}") from e
 
 
 def _norm_layer_of(norm: nn.Module):
@@ -317,3 +317,29 @@ def _plain(kwargs: dict) -> dict:
         elif isinstance(v, (tuple, list)) and all(isinstance(x, (str, int, float, bool)) for x in v):
             out[k] = list(v)
     return out
+
+
+def build_model(spec: str, pretrained: bool = False, **kwargs) -> nn.Module:
+    """A model from a spec string: a timm name, ``lift:BASE:LIFT_DIM`` or ``widelast:BASE:WIDE_DIM[:NUM_WIDE]``.
+
+    ``kwargs`` go to timm (``create_lift``/``create_widelast`` for the remedy specs). Bad names,
+    specs or keyword arguments raise ``UserError``.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise UserError(f"model spec must be a non-empty string, got {spec!r}")
+    kind, _, rest = spec.partition(":")
+    try:
+        if kind in ("lift", "widelast") and rest:
+            parts = rest.split(":")
+            if kind == "lift" and len(parts) != 2 or kind == "widelast" and len(parts) not in (2, 3):
+                raise UserError(f"bad model spec '{spec}': use lift:BASE:LIFT_DIM or widelast:BASE:WIDE_DIM[:NUM_WIDE]")
+            try:
+                nums = [int(p) for p in parts[1:]]
+            except ValueError:
+                raise UserError(f"bad model spec '{spec}': widths must be integers") from None
+            if kind == "lift":
+                return create_lift(parts[0], nums[0], pretrained=pretrained, **kwargs)
+            return create_widelast(parts[0], nums[0], *nums[1:], pretrained=pretrained, **kwargs)
+        return create_base_model(spec, pretrained=pretrained, **kwargs)
+    except (TypeError, ValueError, AssertionError) as e:
+        raise UserError(f"cannot build '{spec}' with {kwargs or 'default arguments'}: {e}") from e

@@ -1,0 +1,284 @@
+"""Size and speed of models: parameters, MACs, token grid, per-block widths, throughput.
+
+MACs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one image at the model's
+input size and halved (FLOPs = 2 x MACs). It counts the matrix products: linear layers
+(``mm``/``addmm``), convolutions (the patch embedding), batched matmuls and fused
+scaled-dot-product attention (QK^T and AV). Normalisation, activations, softmax, residual adds and
+pooling are not counted, as is usual for ViT MAC figures (DeiT-Tiny: 1.25 GMACs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from vitdistill.errors import UserError
+
+__all__ = [
+    "count_params",
+    "count_macs",
+    "measure_throughput",
+    "token_grid",
+    "block_widths",
+    "format_widths",
+    "model_input_size",
+    "inspect_models",
+    "format_table",
+    "resolve_device",
+]
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (shared tensors counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def model_input_size(model: nn.Module) -> tuple[int, int, int]:
+    """(C, H, W) the model was built for: its patch embedding's image size, else its pretrained_cfg."""
+    pe = getattr(model, "patch_embed", None)
+    size = getattr(pe, "img_size", None)
+    if size is not None:
+        proj = getattr(pe, "proj", None)
+        chans = getattr(proj, "in_channels", None) or getattr(model, "in_chans", 3)
+        return (int(chans), int(size[0]), int(size[1]))
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    c, h, w = cfg.get("input_size", (getattr(model, "in_chans", 3), 224, 224))
+    return (int(c), int(h), int(w))
+
+
+def _param_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    p = next(model.parameters(), None)
+    if p is None:
+        return torch.device("cpu"), torch.float32
+    return p.device, (p.dtype if p.is_floating_point() else torch.float32)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def count_macs(model: nn.Module, input_size: Sequence[int] | None = None) -> int:
+    """Multiply-accumulates for one image of ``input_size`` (C, H, W; default the model's own)."""
+    size = tuple(input_size) if input_size is not None else model_input_size(model)
+    if len(size) != 3:
+        raise UserError(f"input_size must be (C, H, W), got {size}")
+    device, dtype = _param_device_dtype(model)
+    x = torch.zeros(1, *size, device=device, dtype=dtype)
+    with _eval_mode(model), torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops()) // 2
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``torch.device`` for a user string; asking for CUDA on a machine without it is a UserError."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UserError(f"unknown device {device!r} (use cpu or cuda)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} was requested but CUDA is not available on this machine; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UserError("device 'mps' was requested but is not available")
+    return dev
+
+
+_AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+
+
+def measure_throughput(
+    model: nn.Module,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    warmup: int = 3,
+    iters: int = 10,
+    amp: bool | str | None = None,
+    input_size: Sequence[int] | None = None,
+) -> float:
+    """Images per second of ``model`` in eval mode under ``torch.inference_mode``.
+
+    The model is moved to ``device`` (in place, like ``model.to``). ``amp``: None/False = the model's
+    dtype, True or 'bf16' = bfloat16 autocast, 'fp16' = float16 autocast. CUDA is synchronised only
+    right before and after the timed iterations, so the figure is pure device time per batch.
+    """
+    if batch_size < 1 or iters < 1 or warmup < 0:
+        raise UserError(f"need batch_size >= 1, iters >= 1, warmup >= 0 (got {batch_size}, {iters}, {warmup})")
+    dev = resolve_device(device)
+    model.to(dev)
+    size = tuple(input_size) if input_size is not None else model_input_size(model)
+    _, dtype = _param_device_dtype(model)
+    x = torch.randn(batch_size, *size, device=dev, dtype=dtype)
+    if amp in (None, False):
+        autocast = contextlib.nullcontext()
+    else:
+        amp_dtype = torch.bfloat16 if amp is True else _AMP_DTYPES.get(str(amp).lower())
+        if amp_dtype is None:
+            raise UserError(f"unknown amp mode {amp!r} (use bf16 or fp16)")
+        autocast = torch.autocast(device_type=dev.type, dtype=amp_dtype)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    with _eval_mode(model), torch.inference_mode(), autocast:
+        for _ in range(warmup):
+            model(x)
+        sync()
+        start = time.perf_counter()
+        for _ in range(iters):
+            model(x)
+        sync()
+        elapsed = time.perf_counter() - start
+    return batch_size * iters / elapsed
+
+
+def token_grid(model: nn.Module) -> tuple[int, int]:
+    """(H, W) patch-token grid at the model's input size (for staged models: the tapped grid)."""
+    pe = getattr(model, "patch_embed", None)
+    grid = getattr(pe, "grid_size", None)
+    if grid is not None:
+        return (int(grid[0]), int(grid[1]))
+    from vitdistill.models.taps import feature_grid
+
+    return tuple(feature_grid(model))
+
+
+def block_widths(model: nn.Module) -> list[int]:
+    """Channel width of every tappable block output (ViT blocks, CaiT SA blocks, Swin stages)."""
+    widths = getattr(model, "block_widths", None)
+    if callable(widths):
+        return list(widths())
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, nn.Sequential) and all(hasattr(b, "mlp") and hasattr(b.mlp, "fc2") for b in blocks):
+        return [int(b.mlp.fc2.out_features) for b in blocks]
+    from vitdistill.models.taps import token_features
+
+    device, dtype = _param_device_dtype(model)
+    x = torch.zeros(1, *model_input_size(model), device=device, dtype=dtype)
+    with _eval_mode(model), torch.inference_mode():
+        feats = token_features(model, x, "all")
+    return [int(f.shape[-1]) for f in feats]
+
+
+def format_widths(widths: Iterable[int]) -> str:
+    """Run-length form of per-block widths: ``[192]*11 + [384]`` -> ``'192x11 + 384x1'``."""
+    runs: list[list[int]] = []
+    for w in widths:
+        if runs and runs[-1][0] == w:
+            runs[-1][1] += 1
+        else:
+            runs.append([w, 1])
+    return " + ".join(f"{w}x{n}" for w, n in runs)
+
+
+def _model_label(model: nn.Module) -> str:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return str(cfg.get("architecture") or type(model).__name__)
+
+
+def inspect_models(
+    models: Sequence[str | nn.Module],
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    num_classes: int | None = None,
+    throughput: bool = True,
+    model_kwargs: dict[str, Any] | None = None,
+    warmup: int = 3,
+    iters: int = 10,
+    amp: bool | str | None = None,
+    labels: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per model: params, MACs per image, token grid, block widths, images/s.
+
+    ``models`` are timm names (vitdistill's students included), builder specs such as
+    ``lift:vit_small_patch16_224:768`` / ``widelast:deit_tiny_patch16_224:384:2`` (see
+    :func:`vitdistill.models.build_model`), or model instances (measured as they are).
+    """
+    from vitdistill.models.builders import build_model
+
+    dev = resolve_device(device) if throughput else None
+    if labels is not None and len(labels) != len(models):
+        raise UserError(f"got {len(labels)} labels for {len(models)} models")
+    rows = []
+    for i, item in enumerate(models):
+        if isinstance(item, nn.Module):
+            model, name = item, _model_label(item)
+        else:
+            kw = dict(model_kwargs or {})
+            if num_classes is not None:
+                kw["num_classes"] = num_classes
+            model, name = build_model(item, **kw), str(item)
+        try:
+            widths: list[int] | None = block_widths(model)
+            grid: list[int] | None = list(token_grid(model))
+        except UserError:  # not a token model (e.g. a CNN): size and speed still apply
+            widths, grid = None, None
+        row: dict[str, Any] = {
+            "model": labels[i] if labels is not None else name,
+            "params": count_params(model),
+            "macs": count_macs(model),
+            "input_size": list(model_input_size(model)),
+            "token_grid": grid,
+            "block_widths": widths,
+            "widths": format_widths(widths) if widths else "-",
+            "head_width": int(getattr(model, "head_hidden_size", getattr(model, "num_features", 0)) or 0),
+            "num_classes": int(getattr(model, "num_classes", 0) or 0),
+            "throughput": None,
+            "batch_size": batch_size if throughput else None,
+            "device": str(dev) if dev is not None else None,
+        }
+        if throughput:
+            row["throughput"] = measure_throughput(model, batch_size=batch_size, device=dev, warmup=warmup,
+                                                   iters=iters, amp=amp)
+        rows.append(row)
+    return rows
+
+
+def _human(n: float, unit: str = "") -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3f}{suffix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Aligned plain-text table of :func:`inspect_models` rows."""
+    header = ["model", "params", "MACs/img", "input", "tokens", "width per block", "head in", "img/s"]
+    lines = [header]
+    for r in rows:
+        tput = "-" if r.get("throughput") is None else f"{r['throughput']:.1f} (bs {r['batch_size']}, {r['device']})"
+        lines.append([
+            r["model"],
+            f"{r['params']:,}",
+            _human(r["macs"]),
+            "x".join(str(s) for s in r["input_size"][1:]),
+            "x".join(str(s) for s in r["token_grid"]) if r.get("token_grid") else "-",
+            r["widths"],
+            str(r.get("head_width", "")),
+            tput,
+        ])
+    widths = [max(len(str(line[c])) for line in lines) for c in range(len(header))]
+    right = {1, 2, 6}
+    out = []
+    for j, line in enumerate(lines):
+        cells = [str(v).rjust(widths[c]) if c in right and j else str(v).ljust(widths[c]) for c, v in enumerate(line)]
+        out.append("  ".join(cells).rstrip())
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
