@@ -79,10 +79,40 @@ def _record_input_size(model: nn.Module) -> None:
         model.pretrained_cfg = model.default_cfg = cfg
 
 
+def _checkpoint_head_rows(path: str) -> int | None:
+    """Rows of ``head.weight`` in a weights file, read without loading the whole file when possible."""
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                names = set(f.keys())
+                return int(f.get_slice("head.weight").get_shape()[0]) if "head.weight" in names else None
+        sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise UserError(f"weights file not found: {path}") from None
+    except Exception:  # unreadable here: leave the verdict to timm's loader
+        return None
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    w = sd.get("head.weight") if isinstance(sd, dict) else None
+    return int(w.shape[0]) if w is not None else None
+
+
 def _create(model_cls, variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> nn.Module:
     if pretrained and not _has_weight_source(kwargs):
         raise UserError(f"{variant} has no published weights; pass a local file with "
                         f"pretrained_cfg_overlay=dict(file='model.safetensors')")
+    overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+    if pretrained and overlay.get("file") and "num_classes" not in overlay:
+        # timm drops the head whenever num_classes differs from the cfg's 1000; a file whose head
+        # already has the requested size (e.g. a 10-class export) must keep its trained head.
+        rows = _checkpoint_head_rows(overlay["file"])
+        if rows is not None and rows == kwargs.get("num_classes", 1000):
+            overlay["num_classes"] = rows
+            kwargs = dict(kwargs, pretrained_cfg_overlay=overlay)
     out_indices = kwargs.pop("out_indices", 3)
     model = build_model_with_cfg(
         model_cls,
