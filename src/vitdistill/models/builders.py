@@ -309,7 +309,12 @@ def create_lift(base: str, lift_dim: int, pretrained: bool = False, **kwargs) ->
     backbone starts from the base's weights; the base's final norm and head are dropped.
     """
     base_model = create_base_model(base, pretrained=pretrained, **kwargs)
-    student = LiftVisionTransformer(lift_dim=lift_dim, **_student_kwargs(base_model, base, kwargs))
+    args = _student_kwargs(base_model, base, kwargs)
+    # Lift's own head: mean of the lifted patch tokens; the base's final norm / fc_norm are replaced
+    for k in ("fc_norm", "final_norm"):
+        args.pop(k)
+    args["global_pool"] = "avg"
+    student = LiftVisionTransformer(lift_dim=lift_dim, **args)
     _copy_backbone(base_model, student, ("norm", "fc_norm", "head"), base)
     _check_same_backbone(base_model, student, len(student.blocks) - 1, base)
     _inherit_cfg(base_model, student, dict(builder="create_lift", base=base, lift_dim=int(lift_dim),
