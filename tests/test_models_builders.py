@@ -130,3 +130,22 @@ def test_build_model_specs():
             build_model(bad, **TINY)
     with pytest.raises(UserError, match="cannot build"):
         build_model("vit_tiny_patch16_224", no_such_arg=3)
+
+
+def test_build_spec_round_trip(tmp_path):
+    import json
+
+    from vitdistill.models import from_build_spec
+
+    m = create_widelast("vit_tiny_patch16_224", 128, num_wide=2, **TINY).eval()
+    spec = json.loads(json.dumps(m.build_spec))  # must survive a JSON/YAML config
+    again = from_build_spec(spec).eval()
+    assert type(again) is type(m) and again.num_wide == 2
+    again.load_state_dict(m.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), m(x))
+    lift = from_build_spec(create_lift("vit_tiny_patch16_224", 96, **TINY).build_spec, num_classes=3)
+    assert lift.lift_dim == 96 and lift.head.out_features == 3
+    with pytest.raises(UserError):
+        from_build_spec({"builder": "nope"})

@@ -10,6 +10,7 @@ from vitdistill.models.builders import (
     create_base_model,
     create_lift,
     create_widelast,
+    from_build_spec,
 )
 from vitdistill.models.lift import LiftVisionTransformer, TokenProjector
 from vitdistill.models.profile import (
@@ -46,4 +47,5 @@ __all__ = [
     "create_base_model",
     "create_lift",
     "create_widelast",
+    "from_build_spec",
 ]

@@ -27,7 +27,7 @@ from vitdistill.errors import UserError, closest_names
 from vitdistill.models.lift import LiftVisionTransformer
 from vitdistill.models.widelast import WideLastVisionTransformer
 
-__all__ = ["build_model", "create_lift", "create_widelast", "create_base_model", "vit_args_from_model", "STUDENT_MODELS"]
+__all__ = ["build_model", "from_build_spec", "create_lift", "create_widelast", "create_base_model", "vit_args_from_model", "STUDENT_MODELS"]
 
 STUDENT_MODELS = (
     "deit_tiny_lift_patch16_224",
@@ -378,3 +378,19 @@ def build_model(spec: str, pretrained: bool = False, **kwargs) -> nn.Module:
         return create_base_model(spec, pretrained=pretrained, **kwargs)
     except (TypeError, ValueError, AssertionError) as e:
         raise UserError(f"cannot build '{spec}' with {kwargs or 'default arguments'}: {e}") from e
+
+
+def from_build_spec(spec: dict, pretrained: bool = False, **overrides) -> nn.Module:
+    """Rebuild a builder-made student from its ``model.build_spec`` (e.g. stored in a run config).
+
+    ``overrides`` update the recorded timm kwargs (e.g. ``num_classes``); load weights afterwards.
+    """
+    if not isinstance(spec, dict) or spec.get("builder") not in ("create_lift", "create_widelast"):
+        raise UserError(f"not a vitdistill build spec: {spec!r}")
+    kwargs = dict(spec.get("kwargs") or {}, **overrides)
+    kwargs.pop("pretrained_cfg_overlay", None)
+    if spec["builder"] == "create_lift":
+        return create_lift(spec["base"], spec["lift_dim"], pretrained=pretrained, **kwargs)
+    if spec.get("wide_num_heads") is not None:
+        kwargs["wide_num_heads"] = spec["wide_num_heads"]
+    return create_widelast(spec["base"], spec["wide_dim"], spec.get("num_wide", 1), pretrained=pretrained, **kwargs)
