@@ -1,0 +1,236 @@
+"""End-to-end training runs on tiny models and synthetic data: CLI, export, resume, faults, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+
+from vitdistill.cli import main
+from vitdistill.distill import checkpoint as ckpt_mod
+from vitdistill.distill import export, load_exported, train
+from vitdistill.distill.export import load_run_model
+from vitdistill.distill.trainer import KILL_ENV, EpochSampler
+from vitdistill.errors import UserError
+
+DATA = "synthetic:shapes?n=48&n_val=16&size=16&types=3"  # 6 classes
+S_KW = dict(img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads=2)
+T_KW = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2)
+
+
+def _cfg(**over):
+    cfg = {
+        "model": {"name": "vit_tiny_patch16_224", "kwargs": dict(S_KW)},
+        "data": {"train": DATA, "batch_size": 16},
+        "epochs": 2, "device": "cpu",
+        "aug": {"auto_augment": None, "reprob": 0.0},
+        "optim": {"lr": 1e-3}, "sched": {"warmup_epochs": 1},
+        "log": {"interval": 1, "progress": False},
+    }
+    for k, v in over.items():
+        node = cfg
+        *head, last = k.split(".")
+        for h in head:
+            node = node.setdefault(h, {})
+        node[last] = v
+    return cfg
+
+
+def _write(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    env.pop(KILL_ENV, None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    """A tiny trained teacher (6 classes) reused as the teacher of the distillation runs."""
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    train({**_cfg(epochs=1), "model": {"name": "vit_tiny_patch16_224", "kwargs": dict(T_KW)}}, output=out)
+    return out
+
+
+def test_sampler_global_batches_are_world_size_invariant():
+    one = list(EpochSampler(40, 8, 1, 0, 2, repeats=3, seed=1))
+    two = [list(EpochSampler(40, 8, 2, r, 1, repeats=3, seed=1)) for r in range(2)]
+    assert len(one) == 40 and len(two[0]) == 20
+    for s in range(5):  # every optimizer step covers the same images
+        assert sorted(one[8 * s:8 * s + 8]) == sorted(two[0][4 * s:4 * s + 4] + two[1][4 * s:4 * s + 4])
+    assert max(one.count(i) for i in set(one)) == 3  # repeated augmentation
+
+
+def test_cli_train_eval_export_roundtrip(tmp_path, teacher_run, capsys):
+    cfg = _cfg(**{"teacher": {"name": "vit_tiny_patch16_224", "kwargs": dict(T_KW), "checkpoint": str(teacher_run)},
+                  "loss.alpha": 0.5, "loss.feat_weight": 0.2, "loss.feat_loss": "spectral", "ema.enabled": True})
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(_write(tmp_path / "c.yaml", cfg)), "--output", str(run)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["last"]["epoch"] == 1 and {"top1", "top5", "ema_top1", "ema_top5"} <= set(summary["last"])
+    assert summary["best"] is not None and summary["best_ema"] is not None
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if r["kind"] == "step"]
+    assert {"ce", "kd", "feat", "loss", "lr", "images_per_s"} <= set(steps[0])
+    assert [r["epoch"] for r in recs if r["kind"] == "epoch"] == [0, 1]
+    # lr is stepped per update, without lag: step i+1 runs at the schedule's value for update i
+    # (3 updates per epoch, 1 warmup epoch from 1e-6, cosine over 6 updates down to 1e-5)
+    import math
+
+    assert steps[0]["lr"] == pytest.approx(1e-6)
+    assert steps[1]["lr"] == pytest.approx(1e-6 + (1e-3 - 1e-6) / 3)
+    assert steps[3]["lr"] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * 3 / 6)))
+    assert yaml.safe_load((run / "config.yaml").read_text())["loss"]["feat_loss"] == "spectral"
+    capsys.readouterr()
+    assert main(["eval", str(run), "--data", DATA, "--json", str(tmp_path / "ev.json")]) == 0
+    assert "top-1" in capsys.readouterr().out
+    ev = json.loads((tmp_path / "ev.json").read_text())
+    assert ev["top1"] == pytest.approx(summary["last"]["top1"]) and ev["n"] == 16
+    assert main(["export", str(run), "--out", str(tmp_path / "exp")]) == 0
+    # the feature-KD projector is gone, the weights load through timm and give the same logits
+    conf = json.loads((tmp_path / "exp" / "config.json").read_text())
+    model = timm.create_model(conf["architecture"], pretrained=True, num_classes=conf["num_classes"],
+                              pretrained_cfg_overlay=dict(file=str(tmp_path / "exp" / "model.safetensors"),
+                                                          num_classes=conf["num_classes"]),
+                              **conf["model_args"]).eval()
+    ref, _ = load_run_model(run)
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=0, atol=0)
+    assert main(["eval", str(tmp_path / "exp"), "--data", DATA]) == 0
+
+
+def test_lift_export_keeps_projector(tmp_path, teacher_run):
+    cfg = _cfg(epochs=1, **{"model": {"name": "vit_tiny_patch16_224", "remedy": "lift", "width": 32, "kwargs": dict(S_KW)},
+                            "teacher": {"name": "vit_tiny_patch16_224", "kwargs": dict(T_KW), "checkpoint": str(teacher_run)},
+                            "loss.feat_weight": 1.0, "loss.projector": "none"})
+    train(cfg, output=tmp_path / "run")
+    export(tmp_path / "run", tmp_path / "exp")
+    m, ref = load_exported(tmp_path / "exp"), load_run_model(tmp_path / "run")[0]
+    assert m.norm.proj.weight.shape == (32, 16)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), ref(x), rtol=0, atol=0)
+
+
+def test_config_error_exits_2_naming_the_key(tmp_path, capsys):
+    cfg = _write(tmp_path / "c.yaml", _cfg())
+    assert main(["train", "--config", str(cfg), "--set", "loss.temprature=2", "--output", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "loss.temprature" in err and "loss.temperature" in err and "Traceback" not in err
+    assert main(["train", "--config", str(cfg), "--set", "model.name=vit_tiny_patch16_22", "--output", str(tmp_path / "r")]) == 2
+    assert "vit_tiny_patch16_224" in capsys.readouterr().err
+
+
+def test_nan_loss_names_step_and_term_and_keeps_checkpoint(tmp_path, teacher_run):
+    from safetensors.torch import save_file
+
+    good = _cfg(epochs=1, **{"teacher": {"name": "vit_tiny_patch16_224", "kwargs": dict(T_KW), "checkpoint": str(teacher_run)},
+                             "loss.alpha": 0.5})
+    run = tmp_path / "run"
+    train(good, output=run)
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    t = timm.create_model("vit_tiny_patch16_224", num_classes=6, **T_KW)
+    t.load_state_dict(ckpt_mod.load(teacher_run / "checkpoints" / "last.pt")["student"])
+    sd = {k: v.clone() for k, v in t.state_dict().items()}
+    sd["head.bias"][0] = float("nan")
+    save_file(sd, str(tmp_path / "nan.safetensors"))
+    bad = {**good, "epochs": 2, "teacher": {**good["teacher"], "checkpoint": str(tmp_path / "nan.safetensors")}}
+    with pytest.raises(UserError) as e:
+        train(bad, output=run, resume="auto")
+    assert "step 3" in str(e.value) and "kd" in str(e.value)  # epoch 1 starts at optimizer step 3
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(_cfg(epochs=1), output=run)
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    real_save = torch.save
+
+    def failing_save(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(UserError, match="No space left on device.*intact"):
+        train(_cfg(epochs=2), output=run, resume="auto")
+    monkeypatch.setattr(torch, "save", real_save)
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_existing_run_needs_resume(tmp_path):
+    train(_cfg(epochs=1), output=tmp_path / "run")
+    with pytest.raises(UserError, match="--resume auto"):
+        train(_cfg(epochs=1), output=tmp_path / "run")
+
+
+def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
+    cfg = _cfg(epochs=3, deterministic=True, **{
+        "aug.enabled": True, "aug.auto_augment": "rand-m9-mstd0.5-inc1", "aug.reprob": 0.25, "aug.mixup": 0.8,
+        "aug.cutmix": 1.0, "aug.repeated_aug": 2, "ema.enabled": True, "optim.grad_accum": 2,
+        "model.kwargs": {**S_KW, "drop_path_rate": 0.1}})
+    path = _write(tmp_path / "c.yaml", cfg)
+    cmd = [sys.executable, "-m", "vitdistill", "train", "--config", str(path)]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    subprocess.run(cmd + ["--output", str(full)], check=True, env=_env(), capture_output=True)
+    p = subprocess.run(cmd + ["--output", str(killed)], env={**_env(), KILL_ENV: "1"}, capture_output=True)
+    assert p.returncode == -9
+    assert ckpt_mod.load(killed / "checkpoints" / "last.pt")["epoch"] == 1
+    subprocess.run(cmd + ["--output", str(killed), "--resume", "auto"], check=True, env=_env(), capture_output=True)
+    a, b = ckpt_mod.load(full / "checkpoints" / "last.pt"), ckpt_mod.load(killed / "checkpoints" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for part in ("student", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs"
+    sa = json.loads((full / "summary.json").read_text())
+    sb = json.loads((killed / "summary.json").read_text())
+    assert sa["last"] == sb["last"] and sa["best"] == sb["best"]
+    ra = (full / "metrics.jsonl").read_text().splitlines()
+    rb = (killed / "metrics.jsonl").read_text().splitlines()
+    assert len(ra) == len(rb)
+
+
+def test_two_process_torchrun_matches_one_process(tmp_path):
+    cfg = _cfg(epochs=1, **{"aug.enabled": False, "data.batch_size": 8, "optim.lr": 1e-3,
+                            "data.steps_per_epoch": 3, "optim.opt": "sgd", "optim.momentum": 0.9})
+    path = _write(tmp_path / "c.yaml", cfg)
+    one, two = tmp_path / "one", tmp_path / "two"
+    base = ["-m", "vitdistill", "train", "--config", str(path)]
+    subprocess.run([sys.executable, *base, "--output", str(one)], check=True, env=_env(), capture_output=True)
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *base,
+                        "--output", str(two)], env=_env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    a, b = ckpt_mod.load(one / "checkpoints" / "last.pt"), ckpt_mod.load(two / "checkpoints" / "last.pt")
+    assert b["world_size"] == 2 and a["num_updates"] == b["num_updates"] == 3
+    for k in a["student"]:
+        torch.testing.assert_close(a["student"][k], b["student"][k], rtol=1e-5, atol=1e-6)
+    sa, sb = json.loads((one / "summary.json").read_text()), json.loads((two / "summary.json").read_text())
+    assert sa["last"]["top1"] == pytest.approx(sb["last"]["top1"])  # eval sharded over ranks, counts reduced
+
+
+def test_randaugment_posterize_zero_bits_does_not_crash():
+    from PIL import Image
+
+    from vitdistill.data import train_transform
+    from vitdistill.distill.trainer import _posterize_zero_safe, guard_posterize
+
+    img = Image.new("RGB", (16, 16), (200, 100, 50))
+    assert _posterize_zero_safe(img, 0).getextrema() == ((0, 0), (0, 0), (0, 0))
+    assert _posterize_zero_safe(img, 4).getpixel((0, 0)) == (192, 96, 48)
+    m = timm.create_model("vit_tiny_patch16_224", **S_KW)
+    tf = train_transform(m, auto_augment="rand-m9-mstd0.5-inc1")
+    guard_posterize(tf)
+    ops = [o for t in tf.transforms for o in (getattr(t, "ops", None) or []) if "Posterize" in o.name]
+    assert ops and all(o.aug_fn is _posterize_zero_safe for o in ops)
