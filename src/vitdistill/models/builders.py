@@ -314,6 +314,7 @@ def create_lift(base: str, lift_dim: int, pretrained: bool = False, **kwargs) ->
     for k in ("fc_norm", "final_norm"):
         args.pop(k)
     args["global_pool"] = "avg"
+    args["pool_include_prefix"] = False
     student = LiftVisionTransformer(lift_dim=lift_dim, **args)
     _copy_backbone(base_model, student, ("norm", "fc_norm", "head"), base)
     _check_same_backbone(base_model, student, len(student.blocks) - 1, base)
