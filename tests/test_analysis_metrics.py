@@ -136,8 +136,8 @@ def test_sep_matches_numpy_fft(d):
     for mode in ("full", "folded"):
         ref = np_sep(flat[keep], mode)
         mean, std = m.mean_std(mode)
-        np.testing.assert_allclose(mean, ref.mean(0), rtol=1e-9)
-        np.testing.assert_allclose(std, ref.std(0), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(mean, ref.mean(0), rtol=1e-5, atol=1e-5)  # float32 FFT
+        np.testing.assert_allclose(std, ref.std(0), rtol=1e-4, atol=1e-3)  # std from float32 curves
         assert not np.isnan(mean).any()
         want = {str(a): int(np.argmax(ref.mean(0) >= a) + 1) for a in (50, 60, 70, 80, 90)}
         assert res[mode]["d"] == want
@@ -191,7 +191,7 @@ def test_sep_changes_under_channel_permutation_and_test_reports_it():
     # the permuted pooled curve equals a numpy recomputation with the same permutations
     perm0 = m.perms[0].numpy()
     flat = x.double().reshape(-1, 64).numpy()[:, perm0]
-    np.testing.assert_allclose((m.sums["sum_perm"][0] / m.tokens).numpy(), np_sep(flat, "folded").mean(0), rtol=1e-9)
+    np.testing.assert_allclose((m.sums["sum_perm"][0] / m.tokens).numpy(), np_sep(flat, "folded").mean(0), rtol=1e-5)
 
 
 def test_rotation_matches_scipy_subspace_angles():

@@ -52,6 +52,17 @@ def sep_curves(x: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     return curves, valid
 
 
+def _expand(half: torch.Tensor, d: int, mode: str) -> torch.Tensor:
+    """Full-order (mirror appended) or folded (interior bins doubled) spectrum from rfft power."""
+    h = half.shape[-1]
+    if mode == "full":
+        return torch.cat([half, half[..., 1:d - h + 1].flip(-1)], dim=-1)
+    hi = d // 2 if d % 2 == 0 else d // 2 + 1
+    w = torch.ones(h, dtype=half.dtype, device=half.device)
+    w[1:hi] = 2.0
+    return half * w
+
+
 class SEP:
     """Pooled SEP curves of one layer in both modes, plus per-image thresholds.
 
@@ -92,39 +103,54 @@ class SEP:
             self.perms = torch.stack([torch.randperm(d, generator=g) for _ in range(self.permutations)])
 
     def update(self, x: torch.Tensor, ids: torch.Tensor) -> None:
-        """x: (B, N, D) token features of B images."""
+        """x: (B, N, D) token features of B images.
+
+        One real FFT serves both modes (the full spectrum is the half spectrum plus its mirror).
+        Pooled and per-image mean curves are linear in the normalised spectra, so they are
+        cumulative sums of summed spectra; only the std needs per-token cumulative sums.
+        """
         b, n, d = x.shape
         self._init(d, x.device)
+        # float32 spectra (features are float32 already); every sum over tokens is float64
+        half = torch.view_as_real(torch.fft.rfft(x.to(torch.float32), dim=-1)).pow(2).sum(-1)  # (B, N, D//2+1)
+        tot = _expand(half, d, "folded").sum(-1, dtype=torch.float64)
+        valid = tot > 0
+        inv = torch.where(valid, 1.0 / torch.where(valid, tot, torch.ones_like(tot)), torch.zeros_like(tot))
+        cnt = valid.sum(1, keepdim=True).to(torch.float64)  # (B, 1)
         per_image = []
-        valid_any = None
         for m in MODES:
-            curves, valid = sep_curves(x, m)  # (B, N, D'), (B, N)
-            vf = valid.to(torch.float64)[..., None]
-            c = curves * vf
-            self.sums[f"sum_{m}"] += c.sum((0, 1)).cpu()
-            self.sums[f"sumsq_{m}"] += (c * curves).sum((0, 1)).cpu()
-            cnt = vf.sum(1)  # (B, 1)
-            img_curve = c.sum(1) / cnt.clamp_min(1)
-            dm = first_at_least(img_curve, self.alphas).to(torch.float64)
+            q = _expand(half, d, m) * inv[..., None].to(torch.float32)  # normalised; zero rows for empty tokens
+            img = q.sum(1, dtype=torch.float64)  # (B, D')
+            self.sums[f"sum_{m}"] += 100.0 * img.sum(0).cumsum(-1).cpu()
+            sq = (100.0 * q.cumsum(-1)).pow_(2).sum(1, dtype=torch.float64)
+            self.sums[f"sumsq_{m}"] += sq.sum(0).cpu()
+            dm = first_at_least(100.0 * img.cumsum(-1) / cnt.clamp_min(1), self.alphas).to(torch.float64)
             per_image.append(torch.where(cnt > 0, dm, torch.full_like(dm, float("nan"))))
-            valid_any = valid
-        self.tokens += int(valid_any.sum())
-        self.zero_tokens += int((~valid_any).sum())
+        self.tokens += int(valid.sum())
+        self.zero_tokens += int((~valid).sum())
         self.rows.add(ids, torch.cat(per_image, -1))
         if self.permutations:
-            self._update_perm(x, ids)
+            self._update_perm(x, ids, inv, cnt)
 
-    def _update_perm(self, x: torch.Tensor, ids: torch.Tensor) -> None:
+    def _update_perm(self, x: torch.Tensor, ids: torch.Tensor, inv: torch.Tensor, cnt: torch.Tensor) -> None:
+        # A channel permutation keeps each token's energy (Parseval), so the normaliser is shared.
+        # Trial spectra are float32 (several times faster FFTs on CPU), summed in float64.
         rows = torch.empty(x.shape[0], self.permutations, len(self.alphas), dtype=torch.float32)
         perms = self.perms.to(x.device)
-        for r in range(self.permutations):
-            curves, valid = sep_curves(x[..., perms[r]], self.perm_mode)
-            vf = valid.to(torch.float64)[..., None]
-            c = curves * vf
-            self.sums["sum_perm"][r] += c.sum((0, 1)).cpu()
-            cnt = vf.sum(1)
-            dm = first_at_least(c.sum(1) / cnt.clamp_min(1), self.alphas).to(torch.float32)
-            rows[:, r] = torch.where(cnt > 0, dm, torch.full_like(dm, float("nan"))).cpu()
+        xs = x.to(torch.float32)
+        inv32 = inv.to(torch.float32)
+        d = x.shape[-1]
+        chunk = max(1, min(self.permutations, (1 << 24) // max(1, x.numel())))
+        ok = (cnt > 0)[..., None]
+        for s in range(0, self.permutations, chunk):
+            pr = perms[s:s + chunk]  # (R', D)
+            half = torch.view_as_real(torch.fft.rfft(xs[:, :, pr], dim=-1)).pow(2).sum(-1)  # (B, N, R', H)
+            # per-image sums of normalised spectra; mirroring/doubling is linear, so it comes after
+            img = _expand(torch.einsum("bnrh,bn->brh", half, inv32).to(torch.float64), d, self.perm_mode)
+            self.sums["sum_perm"][s:s + len(pr)] += 100.0 * img.sum(0).cumsum(-1).cpu()
+            dm = first_at_least(100.0 * img.cumsum(-1) / cnt[..., None].clamp_min(1), self.alphas)
+            rows[:, s:s + len(pr)] = torch.where(ok, dm.to(torch.float32), torch.full_like(dm, float("nan"),
+                                                                                           dtype=torch.float32)).cpu()
         self.perm_rows.add(ids, rows)
 
     # --- state ---------------------------------------------------------------------------
