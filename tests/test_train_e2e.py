@@ -112,7 +112,7 @@ def test_cli_train_eval_export_roundtrip(tmp_path, teacher_run, capsys):
 
 def test_lift_export_keeps_projector(tmp_path, teacher_run):
     cfg = _cfg(epochs=1, **{"model": {"name": "vit_tiny_patch16_224", "remedy": "lift", "width": 32, "kwargs": dict(S_KW)},
-                            "teacher": {"name": "vit_tiny_patch16_224", "kwargs": dict(T_KW), "checkpoint": str(teacher_run)},
+                            "teacher": {"checkpoint": str(teacher_run)},  # rebuilt from the run's saved model
                             "loss.feat_weight": 1.0, "loss.projector": "none"})
     train(cfg, output=tmp_path / "run")
     export(tmp_path / "run", tmp_path / "exp")
@@ -179,7 +179,7 @@ def test_existing_run_needs_resume(tmp_path):
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     cfg = _cfg(epochs=3, deterministic=True, **{
         "aug.enabled": True, "aug.auto_augment": "rand-m9-mstd0.5-inc1", "aug.reprob": 0.25, "aug.mixup": 0.8,
-        "aug.cutmix": 1.0, "aug.repeated_aug": 2, "ema.enabled": True, "optim.grad_accum": 2,
+        "aug.cutmix": 1.0, "aug.repeated_aug": 2, "ema.enabled": True, "optim.grad_accum": 2, "optim.clip_grad": 1.0,
         "model.kwargs": {**S_KW, "drop_path_rate": 0.1}})
     path = _write(tmp_path / "c.yaml", cfg)
     cmd = [sys.executable, "-m", "vitdistill", "train", "--config", str(path)]
@@ -234,3 +234,32 @@ def test_randaugment_posterize_zero_bits_does_not_crash():
     guard_posterize(tf)
     ops = [o for t in tf.transforms for o in (getattr(t, "ops", None) or []) if "Posterize" in o.name]
     assert ops and all(o.aug_fn is _posterize_zero_safe for o in ops)
+
+
+def _image_folder(root: Path, corrupt: bool) -> Path:
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 8), ("val", 4)):
+        for c in ("a", "b"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                arr = (torch.rand(16, 16, 3, generator=g) * 255).to(torch.uint8).numpy()
+                Image.fromarray(arr).save(d / f"{i}.png")
+    if corrupt:
+        (root / "train" / "a" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    return root
+
+
+def test_corrupt_images_are_skipped_and_counted_or_fatal_with_strict(tmp_path, capsys):
+    data = _image_folder(tmp_path / "imgs", corrupt=True)
+    cfg = _cfg(epochs=1, **{"data.train": str(data), "data.batch_size": 8, "amp": "bf16"})
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        train(cfg, output=tmp_path / "run")
+    rec = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    ep = [r for r in rec if r["kind"] == "epoch"][0]
+    assert ep["train_skipped"] == 1 and ep["train_images"] == 15 and ep["val_n"] == 8
+    path = _write(tmp_path / "c.yaml", cfg)
+    assert main(["train", "--config", str(path), "--output", str(tmp_path / "strict"), "--strict"]) == 2
+    assert "0.png" in capsys.readouterr().err

@@ -7,6 +7,7 @@ later without the training config.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -68,16 +69,49 @@ def create_from_spec(spec: dict[str, Any], pretrained: bool = False) -> nn.Modul
     raise UserError(f"unknown remedy {remedy!r} (use none, lift or widelast)")
 
 
+def saved_model_spec(path: str | os.PathLike) -> dict | None:
+    """The model spec stored in a vitdistill run folder, run checkpoint or export folder (else None)."""
+    p = Path(path)
+    if p.is_dir() and (p / "config.json").is_file():
+        import json
+
+        with contextlib.suppress(ValueError, OSError):
+            return (json.loads((p / "config.json").read_text()).get("vitdistill") or {}).get("model_spec")
+        return None
+    if p.is_dir():
+        p = p / "checkpoints" / "last.pt"
+    if p.is_file() and p.suffix in (".pt", ".pth"):
+        with contextlib.suppress(Exception):
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+            if isinstance(obj, dict):
+                return obj.get("model_spec")
+    return None
+
+
 def build_teacher(cfg_teacher: dict) -> nn.Module:
-    """The frozen teacher in eval mode: timm name + kwargs, pretrained or a local file."""
+    """The frozen teacher in eval mode: timm name + kwargs, pretrained or a local file.
+
+    A teacher trained by vitdistill (run folder or export) may omit ``name``: its saved model
+    spec rebuilds it exactly (Lift / WideLast teachers included).
+    """
     import timm
 
-    name = cfg_teacher["name"]
+    name = cfg_teacher.get("name")
+    ckpt = cfg_teacher.get("checkpoint")
+    if not name:
+        spec = saved_model_spec(ckpt) if ckpt else None
+        if spec is None:
+            raise UserError("teacher.name is not set (and teacher.checkpoint is not a vitdistill run or export "
+                            "that records its model)")
+        teacher = create_from_spec(spec)
+        load_weights(teacher, ckpt, role="teacher")
+        teacher.requires_grad_(False)
+        return teacher.eval()
     _check_name(name, "teacher")
     kwargs = dict(cfg_teacher.get("kwargs") or {})
     state = None
-    if cfg_teacher.get("checkpoint"):
-        state = read_state_dict(cfg_teacher["checkpoint"])
+    if ckpt:
+        state = read_state_dict(ckpt)
         head = state.get("head.weight", state.get("module.head.weight"))
         if "num_classes" not in kwargs and head is not None and head.ndim == 2:
             kwargs["num_classes"] = int(head.shape[0])  # a teacher trained on other data keeps its classes
@@ -93,7 +127,7 @@ def build_teacher(cfg_teacher: dict) -> nn.Module:
             ) from None
         raise
     if state is not None:
-        load_weights(teacher, cfg_teacher["checkpoint"], role="teacher", state=state)
+        load_weights(teacher, ckpt, role="teacher", state=state)
     teacher.requires_grad_(False)
     teacher.eval()
     return teacher

@@ -55,7 +55,8 @@ SCHEMA: dict[str, Key] = {
     "model.pretrained": _k(False, bool, "start from timm pretrained weights (hub or cache)"),
     "model.checkpoint": _k(None, str, "start from a local file: safetensors, .pt, a run checkpoint or an export folder"),
     # teacher
-    "teacher.name": _k(None, str, "timm model name of the teacher (e.g. cait_s24_224.fb_dist_in1k); null: no teacher"),
+    "teacher.name": _k(None, str, "timm model name of the teacher (e.g. cait_s24_224.fb_dist_in1k); may be null when "
+                       "teacher.checkpoint is a vitdistill run or export (its saved model is rebuilt)"),
     "teacher.kwargs": _k({}, dict, "extra timm.create_model kwargs for the teacher"),
     "teacher.pretrained": _k(False, bool, "load the teacher's timm pretrained weights (hub or cache)"),
     "teacher.checkpoint": _k(None, str, "load the teacher from a local file (safetensors, .pt, run checkpoint, export folder)"),
@@ -286,8 +287,9 @@ def _check_semantics(cfg: dict) -> None:
         if not ok or not pairs:
             raise UserError(f"config key 'loss.pairs' must be a list of [student_layer, teacher_layer] ints, got {pairs!r}")
     needs_teacher = cfg["loss"]["alpha"] > 0 or cfg["loss"]["feat_weight"] > 0
-    if needs_teacher and not cfg["teacher"]["name"]:
-        raise UserError("loss.alpha or loss.feat_weight > 0 needs a teacher: set teacher.name (and pretrained or checkpoint)")
+    if needs_teacher and not (cfg["teacher"]["name"] or cfg["teacher"]["checkpoint"]):
+        raise UserError("loss.alpha or loss.feat_weight > 0 needs a teacher: set teacher.name (and pretrained or "
+                        "checkpoint), or teacher.checkpoint to a vitdistill run / export")
     if cfg["teacher"]["pretrained"] and cfg["teacher"]["checkpoint"]:
         raise UserError("set only one of teacher.pretrained and teacher.checkpoint")
     if cfg["model"]["pretrained"] and cfg["model"]["checkpoint"]:

@@ -273,7 +273,7 @@ class Trainer:
         self.student_params = build_mod.count_params(student)
         lc = cfg["loss"]
         teacher = None
-        if (lc["alpha"] > 0 or lc["feat_weight"] > 0) and cfg["teacher"]["name"]:
+        if lc["alpha"] > 0 or lc["feat_weight"] > 0:
             teacher = build_mod.build_teacher(cfg["teacher"])
         input_size = model_input_size(student) or resolve_data_config(student)["input_size"]
         self.input_size = tuple(input_size)
@@ -620,7 +620,7 @@ class Trainer:
             "lr": self.lr,
             "model": self.spec,
             "params": self.student_params,
-            "teacher": cfg["teacher"]["name"] if self.task.teacher is not None else None,
+            "teacher": (cfg["teacher"]["name"] or cfg["teacher"]["checkpoint"]) if self.task.teacher is not None else None,
             "num_classes": self.num_classes,
             "last": self.last_eval or None,
             "best": self.best["raw"],
