@@ -33,7 +33,7 @@ def plot_layer_ranks(out: Path, summary: dict, pdf: bool) -> None:
     layers = summary["layers"]
     x = [e["layer"] for e in layers]
     ts = list(layers[0]["svd"]["p99"].keys())
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for k, t in enumerate(ts):
         c = COLORS[k % len(COLORS)]
         mean = [e["svd"]["mean"][t] for e in layers]
@@ -47,8 +47,11 @@ def plot_layer_ranks(out: Path, summary: dict, pdf: bool) -> None:
     ax.set_ylabel("per-image SVD rank d_t (dimensions)")
     ax.set_title(f"{summary['model']}: per-image ranks by layer (N={summary['tokens']}, C={summary['channels']})")
     ax.set_ylim(bottom=0)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     save(fig, out, "layer_ranks", pdf)
 
 
@@ -59,7 +62,8 @@ def plot_hist(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> 
     ts = list(summary["svd"]["p99"].keys())
     c = summary["channels"]
     fig, axes = plt.subplots(1, len(ts), figsize=(3.2 * len(ts), 3.4), squeeze=False)
-    bins = np.linspace(0, c, min(c, 60) + 1)
+    top = int(max(svd.max(initial=1), pca.max(initial=1) if pca is not None and len(pca) else 1))
+    bins = np.arange(top + 2) - 0.5 if top <= 60 else np.linspace(0, top + 1, 61)
     for k, t in enumerate(ts):
         ax = axes[0, k]
         ax.hist(svd[:, k], bins=bins, alpha=0.65, color=COLORS[0], label="per-image SVD")
@@ -68,6 +72,7 @@ def plot_hist(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> 
         ax.axvline(summary["svd"]["p99"][t], color=COLORS[0], ls="--", lw=1)
         if summary["pca"].get("p99"):
             ax.axvline(summary["pca"]["p99"][t], color=COLORS[1], ls="--", lw=1)
+        ax.set_xlim(-0.5, top + 1)
         ax.set_title(f"{t}% energy (dashed: p99)", fontsize=9)
         ax.set_xlabel("dimensions d_t")
         if k == 0:
@@ -164,7 +169,7 @@ def plot_rotation(out: Path, summary: dict, curves: dict, layer: int, pdf: bool)
     cap = curves.get(f"L{layer}/rotation_capture")
     if cap is not None and len(cap):
         axes[2].hist(cap, bins=20, range=(0, 1), color=COLORS[2])
-    axes[2].set_xlabel("share of the image's top-k energy in the shared top-k basis")
+    axes[2].set_xlabel("share of own top-k energy in shared top-k basis")
     axes[2].set_ylabel("images")
     axes[2].set_title("shared-basis capture")
     fig.suptitle(f"{summary['model']} layer {layer}: subspace rotation (k = own d at "
