@@ -61,7 +61,12 @@ def train(config: dict | str | os.PathLike | None = None, overrides=(), output: 
     if output is None:
         stem = Path(config).stem if isinstance(config, str | os.PathLike) else "run"
         output = Path("runs") / stem
-    trainer = Trainer(cfg, Path(output), resume)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        trainer = Trainer(cfg, Path(output), resume)
+    except BaseException:
+        torch.use_deterministic_algorithms(was_deterministic)
+        raise
     try:
         return trainer.run()
     finally:
@@ -216,6 +221,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.tb = None
+        self._was_deterministic = torch.are_deterministic_algorithms_enabled()
+        self._own_group = dist_mod.launched_by_torchrun() and not torch.distributed.is_initialized()
         if cfg["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -393,12 +400,16 @@ class Trainer:
             self.tb = SummaryWriter(str(self.run_dir / "tb"))
 
     def close(self) -> None:
+        """Release files and restore process-wide settings, so Python callers can train again."""
+        torch.use_deterministic_algorithms(self._was_deterministic)
         f = getattr(self, "metrics_file", None)
         if f is not None:
             f.close()
             self.metrics_file = None
         if self.tb is not None:
             self.tb.close()
+        if self._own_group:
+            dist_mod.cleanup()
 
     def log(self, record: dict) -> None:
         if not self.main:
@@ -525,6 +536,10 @@ class Trainer:
             images = images.to(dev, non_blocking=True)
             target = labels.to(dev, non_blocking=True)
             if self.mixup is not None:
+                if images.shape[0] % 2:  # a skipped unreadable image left an odd batch; mixup pairs images
+                    images, target = images[:-1], target[:-1]
+                if images.shape[0] == 0:
+                    continue
                 images, target = self.mixup(images, target)
             if cfg["channels_last"]:
                 images = images.contiguous(memory_format=torch.channels_last)
