@@ -1,15 +1,45 @@
-"""`vitdistill demo` (not available in this version yet)."""
+"""`vitdistill demo`: run the whole study in miniature and write report.md / report.html."""
 
 from __future__ import annotations
 
 import argparse
 
-from vitdistill.errors import NotAvailableError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default="vitdistill-demo", help="output folder (default: ./vitdistill-demo)")
+    parser.add_argument("--quick", action="store_true", help="tiny models and data: about two minutes end to end")
+    parser.add_argument("--data", metavar="DIR", help="run the study on your ImageFolder (train/ and val/ subfolders)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train and analyse")
+    parser.add_argument("--seeds", type=int, help="seeds per student method (default 2)")
+    parser.add_argument("--epochs", type=int, help="epochs per student (default 10; --quick 1)")
+    parser.add_argument("--teacher-epochs", type=int, help="epochs for the teacher (default 15; --quick 2)")
+    parser.add_argument("--fresh", action="store_true", help="delete earlier stage results in --out and start over")
+    g = parser.add_argument_group("sizes (mostly for --data)")
+    g.add_argument("--img-size", type=int, help="input resolution (default 32)")
+    g.add_argument("--patch-size", type=int, help="patch size (default 4: an 8x8 token grid at 32 px)")
+    g.add_argument("--teacher-width", type=int, help="teacher embedding width (default 128)")
+    g.add_argument("--teacher-depth", type=int, help="teacher blocks (default 4)")
+    g.add_argument("--student-width", type=int, help="student embedding width (default 32)")
+    g.add_argument("--student-depth", type=int, help="student blocks (default 4)")
+    g.add_argument("--train-images", type=int, help="training images (synthetic: generated; --data: first N)")
+    g.add_argument("--val-images", type=int, help="validation images")
+    g.add_argument("--batch-size", type=int, help="global batch size (default 128)")
+    g.add_argument("--analysis-images", type=int, help="validation images used by the feature analyses")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise NotAvailableError("'vitdistill demo' is not available in this version yet")
+    from vitdistill.demo import run_demo
+
+    sizes = ("seeds", "epochs", "teacher_epochs", "img_size", "patch_size", "teacher_width", "teacher_depth",
+             "student_width", "student_depth", "train_images", "val_images", "batch_size", "analysis_images")
+    run_demo(
+        args.out,
+        fresh=args.fresh,
+        progress=not args.no_progress,
+        quick=args.quick,
+        data=args.data,
+        device=args.device,
+        **{k: getattr(args, k) for k in sizes},
+    )
+    return 0

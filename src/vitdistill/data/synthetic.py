@@ -37,6 +37,8 @@ from vitdistill.errors import UserError, closest_names
 GENERATOR_VERSION = 1
 SHAPE_KINDS = ("square", "disk", "ring", "diamond", "plus", "triangle", "frame", "bar")
 _SPLIT_CODE = {"train": 0, "val": 1, "validation": 1, "test": 2}
+_SHARED: dict[tuple, tuple[dict, dict]] = {}
+_SHARED_MAX = 6
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
@@ -82,6 +84,9 @@ class ShapesDataset(Dataset):
         "types": 5,
         "distractors": 3,
         "noise": 0.05,
+        "textures": 2,
+        "rotation": 0.3,
+        "shape_size": 1.0,
         "seed": 0,
     }
 
@@ -120,8 +125,14 @@ class ShapesDataset(Dataset):
         self.max_images = max_images
         self.transform = transform
         self._seed = int(opts["seed"])
-        self._cache: dict[int, tuple[np.ndarray, int]] = {}
-        self._layouts: dict[int, list[dict[str, Any]]] = {}
+        # Rendered images are shared by every data set object with the same options and split, so
+        # the demo's many training runs in one process draw each image only once.
+        key = (self.name, json.dumps(opts, sort_keys=True), split, GENERATOR_VERSION)
+        if key not in _SHARED:
+            if len(_SHARED) >= _SHARED_MAX:
+                _SHARED.pop(next(iter(_SHARED)))
+            _SHARED[key] = ({}, {})
+        self._cache, self._layouts = _SHARED[key]
         yy, xx = np.mgrid[0 : self.size, 0 : self.size].astype(np.float32)
         self._yy, self._xx = yy + 0.5, xx + 0.5
 
@@ -180,25 +191,25 @@ class ShapesDataset(Dataset):
             img[m] = col
 
         # Two key shapes: `top` strictly above `bottom` (centres apart by at least their radii).
-        r_top, r_bot = rng.uniform(0.13, 0.2, size=2) * S
+        r_top, r_bot = rng.uniform(0.13, 0.2, size=2) * S * float(self.options["shape_size"])
         for _ in range(100):
             y_top = rng.uniform(r_top, S - r_top)
             y_bot = rng.uniform(r_bot, S - r_bot)
             if y_bot - y_top >= 0.9 * (r_top + r_bot) + 1:
                 break
-        else:  # pragma: no cover - the ranges above always admit a solution
+        else:  # very large shapes on a small canvas: place them as far apart as possible
             y_top, y_bot = r_top, S - r_bot
         layout = []
         for kind_i, r, cy in ((top, r_top, y_top), (bottom, r_bot, y_bot)):
             cx = rng.uniform(r, S - r)
             layout.append({"kind": self.kinds[kind_i], "cx": float(cx), "cy": float(cy), "r": float(r)})
-            rot = rng.uniform(-0.3, 0.3)
+            rot = rng.uniform(-1.0, 1.0) * float(self.options["rotation"])
             du, dv = xx - cx, yy - cy
             u = du * np.cos(rot) + dv * np.sin(rot)
             v = -du * np.sin(rot) + dv * np.cos(rot)
             m = _shape_mask(self.kinds[kind_i], u, v, r)
             fg = _hsv_to_rgb(rng.random(), rng.uniform(0.3, 1.0), rng.uniform(0.6, 1.0))
-            style = rng.integers(3)
+            style = rng.integers(int(self.options["textures"]) + 1)
             if style == 0:
                 fill = np.broadcast_to(fg, img.shape)
             else:
