@@ -263,3 +263,21 @@ def test_corrupt_images_are_skipped_and_counted_or_fatal_with_strict(tmp_path, c
     path = _write(tmp_path / "c.yaml", cfg)
     assert main(["train", "--config", str(path), "--output", str(tmp_path / "strict"), "--strict"]) == 2
     assert "0.png" in capsys.readouterr().err
+
+
+def test_tensorboard_missing_is_a_user_error(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match="tensorboard"):
+            train(_cfg(epochs=1, **{"log.tensorboard": True}), output=tmp_path / "run")
+    else:
+        train(_cfg(epochs=1, **{"log.tensorboard": True}), output=tmp_path / "run")
+        assert any((tmp_path / "run" / "tb").iterdir())
+
+
+def test_unknown_teacher_and_missing_data_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="closest"):
+        train(_cfg(epochs=1, **{"teacher": {"name": "cait_s24_22"}, "loss.alpha": 0.5}), output=tmp_path / "a")
+    with pytest.raises(UserError):
+        train(_cfg(epochs=1, **{"data.train": str(tmp_path / "nope")}), output=tmp_path / "b")
