@@ -270,3 +270,23 @@ def test_compare_two_results(result, tmp_path, capsys):
     assert (out / "sep_table.tex").read_text().startswith("\\begin{table}")
     err = _bad(capsys, ["compare", str(result), "--out", str(out), "--labels", "a,b"])
     assert "labels" in err
+
+
+def test_vitdistill_run_folder_rebuilds_lift_student(folder, tmp_path):
+    import vitdistill.models as vm
+
+    torch.manual_seed(1)
+    m = vm.create_lift("vit_tiny_patch16_224", 96, img_size=32, patch_size=8, depth=2, num_classes=2)
+    spec = {"name": "vit_tiny_patch16_224", "remedy": "lift", "width": 96, "num_wide": 1,
+            "kwargs": {"img_size": 32, "patch_size": 8, "depth": 2}, "num_classes": 2}
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("last.pt", "best.pt"):
+        torch.save({"student": m.state_dict(), "model_spec": spec}, run / "checkpoints" / name)
+    out = tmp_path / "lift"
+    assert main(["analyze", "--checkpoint", str(run), "--data", str(folder), "--out", str(out), "--images", "3",
+                 "--layers", "last", "--final-norm", "--permutations", "0", "--rotation-images", "0", "--no-plots",
+                 "--no-progress"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["model"] == "vit_tiny_patch16_224+lift" and s["channels"] == 96  # lifted tokens
+    assert s["weights"]["kind"] == "vitdistill checkpoint"

@@ -19,7 +19,7 @@ from torch import nn
 from vitdistill.errors import UserError, closest_names
 from vitdistill.utils.io import file_sha256
 
-STATE_KEYS = ("state_dict", "model", "model_state", "state_dict_ema", "model_ema")
+STATE_KEYS = ("student", "state_dict", "model", "model_state", "state_dict_ema", "model_ema")
 
 
 def _resolve_file(path: Path) -> tuple[Path, dict]:
@@ -110,6 +110,9 @@ def create_model(
     sd, cfg = (None, {})
     if checkpoint:
         sd, cfg = read_state_dict(checkpoint)
+        spec = _saved_spec(checkpoint)
+        if spec is not None and not kwargs and num_classes is None and (not name or name == spec.get("name")):
+            return _from_spec(spec, sd, checkpoint)
     if not name and cfg:
         name = cfg.get("architecture") or cfg.get("model") or cfg.get("model_name") or ""
     if not name:
@@ -147,3 +150,27 @@ def create_model(
         weights = {"kind": "random init", "seed": torch.initial_seed()}
     model.eval()
     return model, {"model": name, "weights": weights, "model_kwargs": kw}
+
+
+def _saved_spec(checkpoint) -> dict | None:
+    """The model spec a vitdistill run checkpoint or export records (rebuilds Lift/WideLast exactly)."""
+    try:
+        from vitdistill.distill.build import saved_model_spec
+    except ImportError:  # pragma: no cover - training package absent
+        return None
+    try:
+        return saved_model_spec(checkpoint)
+    except Exception:  # noqa: BLE001 - an unreadable spec just means "build by name"
+        return None
+
+
+def _from_spec(spec: dict, sd: dict, checkpoint) -> tuple[nn.Module, dict]:
+    from vitdistill.distill.build import create_from_spec
+
+    model = create_from_spec(spec)
+    load_state_into(model, sd, str(checkpoint))
+    file, _ = _resolve_file(Path(checkpoint).expanduser())
+    model.eval()
+    weights = {"kind": "vitdistill checkpoint", "path": str(file), "sha256": file_sha256(file), "model_spec": spec}
+    return model, {"model": spec["name"] + (f"+{spec['remedy']}" if spec.get("remedy", "none") != "none" else ""),
+                   "weights": weights, "model_kwargs": dict(spec.get("kwargs") or {})}

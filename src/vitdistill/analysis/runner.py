@@ -61,6 +61,7 @@ class AnalysisOptions:
     rotation_threshold: float = 0.9
     rotation_pairs: int = 5000
     pca_curves: str = "last"
+    final_norm: bool = False
     rank_rtol: float | None = None
     seed: int = 0
     strict: bool = False
@@ -341,7 +342,7 @@ def analyze(
         if images.numel():
             x = images.to(device, non_blocking=True)
             with torch.inference_mode():
-                feats = token_features(model, x, layer_ids)
+                feats = token_features(model, x, layer_ids, norm=opts.final_norm)
                 for L, f in zip(layer_ids, feats, strict=True):
                     f = preprocess(f, opts.center, opts.standardize)
                     stats[L].update(f, idx)

@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--final-norm", action="store_true",
+                   help="apply the model's final norm to the taps (for a Lift student: its lifted, teacher-wide tokens)")
     p.add_argument("--center", action="store_true", help="subtract each image's mean token before analysis")
     p.add_argument("--standardize", action="store_true", help="z-score each channel over each image's tokens")
     p.add_argument("--thresholds", default="80,90,95,99", help="energy thresholds in percent")
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         permutations=args.permutations, permutation_layers=args.permutation_layers, bootstrap=args.bootstrap,
         rotation_images=args.rotation_images, rotation_threshold=args.rotation_threshold / 100,
         rotation_pairs=args.rotation_pairs, pca_curves=args.pca_curves, rank_rtol=args.rank_rtol,
-        crop_pct=args.crop_pct, seed=args.seed, strict=args.strict, resume=args.resume,
+        crop_pct=args.crop_pct, seed=args.seed, final_norm=args.final_norm, strict=args.strict, resume=args.resume,
         checkpoint_every=args.checkpoint_every, save_features=args.save_features,
         features_dtype=args.features_dtype, pdf=args.pdf, plots=not args.no_plots,
         num_workers=args.workers, progress=not args.no_progress,
