@@ -290,3 +290,19 @@ def test_vitdistill_run_folder_rebuilds_lift_student(folder, tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["model"] == "vit_tiny_patch16_224+lift" and s["channels"] == 96  # lifted tokens
     assert s["weights"]["kind"] == "vitdistill checkpoint"
+
+
+def test_folded_mode_all_curve_layers_centering_and_pdf(folder, tmp_path):
+    out = tmp_path / "fold"
+    assert main(["analyze", *TINY, "--data", str(folder), "--out", str(out), "--images", "4", "--layers", "0,1",
+                 "--sep-mode", "folded", "--pca-curves", "all", "--center", "--pdf", "--permutations", "2",
+                 "--bootstrap", "20", "--rotation-images", "3", "--thresholds", "50,90", "--no-progress"]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["sep"]["mode"] == "folded" and s["sep"]["d"] == s["sep"]["folded"]["d"]
+    assert s["sep"]["d_over_D"]["50"] == pytest.approx(s["sep"]["d"]["50"] / (192 // 2 + 1))
+    assert s["sep"]["permutation"]["mode"] == "folded"
+    assert all(set(e["pca"]["p99"]) == {"50", "90"} for e in s["layers"])
+    assert s["options"]["center"] is True and s["pca_curve_layers"] == [0, 1]
+    assert (out / "sep_curves.pdf").read_bytes()[:4] == b"%PDF"
+    rows = read_csv(out / "per_image.csv")
+    assert set(rows[0]) >= {"svd_d50", "svd_d90", "pca_d50", "sep_folded_bw50"}

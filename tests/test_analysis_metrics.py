@@ -332,3 +332,17 @@ def test_describe_and_bootstrap():
     means = v[rng.integers(0, 200, size=(500, 200))].mean(1)
     assert (lo, hi) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
     assert lo < v.mean() < hi
+
+
+def test_preprocess_center_and_standardize_per_image():
+    from vitdistill.analysis.runner import preprocess
+
+    x = features(3, 10, 6)
+    x[1, :, 2] = 5.0  # a constant channel: zero after centring, left at zero by standardising
+    c = preprocess(x, center=True, standardize=False).numpy()
+    ref = x.numpy() - x.numpy().mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(c, ref, atol=1e-6)
+    z = preprocess(x, center=False, standardize=True).numpy()
+    sd = ref.std(axis=1, keepdims=True)
+    np.testing.assert_allclose(z, np.where(sd > 0, ref / np.where(sd > 0, sd, 1), 0), atol=1e-5)
+    assert np.abs(z[1, :, 2]).max() == 0
