@@ -87,6 +87,7 @@ class ShapesDataset(Dataset):
         "textures": 2,
         "rotation": 0.3,
         "shape_size": 1.0,
+        "kind_colors": 0,
         "seed": 0,
     }
 
@@ -208,7 +209,11 @@ class ShapesDataset(Dataset):
             u = du * np.cos(rot) + dv * np.sin(rot)
             v = -du * np.sin(rot) + dv * np.cos(rot)
             m = _shape_mask(self.kinds[kind_i], u, v, r)
-            fg = _hsv_to_rgb(rng.random(), rng.uniform(0.3, 1.0), rng.uniform(0.6, 1.0))
+            hue = rng.random()
+            if int(self.options["kind_colors"]):
+                # Each kind keeps its own hue band: colour becomes a (partial) cue for the kind.
+                hue = (kind_i / self.types + 0.08 * (hue - 0.5)) % 1.0
+            fg = _hsv_to_rgb(hue, rng.uniform(0.3, 1.0), rng.uniform(0.6, 1.0))
             style = rng.integers(int(self.options["textures"]) + 1)
             if style == 0:
                 fill = np.broadcast_to(fg, img.shape)

@@ -28,8 +28,17 @@ METHODS: tuple[Method, ...] = (
         description="soft KD + MSE on last-block tokens through a projector dropped after training",
     ),
     Method("lift", "Lift", "lift.yaml", True, "lift", "soft KD + MSE on the lifted tokens; projector kept"),
-    Method("widelast", "WideLast", "widelast.yaml", True, "widelast", "soft KD + MSE; last block at teacher width"),
-    Method("lift_alone", "Lift, no teacher", "lift_alone.yaml", False, "lift", "Lift architecture, labels only"),
+    Method(
+        "widelast",
+        "WideLast",
+        "widelast.yaml",
+        True,
+        "widelast",
+        "soft KD + MSE; last block at teacher width",
+    ),
+    Method(
+        "lift_alone", "Lift, no teacher", "lift_alone.yaml", False, "lift", "Lift architecture, labels only"
+    ),
     Method(
         "widelast_alone",
         "WideLast, no teacher",

@@ -91,8 +91,13 @@ def _analysis_row(label: str, summary: dict) -> dict[str, Any]:
         "rotation_shared_capture_mean": (rot.get("shared_capture") or {}).get("mean"),
         "rotation_k_median": (rot.get("k") or {}).get("median"),
         "layers": [
-            {"layer": e["layer"], "svd_p99_99": e["svd"]["p99"]["99"], "svd_p99_90": e["svd"]["p99"]["90"],
-             "pca_global_99": e["pca"]["global"]["99"], "pca_global_90": e["pca"]["global"]["90"]}
+            {
+                "layer": e["layer"],
+                "svd_p99_99": e["svd"]["p99"]["99"],
+                "svd_p99_90": e["svd"]["p99"]["90"],
+                "pca_global_99": e["pca"]["global"]["99"],
+                "pca_global_90": e["pca"]["global"]["90"],
+            }
             for e in summary.get("layers", [])
         ],
     }
@@ -108,8 +113,11 @@ def verdict(results: dict[str, dict]) -> dict[str, Any]:
     """
     need = ("featkd", "lift", "widelast")
     if any(k not in results for k in need):
-        return {"code": "not_run", "text": "The ordering was not tested: the demo ran without all of "
-                "Feature KD, Lift and WideLast.", "comparisons": []}
+        return {
+            "code": "not_run",
+            "text": "The ordering was not tested: the demo ran without all of Feature KD, Lift and WideLast.",
+            "comparisons": [],
+        }
     base = results["featkd"]
     comps, ups, downs = [], 0, 0
     for key in ("lift", "widelast"):
@@ -135,18 +143,28 @@ def verdict(results: dict[str, dict]) -> dict[str, Any]:
     detail = "; ".join(part(c) for c in comps)
     if ups == 2:
         code = "reproduced"
-        text = ("The miniature reproduces the paper's ordering: Feature KD with a discarded projector ends "
-                f"below both Lift and WideLast by more than twice the standard error ({detail}).")
+        text = (
+            "The miniature reproduces the paper's ordering: Feature KD with a discarded projector ends "
+            f"below both Lift and WideLast by more than twice the standard error ({detail})."
+        )
     elif downs:
         code = "reversed"
-        text = ("The miniature does not reproduce the paper's ordering: Feature KD with a discarded projector "
-                f"ends clearly above at least one remedy ({detail}).")
+        text = (
+            "The miniature does not reproduce the paper's ordering: Feature KD with a discarded projector "
+            f"ends clearly above at least one remedy ({detail})."
+        )
     else:
         code = "unresolved"
-        text = ("The miniature does not resolve the paper's ordering: the differences between Feature KD with a "
-                f"discarded projector and the remedies are not larger than twice their standard error ({detail}).")
-    return {"code": code, "text": text, "comparisons": comps,
-            "rule": "a difference counts when it exceeds 2 standard errors of the difference of seed means"}
+        text = (
+            "The miniature does not resolve the paper's ordering: the differences between Feature KD with a "
+            f"discarded projector and the remedies are not larger than twice their standard error ({detail})."
+        )
+    return {
+        "code": code,
+        "text": text,
+        "comparisons": comps,
+        "rule": "a difference counts when it exceeds 2 standard errors of the difference of seed means",
+    }
 
 
 def collect(out: Path, settings) -> dict[str, Any]:
@@ -170,8 +188,13 @@ def collect(out: Path, settings) -> dict[str, Any]:
     profile = json.loads((d_san / "profile.json").read_text())
     prof = {r["model"]: r for r in profile["rows"]}
     report["profile_batch_size"] = profile["batch_size"]
-    report["teacher"].update({"macs": prof["teacher"]["macs"], "images_per_s": prof["teacher"]["throughput"],
-                              "params_profiled": prof["teacher"]["params"]})
+    report["teacher"].update(
+        {
+            "macs": prof["teacher"]["macs"],
+            "images_per_s": prof["teacher"]["throughput"],
+            "params_profiled": prof["teacher"]["params"],
+        }
+    )
     results: dict[str, dict] = {}
     for m in METHODS:
         runs = sorted(d_students.glob(f"{m.key}-seed*"), key=lambda p: int(p.name.rsplit("seed", 1)[1]))
@@ -273,7 +296,13 @@ def plot_accuracy(report: dict, path: Path) -> None:
         ax.plot(r["top1"], [i] * len(r["top1"]), "ko", ms=4, label="single seed" if i == 0 else None)
         if r["std"] is not None:
             ax.errorbar(r["mean"], i, xerr=r["std"], color="k", capsize=3, lw=1)
-    ax.axvline(report["teacher"]["top1"], color="#444", ls="--", lw=1, label=f"teacher ({report['teacher']['top1']:.1f}%)")
+    ax.axvline(
+        report["teacher"]["top1"],
+        color="#444",
+        ls="--",
+        lw=1,
+        label=f"teacher ({report['teacher']['top1']:.1f}%)",
+    )
     ax.set_yticks(range(len(keys)))
     ax.set_yticklabels([res[k]["label"] for k in keys])
     ax.invert_yaxis()
@@ -298,6 +327,9 @@ def plot_curves(report: dict, path: Path) -> None:
         L = min(len(c) for c in curves)
         mean = np.mean([c[:L] for c in curves], axis=0)
         ax.plot(np.arange(1, L + 1), mean, "-o", ms=3, label=r["label"])
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation top-1 (%), mean over seeds")
     ax.set_title("Learning curves")
@@ -315,6 +347,10 @@ def _f(v, nd: int = 2) -> str:
     if isinstance(v, int):
         return str(v)
     return f"{v:.{nd}f}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _human(n) -> str:
@@ -335,50 +371,94 @@ def blocks(report: dict, report_dir: Path) -> list[tuple]:
     data = report["data"]
     b: list[tuple] = []
     b.append(("h", 1, "vitdistill demo: the study in miniature"))
-    b.append(("p", "A miniature of *From Per-Image Low-Rank to Encoding Mismatch* (Tian, Xu, Li; ICML 2026) "
-              "that runs on a CPU: a wide ViT teacher and narrow ViT students trained from scratch on "
-              f"{'the built-in synthetic data set' if s['data'] is None else 'your data'} ({data['spec']}). "
-              "The numbers below are this miniature's, measured by this run; they are not ImageNet numbers and "
-              "only the paper's *qualitative* claims can be checked against them."))
-    b.append(("p", f"Setup: {data['train']['num_images']} training / {data['val']['num_images']} validation images, "
-              f"{data['train']['num_classes']} classes, {s['img_size']}x{s['img_size']} pixels, patch {s['patch_size']} "
-              f"({(s['img_size'] // s['patch_size']) ** 2} tokens). Teacher: width {s['teacher_width']}, depth "
-              f"{s['teacher_depth']}, {t['epochs']} epochs. Students: width {s['student_width']}, depth "
-              f"{s['student_depth']}, {s['epochs']} epochs each, seeds {', '.join(str(i) for i in range(s['seeds']))}. "
-              f"Device: {s['device']}."))
+    b.append(
+        (
+            "p",
+            "A miniature of *From Per-Image Low-Rank to Encoding Mismatch* (Tian, Xu, Li; ICML 2026) "
+            "that runs on a CPU: a wide ViT teacher and narrow ViT students trained from scratch on "
+            f"{'the built-in synthetic data set' if s['data'] is None else 'your data'} ({data['spec']}). "
+            "The numbers below are this miniature's, measured by this run; they are not ImageNet numbers and "
+            "only the paper's *qualitative* claims can be checked against them.",
+        )
+    )
+    b.append(
+        (
+            "p",
+            f"Setup: {data['train']['num_images']} training / {data['val']['num_images']} validation images, "
+            f"{data['train']['num_classes']} classes, {s['img_size']}x{s['img_size']} pixels, patch {s['patch_size']} "
+            f"({(s['img_size'] // s['patch_size']) ** 2} tokens). Teacher: width {s['teacher_width']}, depth "
+            f"{s['teacher_depth']}, {_plural(t['epochs'], 'epoch')}. Students: width {s['student_width']}, depth "
+            f"{s['student_depth']}, {_plural(s['epochs'], 'epoch')} each, seeds {', '.join(str(i) for i in range(s['seeds']))}. "
+            f"Device: {s['device']}.",
+        )
+    )
     b.append(("h", 2, "1. Data"))
     b.append(("img", report_dir.parent / "1-data" / "samples.png", "sample training images"))
     if s["data"] is None:
-        b.append(("p", "Each image holds two key shapes, one above the other; the class is the ordered pair "
-                  "(upper shape, lower shape), so recognising it needs both shapes and their vertical relation. "
-                  "Colours, sizes, fill textures, rotation, background, noise and distractor lines/specks vary "
-                  "and carry no label information. See docs/demo.md."))
+        b.append(
+            (
+                "p",
+                "Each image holds two key shapes, one above the other; the class is the ordered pair "
+                "(upper shape, lower shape), so recognising it needs both shapes and their vertical relation. "
+                "Colours, sizes, fill textures, rotation, background, noise and distractor lines/specks vary "
+                "and carry no label information. See docs/demo.md.",
+            )
+        )
     b.append(("h", 2, "2. Accuracy"))
     b.append(("p", "**" + report["verdict"]["text"] + "**"))
     head = ["Method", "Top-1 % (mean +- std)", "Per seed", "Gain over alone", "Params", "MACs", "Images/s"]
-    rows = [[f"{t['label']} (1 run)", _f(t["top1"]), _f(t["top1"]), "", _human(t["params"]), _human(t["macs"]),
-             _f(t["images_per_s"], 0)]]
+    rows = [
+        [
+            f"{t['label']} (1 run)",
+            _f(t["top1"]),
+            _f(t["top1"]),
+            "",
+            _human(t["params"]),
+            _human(t["macs"]),
+            _f(t["images_per_s"], 0),
+        ]
+    ]
     for r in res.values():
-        rows.append([r["label"], f"{_f(r['mean'])} +- {_f(r['std'])}", " / ".join(_f(v) for v in r["top1"]),
-                     _f(r.get("gain")) if "gain" in r else "n/a", _human(r["params"]), _human(r["macs"]),
-                     _f(r["images_per_s"], 0)])
+        rows.append(
+            [
+                r["label"],
+                f"{_f(r['mean'])} +- {_f(r['std'])}",
+                " / ".join(_f(v) for v in r["top1"]),
+                _f(r.get("gain")) if "gain" in r else "n/a",
+                _human(r["params"]),
+                _human(r["macs"]),
+                _f(r["images_per_s"], 0),
+            ]
+        )
     b.append(("table", head, rows))
-    b.append(("p", f"Top-1 is the last epoch's validation accuracy (not the best epoch). Std is the sample standard "
-              f"deviation over seeds (n/a with one seed). MACs per image; images/s measured at batch "
-              f"{report['profile_batch_size']} on {s['device']} (a shared or busy machine measures less). "
-              f"Verdict rule: {report['verdict'].get('rule', 'n/a')}."))
+    b.append(
+        (
+            "p",
+            f"Top-1 is the last epoch's validation accuracy (not the best epoch). Std is the sample standard "
+            f"deviation over seeds (n/a with one seed). MACs per image; images/s measured at batch "
+            f"{report['profile_batch_size']} on {s['device']} (a shared or busy machine measures less). "
+            f"Verdict rule: {report['verdict'].get('rule', 'n/a')}.",
+        )
+    )
     b.append(("img", report_dir / "accuracy.png", "top-1 per method"))
     b.append(("img", report_dir / "curves.png", "learning curves"))
     b.append(("h", 2, f"3. The teacher's features beside the paper's {ref['model']} (miniature)"))
-    b.append(("p", f"Final block, patch tokens, uncentered; {ta['images']} validation images. The paper's figures are "
-              f"CaiT-S24 on 1000 ImageNet images (C=384, N=196). Widths differ by "
-              f"{ref['channels'] / ta['channels']:.0f}x, so compare the fractions d/C, not the raw dims."))
+    b.append(
+        (
+            "p",
+            f"Final block, patch tokens, uncentered; {ta['images']} validation images. The paper's figures are "
+            f"CaiT-S24 on 1000 ImageNet images (C=384, N=196). Widths differ by "
+            f"{ref['channels'] / ta['channels']:.0f}x, so compare the fractions d/C, not the raw dims.",
+        )
+    )
     head = ["Model", "C", "N"] + [f"SVD {x}%" for x in THRESHOLDS] + [f"Shared {x}%" for x in THRESHOLDS]
     rows = [
         [f"{ta['label']}, this miniature", ta["channels"], ta["tokens"]]
-        + [_f(ta["svd_p99"][x], 1) for x in THRESHOLDS] + [_f(ta["pca_p99"][x], 1) for x in THRESHOLDS],
+        + [_f(ta["svd_p99"][x], 1) for x in THRESHOLDS]
+        + [_f(ta["pca_p99"][x], 1) for x in THRESHOLDS],
         [f"{ref['model']}, paper", ref["channels"], ref["tokens"]]
-        + [ref["svd_p99"][x] for x in THRESHOLDS] + [ref["pca_p99"][x] for x in THRESHOLDS],
+        + [ref["svd_p99"][x] for x in THRESHOLDS]
+        + [ref["pca_p99"][x] for x in THRESHOLDS],
         [f"{ta['label']}, this miniature, as d/C", "", ""]
         + [_f(ta["svd_p99"][x] / ta["channels"]) for x in THRESHOLDS]
         + [_f(ta["pca_p99"][x] / ta["channels"]) for x in THRESHOLDS],
@@ -387,50 +467,100 @@ def blocks(report: dict, report_dir: Path) -> list[tuple]:
         + [_f(ref["pca_p99"][x] / ref["channels"]) for x in THRESHOLDS],
     ]
     b.append(("table", [str(h) for h in head], [[str(c) for c in r] for r in rows]))
-    b.append(("p", "SVD = dimensions each image needs in its own basis; Shared = dimensions the same image needs in "
-              "one dataset-level PCA basis; both the 99th percentile over images. Per-image ranks are bounded by "
-              f"N = {ta['tokens']} tokens."))
+    b.append(
+        (
+            "p",
+            "SVD = dimensions each image needs in its own basis; Shared = dimensions the same image needs in "
+            "one dataset-level PCA basis; both the 99th percentile over images. Per-image ranks are bounded by "
+            f"N = {ta['tokens']} tokens.",
+        )
+    )
     head = ["Model", "D"] + [f"d/D @ {a}%" for a in SEP_ALPHAS]
     rows = [
         [f"{ta['label']}, this miniature (full order)", str(ta["channels"])]
         + [_f(ta["sep_d_over_D"][a], 3) for a in SEP_ALPHAS],
         [f"{ta['label']}, this miniature (folded)", str(ta["channels"])]
         + [_f(ta["sep_folded_d_over_D"][a], 3) for a in SEP_ALPHAS],
-        [f"{ref['model']}, paper (full order)", str(ref["sep_D"])] + [_f(ref["sep_d_over_D"][a], 3) for a in SEP_ALPHAS],
+        [f"{ref['model']}, paper (full order)", str(ref["sep_D"])]
+        + [_f(ref["sep_d_over_D"][a], 3) for a in SEP_ALPHAS],
     ]
     b.append(("table", head, rows))
-    b.append(("p", "SEP: share of a token's spectral energy in its first d channel frequencies. " + (ta.get("sep_caution") or "")))
+    b.append(
+        (
+            "p",
+            "SEP: share of a token's spectral energy in its first d channel frequencies. "
+            + (ta.get("sep_caution") or ""),
+        )
+    )
     if ta["rotation_overlap_mean"] is not None:
-        b.append(("p", f"Subspace rotation: two images' own subspaces (each keeping 90% of its energy, median k = "
-                  f"{_f(ta['rotation_k_median'], 1)}) overlap {_f(ta['rotation_overlap_mean'], 3)} on average "
-                  f"(median {_f(ta['rotation_overlap_median'], 3)}; 1 = same subspace, random subspaces give "
-                  f"{_f(ta['rotation_random_baseline'], 3)}). The shared top-k basis captures "
-                  f"{_f(100 * ta['rotation_shared_capture_mean'], 1)}% of an image's own-subspace energy on average."))
+        b.append(
+            (
+                "p",
+                f"Subspace rotation: two images' own subspaces (each keeping 90% of its energy, median k = "
+                f"{_f(ta['rotation_k_median'], 1)}) overlap {_f(ta['rotation_overlap_mean'], 3)} on average "
+                f"(median {_f(ta['rotation_overlap_median'], 3)}; 1 = same subspace, random subspaces give "
+                f"{_f(ta['rotation_random_baseline'], 3)}). The shared top-k basis captures "
+                f"{_f(100 * ta['rotation_shared_capture_mean'], 1)}% of an image's own-subspace energy on average.",
+            )
+        )
     tan = report_dir.parent / "3-teacher-analysis"
-    for name, alt in (("layer_ranks.png", "per-image and shared ranks by layer"),
-                      ("svd_vs_dataset_hist.png", "per-image vs shared-basis dimensions"),
-                      ("rotation.png", "subspace rotation"), ("sep_curves.png", "SEP curves")):
+    for name, alt in (
+        ("layer_ranks.png", "per-image and shared ranks by layer"),
+        ("svd_vs_dataset_hist.png", "per-image vs shared-basis dimensions"),
+        ("rotation.png", "subspace rotation"),
+        ("sep_curves.png", "SEP curves"),
+    ):
         if (tan / name).is_file():
             b.append(("img", tan / name, f"teacher: {alt}"))
     b.append(("h", 2, "4. The students' final features beside the teacher's"))
-    b.append(("p", "First seed of each method, final block before the final norm (for Lift: before its lifting "
-              "projector, at the student's width), same images and options as the teacher."))
-    head = ["Model", "C", "SVD 90%", "SVD 99%", "Shared 90%", "Shared 99%", "Shared 99% / C", "SEP d/D @ 70%", "SEP d/D @ 90%"]
+    b.append(
+        (
+            "p",
+            "First seed of each method, final block before the final norm (for Lift: before its lifting "
+            "projector, at the student's width), same images and options as the teacher.",
+        )
+    )
+    head = [
+        "Model",
+        "C",
+        "SVD 90%",
+        "SVD 99%",
+        "Shared 90%",
+        "Shared 99%",
+        "Shared 99% / C",
+        "SEP d/D @ 70%",
+        "SEP d/D @ 90%",
+    ]
     rows = []
     for a in [ta] + report["student_analysis"]:
-        rows.append([a["label"], str(a["channels"]), _f(a["svd_p99"]["90"], 1), _f(a["svd_p99"]["99"], 1),
-                     _f(a["pca_p99"]["90"], 1), _f(a["pca_p99"]["99"], 1), _f(a["pca_p99"]["99"] / a["channels"]),
-                     _f(a["sep_d_over_D"]["70"], 3), _f(a["sep_d_over_D"]["90"], 3)])
+        rows.append(
+            [
+                a["label"],
+                str(a["channels"]),
+                _f(a["svd_p99"]["90"], 1),
+                _f(a["svd_p99"]["99"], 1),
+                _f(a["pca_p99"]["90"], 1),
+                _f(a["pca_p99"]["99"], 1),
+                _f(a["pca_p99"]["99"] / a["channels"]),
+                _f(a["sep_d_over_D"]["70"], 3),
+                _f(a["sep_d_over_D"]["90"], 3),
+            ]
+        )
     b.append(("table", head, rows))
     cmp_png = report_dir.parent / "5-student-analysis" / "compare" / "compare.png"
     if cmp_png.is_file():
         b.append(("img", cmp_png, "teacher and students: ranks by depth, SEP, shared vs own basis"))
     b.append(("h", 2, "5. Where the numbers come from"))
-    b.append(("p", "Every number above is read from a stage's files: `2-teacher/` and `4-students/<method>-seed<k>/` "
-              "are training runs (`summary.json`, `metrics.jsonl`, `config.yaml`, checkpoints), `3-teacher-analysis/` "
-              "and `5-student-analysis/<method>/` are `vitdistill analyze` results, `5-student-analysis/compare/` "
-              "is `vitdistill compare`, `5-student-analysis/profile.json` is `vitdistill inspect`, and "
-              "`6-report/report.json` holds everything shown here. Rerun one stage by deleting its folder."))
+    b.append(
+        (
+            "p",
+            "Every number above is read from a stage's files: `2-teacher/` and `4-students/<method>-seed<k>/` "
+            "are training runs (`summary.json`, `metrics.jsonl`, `config.yaml`, checkpoints), `3-teacher-analysis/` "
+            "and `5-student-analysis/<method>/` are `vitdistill analyze` results, `5-student-analysis/compare/` "
+            "is `vitdistill compare`, `5-student-analysis/profile.json` is `vitdistill inspect`, and "
+            "`6-report/report.json` holds everything shown here. Rerun one stage by deleting its folder.",
+        )
+    )
     return b
 
 
@@ -487,14 +617,20 @@ def render_html(bl: list[tuple]) -> str:
         elif kind == "p":
             parts.append(f"<p>{_inline(item[1])}</p>")
         elif kind == "table":
-            parts.append("<table><thead><tr>" + "".join(f"<th>{_inline(str(h))}</th>" for h in item[1]) + "</tr></thead><tbody>")
+            parts.append(
+                "<table><thead><tr>"
+                + "".join(f"<th>{_inline(str(h))}</th>" for h in item[1])
+                + "</tr></thead><tbody>"
+            )
             for r in item[2]:
                 parts.append("<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in r) + "</tr>")
             parts.append("</tbody></table>")
         elif kind == "img" and Path(item[1]).is_file():
             data = base64.b64encode(Path(item[1]).read_bytes()).decode("ascii")
-            parts.append(f"<figure><img alt='{html.escape(item[2])}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{html.escape(item[2])}</figcaption></figure>")
+            parts.append(
+                f"<figure><img alt='{html.escape(item[2])}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{html.escape(item[2])}</figcaption></figure>"
+            )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -503,12 +639,16 @@ def summary_text(report: dict) -> str:
     """The plain-text table printed at the end of the demo."""
     t = report["teacher"]
     lines = [f"{'method':34s} {'top-1 %':>16s} {'gain':>7s} {'params':>8s} {'MACs':>8s} {'img/s':>8s}"]
-    lines.append(f"{t['label']:34s} {t['top1']:16.2f} {'':>7s} {_human(t['params']):>8s} {_human(t['macs']):>8s} "
-                 f"{_f(t['images_per_s'], 0):>8s}")
+    lines.append(
+        f"{t['label']:34s} {t['top1']:16.2f} {'':>7s} {_human(t['params']):>8s} {_human(t['macs']):>8s} "
+        f"{_f(t['images_per_s'], 0):>8s}"
+    )
     for r in report["results"].values():
         top = f"{r['mean']:.2f} +- {_f(r['std'])}"
-        lines.append(f"{r['label']:34s} {top:>16s} {_f(r.get('gain')):>7s} {_human(r['params']):>8s} "
-                     f"{_human(r['macs']):>8s} {_f(r['images_per_s'], 0):>8s}")
+        lines.append(
+            f"{r['label']:34s} {top:>16s} {_f(r.get('gain')):>7s} {_human(r['params']):>8s} "
+            f"{_human(r['macs']):>8s} {_f(r['images_per_s'], 0):>8s}"
+        )
     lines += ["", report["verdict"]["text"]]
     return "\n".join(lines)
 

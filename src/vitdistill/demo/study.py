@@ -99,33 +99,56 @@ class DemoSettings:
         return s
 
     def validate(self) -> None:
-        for name in ("seeds", "epochs", "teacher_epochs", "img_size", "patch_size", "teacher_width", "teacher_depth",
-                     "student_width", "student_depth", "train_images", "val_images", "batch_size", "analysis_images"):
+        for name in (
+            "seeds",
+            "epochs",
+            "teacher_epochs",
+            "img_size",
+            "patch_size",
+            "teacher_width",
+            "teacher_depth",
+            "student_width",
+            "student_depth",
+            "train_images",
+            "val_images",
+            "batch_size",
+            "analysis_images",
+        ):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1 (got {v})")
         if self.img_size % self.patch_size:
-            raise UserError(f"--img-size {self.img_size} must be a multiple of --patch-size {self.patch_size}")
+            raise UserError(
+                f"--img-size {self.img_size} must be a multiple of --patch-size {self.patch_size}"
+            )
         for name in ("teacher_width", "student_width"):
             if getattr(self, name) % heads(getattr(self, name)):
-                raise UserError(f"--{name.replace('_', '-')} must be a multiple of 16 (got {getattr(self, name)})")
+                raise UserError(
+                    f"--{name.replace('_', '-')} must be a multiple of 16 (got {getattr(self, name)})"
+                )
         if self.student_width >= self.teacher_width:
             raise UserError(
                 f"the student must be narrower than the teacher (student width {self.student_width}, "
                 f"teacher width {self.teacher_width})"
             )
         if self.batch_size > self.train_images:
-            raise UserError(f"--batch-size {self.batch_size} is larger than the training set ({self.train_images} images)")
+            raise UserError(
+                f"--batch-size {self.batch_size} is larger than the training set ({self.train_images} images)"
+            )
         if self.data is None and self.img_size < 16:
             raise UserError("--img-size must be at least 16 for the synthetic data set")
         unknown = [m for m in self.methods if m not in {x.key for x in METHODS}]
         if unknown:
-            raise UserError(f"unknown demo method {unknown[0]!r}; methods: {', '.join(m.key for m in METHODS)}")
+            raise UserError(
+                f"unknown demo method {unknown[0]!r}; methods: {', '.join(m.key for m in METHODS)}"
+            )
         if self.device.startswith("cuda"):
             import torch
 
             if not torch.cuda.is_available():
-                raise UserError(f"--device {self.device}: CUDA is not available on this machine; use --device cpu")
+                raise UserError(
+                    f"--device {self.device}: CUDA is not available on this machine; use --device cpu"
+                )
         elif self.device != "cpu":
             raise UserError(f"--device must be cpu or cuda (got {self.device!r})")
 
@@ -168,8 +191,14 @@ def _fmt_time(seconds: float) -> str:
 class Study:
     """Runs the stages; each stage method returns a small JSON-able result kept in its stage.json."""
 
-    def __init__(self, settings: DemoSettings, out: str | os.PathLike, fresh: bool = False, progress: bool = True,
-                 stream=None):
+    def __init__(
+        self,
+        settings: DemoSettings,
+        out: str | os.PathLike,
+        fresh: bool = False,
+        progress: bool = True,
+        stream=None,
+    ):
         self.s = settings.resolved()
         self.out = Path(out)
         self.fresh = fresh
@@ -198,7 +227,11 @@ class Study:
                     f"{self.out} holds a demo made with other settings ({', '.join(diff)}); "
                     "add --fresh to replace it, or choose another --out"
                 )
-        elif self.out.exists() and any(self.out.iterdir()) and not any((self.out / d).exists() for d in STAGE_DIRS):
+        elif (
+            self.out.exists()
+            and any(self.out.iterdir())
+            and not any((self.out / d).exists() for d in STAGE_DIRS)
+        ):
             raise UserError(f"{self.out} exists and is not a demo folder; choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
         import torch
@@ -320,7 +353,7 @@ class Study:
 
     def stage_teacher(self, folder: Path):
         summary = self.train_run(TEACHER, 0, self.s.teacher_epochs, folder)
-        line = f"width {self.s.teacher_width}, val top-1 {summary['last']['top1']:.1f}% after {summary['epochs']} epochs"
+        line = f"width {self.s.teacher_width}, val top-1 {summary['last']['top1']:.1f}% after {summary['epochs']} epoch(s)"
         return {"top1": summary["last"]["top1"], "run": str(folder)}, line
 
     def stage_teacher_analysis(self, folder: Path):
@@ -340,7 +373,9 @@ class Study:
 
         jobs = [(m, seed, d) for m, dirs in self.run_dirs().items() for seed, d in enumerate(dirs)]
         results: dict[str, list[float]] = {}
-        bar = tqdm(jobs, desc="students", unit="run", disable=None if self.progress else True, file=self.stream)
+        bar = tqdm(
+            jobs, desc="students", unit="run", disable=None if self.progress else True, file=self.stream
+        )
         for key, seed, run_dir in bar:
             method = next(m for m in METHODS if m.key == key)
             bar.set_postfix_str(f"{key} seed {seed}")
@@ -348,7 +383,10 @@ class Study:
             results.setdefault(key, []).append(summary["last"]["top1"])
         bar.close()
         best = max(results, key=lambda k: sum(results[k]) / len(results[k]))
-        line = f"{len(jobs)} runs ({len(results)} methods x {self.s.seeds} seeds, {self.s.epochs} epochs each); best mean: {best}"
+        line = (
+            f"{len(jobs)} runs ({len(results)} methods x {self.s.seeds} seed(s), {self.s.epochs} epoch(s) each); "
+            f"best mean top-1: {best}"
+        )
         return {"runs": len(jobs)}, line
 
     def stage_student_analysis(self, folder: Path):
@@ -402,7 +440,8 @@ class Study:
         return report
 
 
-def run_demo(out: str | os.PathLike = "vitdistill-demo", fresh: bool = False, progress: bool = True,
-             **settings: Any) -> dict:
+def run_demo(
+    out: str | os.PathLike = "vitdistill-demo", fresh: bool = False, progress: bool = True, **settings: Any
+) -> dict:
     """Run (or resume) the whole demo into ``out``; returns the report's numbers (report.json)."""
     return Study(DemoSettings(**settings), out, fresh=fresh, progress=progress).run()
