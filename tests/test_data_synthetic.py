@@ -44,10 +44,10 @@ def test_options_classes_and_shapes():
 
 
 def test_labels_cover_all_classes_roughly_evenly():
-    ds = build_dataset("synthetic:shapes?n=2000&types=4", "train")
+    ds = build_dataset("synthetic:shapes?n=1200&types=4", "train")
     counts = np.bincount([ds.render(i)[1] for i in range(len(ds))], minlength=ds.num_classes)
-    # 12 classes, uniform: expected 166.7 each; binomial std ~12.
-    assert counts.min() > 110 and counts.max() < 225
+    # 12 classes, uniform: expected 100 each; binomial std ~9.6.
+    assert counts.min() > 60 and counts.max() < 140
 
 
 def test_class_names_the_upper_and_lower_shapes():

@@ -212,3 +212,43 @@ def test_verdict_rule_hand_cases():
     one_seed = verdict(_res({"featkd": [50], "lift": [60], "widelast": [70]}))
     assert one_seed["code"] == "unresolved" and "one seed" in one_seed["text"]
     assert verdict(_res({"featkd": [50, 51]}))["code"] == "not_run"
+
+
+def test_overrides_scale_every_run_from_the_flags(tmp_path):
+    import yaml
+
+    from vitdistill.demo import METHODS, TEACHER, DemoSettings, Study
+    from vitdistill.demo.methods import config_path
+    from vitdistill.distill.config import resolve
+
+    study = Study(
+        DemoSettings(
+            data=str(tmp_path / "imgs"),
+            img_size=48,
+            patch_size=8,
+            teacher_width=96,
+            student_width=48,
+            train_images=500,
+            val_images=100,
+            epochs=3,
+        ),
+        tmp_path / "out",
+    )
+    lift = next(m for m in METHODS if m.key == "lift")
+    cfg = resolve(yaml.safe_load(config_path(lift).read_text()), study.overrides(lift, seed=1, epochs=3))
+    assert cfg["model"]["kwargs"] == {
+        "img_size": 48,
+        "patch_size": 8,
+        "embed_dim": 48,
+        "depth": 4,
+        "num_heads": 3,
+    }
+    assert cfg["model"]["remedy"] == "lift" and cfg["model"]["width"] == 96
+    assert cfg["teacher"]["kwargs"]["embed_dim"] == 96 and cfg["teacher"]["checkpoint"].endswith("2-teacher")
+    assert cfg["data"]["train"] == str(tmp_path / "imgs") and cfg["data"]["max_train_images"] == 500
+    assert cfg["seed"] == 1 and cfg["epochs"] == 3
+    t = resolve(yaml.safe_load(config_path(TEACHER).read_text()), study.overrides(TEACHER, seed=0, epochs=5))
+    assert t["model"]["kwargs"]["embed_dim"] == 96 and t["teacher"]["name"] is None
+    # Every packaged recipe resolves against the training schema.
+    for m in METHODS:
+        resolve(yaml.safe_load(config_path(m).read_text()), study.overrides(m, seed=0, epochs=1))

@@ -7,13 +7,19 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="vitdistill-demo", help="output folder (default: ./vitdistill-demo)")
-    parser.add_argument("--quick", action="store_true", help="tiny models and data: about two minutes end to end")
-    parser.add_argument("--data", metavar="DIR", help="run the study on your ImageFolder (train/ and val/ subfolders)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny models and data: about two minutes end to end"
+    )
+    parser.add_argument(
+        "--data", metavar="DIR", help="run the study on your ImageFolder (train/ and val/ subfolders)"
+    )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train and analyse")
     parser.add_argument("--seeds", type=int, help="seeds per student method (default 2)")
     parser.add_argument("--epochs", type=int, help="epochs per student (default 10; --quick 1)")
     parser.add_argument("--teacher-epochs", type=int, help="epochs for the teacher (default 15; --quick 2)")
-    parser.add_argument("--fresh", action="store_true", help="delete earlier stage results in --out and start over")
+    parser.add_argument(
+        "--fresh", action="store_true", help="delete earlier stage results in --out and start over"
+    )
     g = parser.add_argument_group("sizes (mostly for --data)")
     g.add_argument("--img-size", type=int, help="input resolution (default 32)")
     g.add_argument("--patch-size", type=int, help="patch size (default 4: an 8x8 token grid at 32 px)")
@@ -31,8 +37,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vitdistill.demo import run_demo
 
-    sizes = ("seeds", "epochs", "teacher_epochs", "img_size", "patch_size", "teacher_width", "teacher_depth",
-             "student_width", "student_depth", "train_images", "val_images", "batch_size", "analysis_images")
+    sizes = (
+        "seeds",
+        "epochs",
+        "teacher_epochs",
+        "img_size",
+        "patch_size",
+        "teacher_width",
+        "teacher_depth",
+        "student_width",
+        "student_depth",
+        "train_images",
+        "val_images",
+        "batch_size",
+        "analysis_images",
+    )
     run_demo(
         args.out,
         fresh=args.fresh,

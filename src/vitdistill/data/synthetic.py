@@ -8,15 +8,20 @@ shape kinds (square, disk, ring, diamond, plus, triangle, frame, bar), one above
 random positions. The class is the ordered pair (kind of the upper shape, kind of the lower
 shape), so with ``types=5`` there are 5 * 4 = 20 classes and, e.g., "disk above ring" and "ring
 above disk" are different classes. Recognising a class therefore needs both shapes *and* their
-vertical relation: patches must exchange information across the image. Nuisances make it hard:
-random size, slight rotation, colours, fill textures (solid, stripes, checker), a textured
-background with a colour gradient, pixel noise and distractors (line segments and specks, which
-never count towards the class). Left-right mirroring keeps the class (the relation is vertical),
-so horizontal-flip augmentation is safe; vertical flips are not.
+vertical relation: patches must exchange information across the image. Nuisances: random size,
+slight rotation, saturation and brightness, fill textures, a textured background with a colour
+gradient, contrast jitter, pixel noise and distractors (line segments and specks, which never
+count towards the class). By default each kind keeps its own hue band (``kind_colors=1``), which
+makes the kinds learnable within a CPU budget; ``kind_colors=0`` makes colour uninformative.
+Left-right mirroring keeps the class (the relation is vertical), so horizontal-flip augmentation
+is safe; vertical flips are not.
 
 Options: ``n`` (train images, default 6000), ``n_val`` (val/test images, default n // 6, at
 least 1), ``size`` (pixels, default 32), ``types`` (2..8, default 5), ``distractors`` (maximum
-per image, default 3), ``noise`` (pixel noise std in [0, 1] units, default 0.05), ``seed``.
+per image, default 2), ``noise`` (pixel noise std in [0, 1] units, default 0.05), ``textures``
+(0: solid fills, 1: + stripes, 2: + checkerboards; default 1), ``rotation`` (maximum, radians,
+default 0.2), ``shape_size`` (size multiplier, 0.5..1.5), ``kind_colors`` (0/1, default 1),
+``seed``.
 """
 
 from __future__ import annotations
@@ -82,12 +87,12 @@ class ShapesDataset(Dataset):
         "n_val": None,
         "size": 32,
         "types": 5,
-        "distractors": 3,
+        "distractors": 2,
         "noise": 0.05,
-        "textures": 2,
-        "rotation": 0.3,
+        "textures": 1,
+        "rotation": 0.2,
         "shape_size": 1.0,
-        "kind_colors": 0,
+        "kind_colors": 1,
         "seed": 0,
     }
 
@@ -112,8 +117,12 @@ class ShapesDataset(Dataset):
             raise UserError(f"synthetic:{self.name}: types must be 2..{len(SHAPE_KINDS)} (got {self.types})")
         if self.size < 16:
             raise UserError(f"synthetic:{self.name}: size must be at least 16 pixels (got {self.size})")
-        if float(opts["noise"]) < 0 or int(opts["distractors"]) < 0:
-            raise UserError(f"synthetic:{self.name}: noise and distractors must be >= 0")
+        if float(opts["noise"]) < 0 or int(opts["distractors"]) < 0 or float(opts["rotation"]) < 0:
+            raise UserError(f"synthetic:{self.name}: noise, distractors and rotation must be >= 0")
+        if not 0.5 <= float(opts["shape_size"]) <= 1.5:
+            raise UserError(f"synthetic:{self.name}: shape_size must be in [0.5, 1.5]")
+        if int(opts["textures"]) not in (0, 1, 2) or int(opts["kind_colors"]) not in (0, 1):
+            raise UserError(f"synthetic:{self.name}: textures must be 0, 1 or 2 and kind_colors 0 or 1")
         self.kinds = SHAPE_KINDS[: self.types]
         self.pairs = [(a, b) for a in range(self.types) for b in range(self.types) if a != b]
         self.classes = [f"{self.kinds[a]}-above-{self.kinds[b]}" for a, b in self.pairs]

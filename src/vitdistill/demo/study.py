@@ -59,18 +59,18 @@ class DemoSettings:
 
     FULL = {
         "seeds": 2,
-        "epochs": 10,
-        "teacher_epochs": 15,
+        "epochs": 8,
+        "teacher_epochs": 12,
         "img_size": 32,
         "patch_size": 4,
         "teacher_width": 128,
         "teacher_depth": 4,
         "student_width": 32,
         "student_depth": 4,
-        "train_images": 4000,
-        "val_images": 1000,
-        "batch_size": 128,
-        "analysis_images": 400,
+        "train_images": 3000,
+        "val_images": 600,
+        "batch_size": 64,
+        "analysis_images": 300,
     }
     QUICK = {
         "seeds": 2,
