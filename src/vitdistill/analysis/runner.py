@@ -167,6 +167,26 @@ class FeatureFile:
                 yield torch.from_numpy(a.astype(np.float32)), torch.tensor(ids, dtype=torch.int64)
 
 
+def pin_malloc_threshold(nbytes: int = 1 << 20) -> bool:
+    """Fix glibc's mmap threshold so large temporary buffers go back to the OS when freed.
+
+    glibc raises the threshold each time a large mmapped block is freed; afterwards blocks of
+    that size come from the heap, and interleaving them with the forward pass's allocations
+    fragments it: resident memory then creeps up with every batch (measured: +50% from 200 to
+    1000 images). Pinning the threshold keeps the peak flat. No-op off glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, int(nbytes)))  # -3 = M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def preprocess(x: torch.Tensor, center: bool, standardize: bool) -> torch.Tensor:
     """Per-image token preprocessing: centre channels over the image's tokens, or z-score them.
 
@@ -261,6 +281,7 @@ def analyze(
         raise TypeError(f"unknown analysis options: {', '.join(sorted(unknown))}")
     opts = AnalysisOptions(**options)
     opts.validate()
+    pin_malloc_threshold()
     info = dist.init_distributed(opts.device) if dist.launched_by_torchrun() else dist.current()
     device = torch.device(opts.device)
     if device.type == "cuda" and info.distributed:

@@ -140,7 +140,7 @@ class SEP:
         xs = x.to(torch.float32)
         inv32 = inv.to(torch.float32)
         d = x.shape[-1]
-        chunk = max(1, min(self.permutations, (1 << 24) // max(1, x.numel())))
+        chunk = max(1, min(self.permutations, (1 << 22) // max(1, x.numel())))
         ok = (cnt > 0)[..., None]
         for s in range(0, self.permutations, chunk):
             pr = perms[s:s + chunk]  # (R', D)
