@@ -47,20 +47,25 @@ def make_images(root: Path, n: int, size: int = 224, seed: int = 0) -> Path:
     return folder
 
 
-def build_model(device: str):
+def build_model(args):
     import timm
     import torch
 
     torch.manual_seed(0)
-    return timm.create_model("cait_s24_224", pretrained=False).eval().to(device)
+    return timm.create_model(args.model, pretrained=False, **json.loads(args.model_kwargs)).eval().to(args.device)
 
 
-def bare_forward(model, data: str, batch_size: int, device: str, workers: int) -> float:
+def data_spec(args, n: int) -> str:
+    return args.data or str(make_images(Path(args.scratch), n))
+
+
+def bare_forward(model, data: str, batch_size: int, device: str, workers: int, split: str = "val",
+                 images: int | None = None) -> float:
     import torch
 
     from vitdistill.data import build_dataset, collate_skip, eval_transform
 
-    ds = build_dataset(data, split="val", transform=eval_transform(model))
+    ds = build_dataset(data, split=split, transform=eval_transform(model), max_images=images)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
@@ -80,8 +85,9 @@ def run_analyze(model, data, out, args, images=None) -> tuple[float, dict]:
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     sync()
     t = time.perf_counter()
-    summary = analyze(model, data, out, layers="all", batch_size=args.batch_size, device=args.device,
-                      num_workers=args.workers, progress=False, images=images, checkpoint_every=0)
+    summary = analyze(model, data, out, layers=args.layers, batch_size=args.batch_size, device=args.device,
+                      num_workers=args.workers, progress=False, images=images, checkpoint_every=0,
+                      split=args.split)
     sync()
     return time.perf_counter() - t, summary
 
@@ -91,14 +97,16 @@ def cmd_ratio(args) -> dict:
 
     torch.set_num_threads(args.threads) if args.threads else None
     root = Path(args.scratch)
-    data = str(make_images(root, args.images))
-    model = build_model(args.device)
-    bare_forward(model, data, args.batch_size, args.device, args.workers) if args.warmup else None
-    f1 = bare_forward(model, data, args.batch_size, args.device, args.workers)
-    ta, summary = run_analyze(model, data, root / "out_ratio", args)
-    f2 = bare_forward(model, data, args.batch_size, args.device, args.workers)
+    data = data_spec(args, args.images)
+    model = build_model(args)
+    fwd_args = (model, data, args.batch_size, args.device, args.workers, args.split, args.images)
+    bare_forward(*fwd_args) if args.warmup else None
+    f1 = bare_forward(*fwd_args)
+    ta, summary = run_analyze(model, data, root / "out_ratio", args, images=args.images)
+    f2 = bare_forward(*fwd_args)
     fwd = (f1 + f2) / 2
-    res = {"images": summary["images"], "layers": len(summary["layers"]), "batch_size": args.batch_size,
+    res = {"model": args.model, "images": summary["images"], "layers": len(summary["layers"]),
+           "batch_size": args.batch_size,
            "device": args.device, "threads": torch.get_num_threads(), "forward_s": [f1, f2], "analyze_s": ta,
            "ratio": ta / fwd, "analyze_breakdown": summary["timing"],
            "svd_p99": summary["svd"]["p99"], "pca_p99": summary["pca"]["p99"], "sep_d": summary["sep"]["d"]}
@@ -111,12 +119,12 @@ def cmd_memory_one(args) -> dict:
     torch.set_num_threads(args.threads) if args.threads else None
     root = Path(args.scratch)
     n = int(args.images)
-    data = str(make_images(root, 1000 if n <= 1000 else n))
-    model = build_model(args.device)
+    data = data_spec(args, 1000 if n <= 1000 else n)
+    model = build_model(args)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     ta, summary = run_analyze(model, data, root / f"out_mem_{n}", args, images=n)
-    res = {"images": summary["images"], "analyze_s": ta,
+    res = {"model": args.model, "images": summary["images"], "layers": len(summary["layers"]), "analyze_s": ta,
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if args.device.startswith("cuda"):
         res["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -125,12 +133,14 @@ def cmd_memory_one(args) -> dict:
 
 def cmd_memory(args) -> dict:
     counts = [int(v) for v in args.images.split(",")]
-    make_images(Path(args.scratch), max(1000, *counts))
+    if not args.data:
+        make_images(Path(args.scratch), max(1000, *counts))
     out = {}
     for n in counts:
         cmd = [sys.executable, __file__, "memory-one", "--images", str(n), "--batch-size", str(args.batch_size),
                "--device", args.device, "--scratch", args.scratch, "--workers", str(args.workers),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--model", args.model, "--model-kwargs", args.model_kwargs,
+               "--layers", args.layers, "--split", args.split] + (["--data", args.data] if args.data else [])
         r = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[n] = json.loads(r.stdout.strip().splitlines()[-1])
     a, b = out[counts[0]], out[counts[-1]]
@@ -149,6 +159,11 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--warmup", action="store_true", help="one extra untimed forward pass first")
+    p.add_argument("--model", default="cait_s24_224")
+    p.add_argument("--model-kwargs", default="{}", help='JSON timm kwargs, e.g. {"img_size": 32}')
+    p.add_argument("--layers", default="all")
+    p.add_argument("--data", help="data spec instead of the generated JPEGs (e.g. synthetic:shapes?n=1200)")
+    p.add_argument("--split", default="val")
     p.add_argument("--scratch", default=os.path.join(tempfile.gettempdir(), "vitdistill_bench"))
     args = p.parse_args()
     if args.mode == "ratio":
