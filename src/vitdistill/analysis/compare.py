@@ -92,7 +92,8 @@ def _overlay(out: Path, loaded, labels, pdf: bool) -> None:
     axes[1].set_xlabel("d / D (full FFT order)")
     axes[1].set_ylabel("SEP(d) (%)")
     axes[1].set_title("SEP mean curves, last analysed layer")
-    axes[2].set_xlabel("d / C")
+    axes[2].set_xscale("log")
+    axes[2].set_xlabel("d / C (log)")
     axes[2].set_ylabel("captured energy (%)")
     axes[2].set_title("shared basis (solid) vs own basis (dashed)")
     for ax in axes:

@@ -106,7 +106,8 @@ def plot_pca(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> N
                 label="per image, own SVD basis (mean)")
     for t in summary["svd"]["p99"]:
         a2.axhline(float(t), color="grey", lw=0.6, ls=":")
-    a2.set_xlabel("dimensions d")
+    a2.set_xscale("log")
+    a2.set_xlabel("dimensions d (log)")
     a2.set_ylabel("captured energy (%)")
     a2.set_title("captured energy vs dimensions")
     a2.set_ylim(0, 101)
