@@ -15,22 +15,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train and analyse")
     parser.add_argument("--seeds", type=int, help="seeds per student method (default 2)")
-    parser.add_argument("--epochs", type=int, help="epochs per student (default 10; --quick 1)")
-    parser.add_argument("--teacher-epochs", type=int, help="epochs for the teacher (default 15; --quick 2)")
+    parser.add_argument("--epochs", type=int, help="epochs per student (default 8; --quick 1)")
+    parser.add_argument("--teacher-epochs", type=int, help="epochs for the teacher (default 12; --quick 2)")
     parser.add_argument(
         "--fresh", action="store_true", help="delete earlier stage results in --out and start over"
     )
     g = parser.add_argument_group("sizes (mostly for --data)")
     g.add_argument("--img-size", type=int, help="input resolution (default 32)")
     g.add_argument("--patch-size", type=int, help="patch size (default 4: an 8x8 token grid at 32 px)")
-    g.add_argument("--teacher-width", type=int, help="teacher embedding width (default 128)")
+    g.add_argument("--teacher-width", type=int, help="teacher embedding width (default 96)")
     g.add_argument("--teacher-depth", type=int, help="teacher blocks (default 4)")
     g.add_argument("--student-width", type=int, help="student embedding width (default 32)")
     g.add_argument("--student-depth", type=int, help="student blocks (default 4)")
-    g.add_argument("--train-images", type=int, help="training images (synthetic: generated; --data: first N)")
-    g.add_argument("--val-images", type=int, help="validation images")
-    g.add_argument("--batch-size", type=int, help="global batch size (default 128)")
-    g.add_argument("--analysis-images", type=int, help="validation images used by the feature analyses")
+    g.add_argument(
+        "--train-images",
+        type=int,
+        help="training images (default 2500; synthetic: generated, --data: first N spread over classes)",
+    )
+    g.add_argument("--val-images", type=int, help="validation images (default 500)")
+    g.add_argument("--batch-size", type=int, help="global batch size (default 64)")
+    g.add_argument(
+        "--analysis-images", type=int, help="validation images used by the feature analyses (default 300)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -262,8 +262,14 @@ def save_sample_grid(ds, path: Path, n: int = 24, cols: int = 8) -> None:
 
     plt = _plt()
     picked, seen = [], set()
-    for i in range(min(len(ds), 2000)):
-        y = int(ds[i][1]) if not hasattr(ds, "render") else ds.render(i)[1]
+
+    def label(i: int) -> int:  # without decoding the image where the data set allows it
+        if hasattr(ds, "labels"):
+            return int(ds.labels[i])
+        return int(ds.render(i)[1]) if hasattr(ds, "render") else int(ds[i][1])
+
+    for i in range(min(len(ds), 20000)):
+        y = label(i)
         if y not in seen:
             seen.add(y)
             picked.append(i)

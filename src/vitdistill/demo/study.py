@@ -63,12 +63,12 @@ class DemoSettings:
         "teacher_epochs": 12,
         "img_size": 32,
         "patch_size": 4,
-        "teacher_width": 128,
+        "teacher_width": 96,
         "teacher_depth": 4,
         "student_width": 32,
         "student_depth": 4,
-        "train_images": 3000,
-        "val_images": 600,
+        "train_images": 2500,
+        "val_images": 500,
         "batch_size": 64,
         "analysis_images": 300,
     }
@@ -400,7 +400,8 @@ class Study:
         for key, runs in self.run_dirs().items():
             label = next(m.label for m in METHODS if m.key == key)
             model = self.load_student(runs[0])
-            analyze(model, self.s.data_spec(), out=folder / key, **opts)
+            if not (folder / key / "summary.json").is_file():  # done before an interruption
+                analyze(model, self.s.data_spec(), out=folder / key, **opts)
             dirs.append(folder / key)
             labels.append(label)
             models.append((key, label, model))
