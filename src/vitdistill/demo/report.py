@@ -412,6 +412,11 @@ def blocks(report: dict, report_dir: Path) -> list[tuple]:
         )
     b.append(("h", 2, "2. Accuracy"))
     b.append(("p", "**" + report["verdict"]["text"] + "**"))
+    if "alone" in res:
+        gap = t["top1"] - res["alone"]["mean"]
+        b.append(("p", f"Capacity check: the teacher ends {gap:+.2f} points from the narrow student trained alone "
+                  f"({_f(t['top1'])}% vs {_f(res['alone']['mean'])}%), so width "
+                  f"{'matters' if gap >= 5 else 'matters little'} on this data at this budget."))
     head = ["Method", "Top-1 % (mean +- std)", "Per seed", "Gain over alone", "Params", "MACs", "Images/s"]
     rows = [
         [
