@@ -295,7 +295,7 @@ def analyze(
         prov = {"model": cfg.get("architecture", type(model).__name__), "weights": {"kind": "in-memory model"},
                 "model_kwargs": model_kwargs or {}}
     check_tappable(model)
-    layer_ids = resolve_layers(model, opts.layers)
+    layer_ids = sorted(resolve_layers(model, opts.layers))  # "last" = the deepest analysed layer
     model = model.to(device).eval()
 
     transform = eval_transform(model, crop_pct=opts.crop_pct)
