@@ -346,3 +346,14 @@ def test_preprocess_center_and_standardize_per_image():
     sd = ref.std(axis=1, keepdims=True)
     np.testing.assert_allclose(z, np.where(sd > 0, ref / np.where(sd > 0, sd, 1), 0), atol=1e-5)
     assert np.abs(z[1, :, 2]).max() == 0
+
+
+def test_reference_tables_ship_with_the_package():
+    from vitdistill.analysis import reference_table
+    from vitdistill.errors import UserError
+
+    assert "| SL | CaiT-S24 | 384 | 14 | 34 | 61 | 121 | 167 | 247 | 302 | 359 |" in reference_table("svd_rank_table.md")
+    assert reference_table("sep_comparison_table.csv").startswith("Model,Dimension (D)")
+    assert "2511.15572" in reference_table("README.md")
+    with pytest.raises(UserError, match="available"):
+        reference_table("nope.csv")

@@ -154,7 +154,8 @@ def write_tables(out: Path, summaries: list[dict], labels: list[str] | None = No
     cap_sep = "SEP thresholds, full FFT order, pooled mean curve. " + CAUTION
     for fmt in ("md", "csv", "tex"):
         atomic_write_text(out / f"svd_rank_table.{fmt}", render(rank_rows, fmt, cap_rank))
-        atomic_write_text(out / f"sep_table.{fmt}", render(sep_rows, fmt, cap_sep))
+        note = f"\n> {CAUTION}\n" if fmt == "md" else ""
+        atomic_write_text(out / f"sep_table.{fmt}", render(sep_rows, fmt, cap_sep) + note)
     if len(summaries) == 1:
         s = summaries[0]
         layer_rows = []
