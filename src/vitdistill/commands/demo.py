@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("sizes (mostly for --data)")
     g.add_argument("--img-size", type=int, help="input resolution (default 32)")
     g.add_argument("--patch-size", type=int, help="patch size (default 4: an 8x8 token grid at 32 px)")
-    g.add_argument("--teacher-width", type=int, help="teacher embedding width (default 96)")
+    g.add_argument("--teacher-width", type=int, help="teacher embedding width (default 128)")
     g.add_argument("--teacher-depth", type=int, help="teacher blocks (default 4)")
     g.add_argument("--student-width", type=int, help="student embedding width (default 32)")
     g.add_argument("--student-depth", type=int, help="student blocks (default 4)")

@@ -63,7 +63,7 @@ class DemoSettings:
         "teacher_epochs": 12,
         "img_size": 32,
         "patch_size": 4,
-        "teacher_width": 96,
+        "teacher_width": 128,
         "teacher_depth": 4,
         "student_width": 32,
         "student_depth": 4,
