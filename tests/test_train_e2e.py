@@ -281,3 +281,10 @@ def test_unknown_teacher_and_missing_data_are_user_errors(tmp_path):
         train(_cfg(epochs=1, **{"teacher": {"name": "cait_s24_22"}, "loss.alpha": 0.5}), output=tmp_path / "a")
     with pytest.raises(UserError):
         train(_cfg(epochs=1, **{"data.train": str(tmp_path / "nope")}), output=tmp_path / "b")
+
+
+def test_fp16_uses_a_grad_scaler_and_checkpoints_it(tmp_path):
+    train(_cfg(epochs=1, amp="fp16", **{"optim.clip_grad": 1.0}), output=tmp_path / "run")
+    st = ckpt_mod.load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert st["scaler"] is not None and st["scaler"]["scale"] > 0
+    assert all(torch.isfinite(v).all() for v in st["student"].values() if v.is_floating_point())
