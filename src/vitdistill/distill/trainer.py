@@ -125,34 +125,6 @@ class ShardSampler(Sampler[int]):
         return iter(self.idx)
 
 
-def _posterize_zero_safe(img, bits_to_keep, **_):
-    """timm's posterize, also for 0 bits (an all-black image, as in the TF original).
-
-    timm's increasing-posterize maps magnitude 10 to 0 bits, which Pillow >= 11 rejects; with
-    ``rand-m9-mstd0.5`` magnitudes reach 10, so training would crash at random.
-    """
-    from PIL import ImageOps
-
-    if bits_to_keep >= 8:
-        return img
-    if bits_to_keep <= 0:
-        return img.point(lambda _: 0)
-    return ImageOps.posterize(img, bits_to_keep)
-
-
-def guard_posterize(transform) -> None:
-    """Swap the posterize op of any RandAugment/AutoAugment inside ``transform`` for the 0-bit-safe one."""
-    stack = [transform]
-    while stack:
-        t = stack.pop()
-        if "Posterize" in str(getattr(t, "name", "")) and hasattr(t, "aug_fn"):
-            t.aug_fn = _posterize_zero_safe
-        stack.extend(getattr(t, "ops", None) or [])
-        stack.extend(getattr(t, "transforms", None) or [])
-        for sub in getattr(t, "policy", None) or []:  # AutoAugment: a list of sub-policies
-            stack.extend(sub if isinstance(sub, list | tuple) else [sub])
-
-
 def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -290,7 +262,6 @@ class Trainer:
             train_ds.transform = train_transform(
                 student, auto_augment=a["auto_augment"], re_prob=a["reprob"], re_mode=a["remode"],
                 hflip=a["hflip"], color_jitter=a["color_jitter"], scale=tuple(a["scale"]))
-            guard_posterize(train_ds.transform)
         else:
             train_ds.transform = eval_transform(student, crop_pct=crop)
         val_ds.transform = eval_transform(student, crop_pct=crop)
