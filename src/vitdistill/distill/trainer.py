@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import random
-import signal
 import sys
 import time
 from pathlib import Path
@@ -38,8 +37,6 @@ from vitdistill.distill.task import DistillTask
 from vitdistill.errors import UserError
 from vitdistill.utils import dist as dist_mod
 from vitdistill.utils.io import atomic_write_json, atomic_write_text
-
-KILL_ENV = "VITDISTILL_FAULT_KILL_AFTER_EPOCH"  # fault injection for tests: SIGKILL after saving epoch N
 
 
 def train(config: dict | str | os.PathLike | None = None, overrides=(), output: str | os.PathLike | None = None,
@@ -472,10 +469,6 @@ class Trainer:
             self.log(record)
             self._save(epoch + 1, improved)
             dist_mod.barrier()
-            kill_at = os.environ.get(KILL_ENV)
-            if kill_at is not None and int(kill_at) == epoch + 1 and self.main:
-                self.metrics_file.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
         return self._finish()
 
     def _train_epoch(self, epoch: int) -> dict:
