@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to train and analyse")
     parser.add_argument("--seeds", type=int, help="seeds per student method (default 2)")
-    parser.add_argument("--epochs", type=int, help="epochs per student (default 8; --quick 1)")
+    parser.add_argument("--epochs", type=int, help="epochs per student (default 7; --quick 1)")
     parser.add_argument("--teacher-epochs", type=int, help="epochs for the teacher (default 12; --quick 2)")
     parser.add_argument(
         "--fresh", action="store_true", help="delete earlier stage results in --out and start over"
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--train-images",
         type=int,
-        help="training images (default 2500; synthetic: generated, --data: first N spread over classes)",
+        help="training images (default 2000; synthetic: generated, --data: first N spread over classes)",
     )
     g.add_argument("--val-images", type=int, help="validation images (default 500)")
     g.add_argument("--batch-size", type=int, help="global batch size (default 64)")

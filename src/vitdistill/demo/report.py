@@ -315,7 +315,7 @@ def plot_accuracy(report: dict, path: Path) -> None:
     ax.set_xlabel("validation top-1 accuracy (%), last epoch; bar = mean over seeds, line = +-1 std")
     ax.set_title("Narrow students, same training budget each")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     _save(fig, path)
 
 
@@ -414,9 +414,14 @@ def blocks(report: dict, report_dir: Path) -> list[tuple]:
     b.append(("p", "**" + report["verdict"]["text"] + "**"))
     if "alone" in res:
         gap = t["top1"] - res["alone"]["mean"]
-        b.append(("p", f"Capacity check: the teacher ends {gap:+.2f} points from the narrow student trained alone "
-                  f"({_f(t['top1'])}% vs {_f(res['alone']['mean'])}%), so width "
-                  f"{'matters' if gap >= 5 else 'matters little'} on this data at this budget."))
+        b.append(
+            (
+                "p",
+                f"Capacity check: the teacher ends {gap:+.2f} points from the narrow student trained alone "
+                f"({_f(t['top1'])}% vs {_f(res['alone']['mean'])}%), so width "
+                f"{'matters' if gap >= 5 else 'matters little'} on this data at this budget.",
+            )
+        )
     head = ["Method", "Top-1 % (mean +- std)", "Per seed", "Gain over alone", "Params", "MACs", "Images/s"]
     rows = [
         [

@@ -59,7 +59,7 @@ class DemoSettings:
 
     FULL = {
         "seeds": 2,
-        "epochs": 8,
+        "epochs": 7,
         "teacher_epochs": 12,
         "img_size": 32,
         "patch_size": 4,
@@ -67,7 +67,7 @@ class DemoSettings:
         "teacher_depth": 4,
         "student_width": 32,
         "student_depth": 4,
-        "train_images": 2500,
+        "train_images": 2000,
         "val_images": 500,
         "batch_size": 64,
         "analysis_images": 300,
