@@ -357,3 +357,18 @@ def test_reference_tables_ship_with_the_package():
     assert "2511.15572" in reference_table("README.md")
     with pytest.raises(UserError, match="available"):
         reference_table("nope.csv")
+
+
+def test_threaded_eigvalsh_is_bitwise_the_batched_solve():
+    from vitdistill.analysis.spectra import batched_eigvalsh
+
+    x = torch.randn(7, 20, 33, dtype=torch.float64)
+    g = x @ x.transpose(1, 2)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # 7 matrices over 3 threads: uneven chunks
+        got = batched_eigvalsh(g)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(got, torch.linalg.eigvalsh(g))
+    np.testing.assert_allclose(got.numpy(), np.linalg.eigvalsh(g.numpy()), rtol=1e-10, atol=1e-9)
