@@ -532,8 +532,9 @@ def blocks(report: dict, report_dir: Path) -> list[tuple]:
     b.append(
         (
             "p",
-            "First seed of each method, final block before the final norm (for Lift: before its lifting "
-            "projector, at the student's width), same images and options as the teacher.",
+            "First seed of each method, final block before the final norm; for Lift, after its lifting "
+            "projector (teacher width: the tokens that are distilled and pooled by its head). Same images "
+            "and options as the teacher.",
         )
     )
     head = [

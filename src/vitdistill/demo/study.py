@@ -401,7 +401,10 @@ class Study:
             label = next(m.label for m in METHODS if m.key == key)
             model = self.load_student(runs[0])
             if not (folder / key / "summary.json").is_file():  # done before an interruption
-                analyze(model, self.s.data_spec(), out=folder / key, **opts)
+                # A Lift student's output tokens are the lifted ones (teacher width): those are distilled
+                # and pooled by its head, so they are what is compared with the teacher.
+                lifted = hasattr(model, "lift_dim")
+                analyze(model, self.s.data_spec(), out=folder / key, **{**opts, "final_norm": lifted})
             dirs.append(folder / key)
             labels.append(label)
             models.append((key, label, model))
