@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitdistill.checkpoints import head_classes, load_state_strict, read_state_dict
 from vitdistill.errors import UserError, closest_names
 
 
@@ -111,10 +112,10 @@ def build_teacher(cfg_teacher: dict) -> nn.Module:
     kwargs = dict(cfg_teacher.get("kwargs") or {})
     state = None
     if ckpt:
-        state = read_state_dict(ckpt)
-        head = state.get("head.weight", state.get("module.head.weight"))
-        if "num_classes" not in kwargs and head is not None and head.ndim == 2:
-            kwargs["num_classes"] = int(head.shape[0])  # a teacher trained on other data keeps its classes
+        state, _ = read_state_dict(ckpt)
+        n_head = head_classes(state)
+        if "num_classes" not in kwargs and n_head is not None:
+            kwargs["num_classes"] = n_head  # a teacher trained on other data keeps its classes
     try:
         teacher = timm.create_model(name, pretrained=bool(cfg_teacher.get("pretrained")), **kwargs)
     except TypeError as e:
@@ -133,65 +134,9 @@ def build_teacher(cfg_teacher: dict) -> nn.Module:
     return teacher
 
 
-def read_state_dict(path: str | os.PathLike, ema: bool = False) -> dict[str, torch.Tensor]:
-    """Weights from safetensors, a .pt/.pth file, a vitdistill run checkpoint, a run folder or an export folder."""
-    p = Path(path)
-    if p.is_dir():
-        for cand in (p / "model.safetensors", p / "checkpoints" / "last.pt"):
-            if cand.is_file():
-                p = cand
-                break
-        else:
-            raise UserError(f"{path}: folder has neither model.safetensors nor checkpoints/last.pt")
-    if not p.is_file():
-        raise UserError(f"checkpoint {str(p)!r} not found")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(p))
-        except Exception as e:  # safetensors raises its own error types
-            raise UserError(f"cannot read {p}: {e}") from None
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"cannot read checkpoint {p}: {str(e).splitlines()[0][:200]}") from None
-    if isinstance(obj, dict) and "student" in obj:  # a vitdistill run checkpoint
-        if ema:
-            if obj.get("ema") is None:
-                raise UserError(f"{p} holds no EMA weights (the run had ema.enabled: false)")
-            return obj["ema"]
-        return obj["student"]
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            return obj[key]
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj
-    raise UserError(f"{p} does not look like a checkpoint (no tensors found)")
-
-
 def load_weights(model: nn.Module, path: str | os.PathLike, role: str = "model", ema: bool = False,
                  state: dict | None = None) -> None:
-    """Load ``path`` into ``model`` strictly; a mismatch is a UserError listing the differing keys."""
+    """Load ``path`` (or an already read ``state``) into ``model`` strictly, naming any differing keys."""
     if state is None:
-        state = read_state_dict(path, ema=ema)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shape = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
-        if shape:
-            k = shape[0]
-            parts.append(f"shape mismatch in {len(shape)} (e.g. {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
-        raise UserError(f"{role} checkpoint {path} does not fit the {role} model: " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+        state, _ = read_state_dict(path, ema=ema)
+    load_state_strict(model, state, str(path), role=role)

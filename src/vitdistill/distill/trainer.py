@@ -35,6 +35,7 @@ from vitdistill.distill import checkpoint as ckpt_mod
 from vitdistill.distill import config as config_mod
 from vitdistill.distill.task import DistillTask
 from vitdistill.errors import UserError
+from vitdistill.models.profile import count_params
 from vitdistill.utils import dist as dist_mod
 from vitdistill.utils.io import atomic_write_json, atomic_write_text
 
@@ -246,7 +247,7 @@ class Trainer:
         student = build_mod.create_from_spec(self.spec, pretrained=cfg["model"]["pretrained"])
         if cfg["model"]["checkpoint"]:
             build_mod.load_weights(student, cfg["model"]["checkpoint"], role="student")
-        self.student_params = build_mod.count_params(student)
+        self.student_params = count_params(student)
         lc = cfg["loss"]
         teacher = None
         if lc["alpha"] > 0 or lc["feat_weight"] > 0:

@@ -1,0 +1,129 @@
+"""Model weights from the files people have: one reader for ``analyze``, ``train``, ``eval`` and ``export``.
+
+Accepted sources:
+
+* ``.safetensors`` (an export folder's ``model.safetensors``, with the ``config.json`` beside it);
+* ``.pt`` / ``.pth`` / ``.bin`` holding a raw state dict, or one under ``state_dict`` / ``model`` /
+  ``model_state`` / ``state_dict_ema`` / ``model_ema``;
+* a vitdistill run checkpoint (``student`` weights, ``ema`` with ``ema=True``);
+* a folder: an export (``model.safetensors``), or a run (``checkpoints/last.pt``: the last epoch,
+  which is the figure a run reports).
+
+Files are first read with ``torch.load(weights_only=True)``. Checkpoints written by other
+training scripts often pickle more than tensors (DeiT's hold an argparse ``Namespace``); those
+are then unpickled in full, as timm does, so pass only files you trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitdistill.errors import UserError
+
+FOLDER_WEIGHTS = ("model.safetensors", "checkpoints/last.pt", "model.pt", "pytorch_model.bin")
+STATE_KEYS = ("state_dict", "model", "model_state", "state_dict_ema", "model_ema")
+
+
+def weights_file(path: str | os.PathLike) -> Path:
+    """The file holding the weights: ``path`` itself, or the weights inside a run / export folder."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for name in FOLDER_WEIGHTS:
+            if (p / name).is_file():
+                return p / name
+        raise UserError(f"{p} is a folder without weights (looked for {', '.join(FOLDER_WEIGHTS)})")
+    if not p.is_file():
+        raise UserError(f"checkpoint {p} does not exist")
+    return p
+
+
+def _config_beside(file: Path) -> dict:
+    cfg = file.parent / "config.json"
+    if file.suffix == ".safetensors" and cfg.is_file():
+        try:
+            return json.loads(cfg.read_text())
+        except (ValueError, OSError):
+            raise UserError(f"{cfg} is not valid JSON") from None
+    return {}
+
+
+def _torch_load(file: Path) -> Any:
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # more than tensors inside: a trusted user file, read it as timm does
+        return torch.load(file, map_location="cpu", weights_only=False)
+
+
+def read_state_dict(path: str | os.PathLike, ema: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, the config found with it) from any supported file or folder.
+
+    ``ema=True`` picks a vitdistill run's EMA weights. A ``module.`` prefix (DDP) is removed.
+    """
+    file = weights_file(path)
+    cfg = _config_beside(file)
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(file))
+        else:
+            obj = _torch_load(file)
+    except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is unusable
+        raise UserError(f"cannot read checkpoint {file}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("student"), dict):  # a vitdistill run checkpoint
+        if ema:
+            if obj.get("ema") is None:
+                raise UserError(f"{file} holds no EMA weights (the run had ema.enabled: false)")
+            obj = obj["ema"]
+        else:
+            obj = obj["student"]
+    elif ema:
+        raise UserError(f"{file} is not a vitdistill run checkpoint, so it has no EMA weights to pick")
+    elif isinstance(obj, dict):
+        for key in STATE_KEYS:
+            if isinstance(obj.get(key), dict):
+                if key == "model" and isinstance(obj.get("config"), dict):
+                    cfg = {**obj["config"], **cfg}
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"checkpoint {file} holds no state dict (looked for {', '.join(STATE_KEYS)} or raw tensors)")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k.removeprefix("module."): v for k, v in obj.items()}
+    return obj, cfg
+
+
+def head_classes(sd: dict[str, torch.Tensor]) -> int | None:
+    """The class count of the classifier in a state dict, if it has a recognisable one."""
+    for key in ("head.weight", "head.fc.weight", "fc.weight", "classifier.weight"):
+        if key in sd and sd[key].ndim == 2:
+            return int(sd[key].shape[0])
+    return None
+
+
+def load_state_strict(model: nn.Module, sd: dict[str, torch.Tensor], source: str, role: str = "model") -> None:
+    """Load ``sd`` into ``model``; any missing, unexpected or reshaped key is a UserError naming examples."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    reshaped = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
+    if missing or unexpected or reshaped:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if reshaped:
+            k = reshaped[0]
+            parts.append(
+                f"{len(reshaped)} of another shape (e.g. {k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})"
+            )
+        raise UserError(f"{role} checkpoint {source} does not fit the {role}: " + "; ".join(parts))
+    model.load_state_dict(sd, strict=True)

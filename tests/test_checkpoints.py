@@ -1,0 +1,89 @@
+"""The one weights reader behind analyze / train / eval / export, on real files of every layout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from vitdistill.checkpoints import head_classes, load_state_strict, read_state_dict, weights_file
+from vitdistill.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def model():
+    return timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2, num_classes=3)
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_safetensors_with_config_beside_it(model, tmp_path):
+    sd = model.state_dict()
+    save_file(sd, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224", "num_classes": 3}))
+    got, cfg = read_state_dict(tmp_path)  # the export folder itself
+    assert same(got, sd) and cfg["num_classes"] == 3
+    assert weights_file(tmp_path) == tmp_path / "model.safetensors"
+
+
+@pytest.mark.parametrize("key", ["state_dict", "model", "model_ema"])
+def test_pt_files_with_a_wrapping_key_and_ddp_prefix(model, tmp_path, key):
+    sd = model.state_dict()
+    torch.save({key: {f"module.{k}": v for k, v in sd.items()}, "epoch": 7}, tmp_path / "c.pth")
+    got, _ = read_state_dict(tmp_path / "c.pth")
+    assert same(got, sd)
+
+
+def test_other_trainers_pickles_are_read(model, tmp_path):
+    # DeiT's own checkpoints carry an argparse Namespace next to the weights
+    torch.save({"model": model.state_dict(), "args": argparse.Namespace(lr=1e-3)}, tmp_path / "deit.pth")
+    got, _ = read_state_dict(tmp_path / "deit.pth")
+    assert same(got, model.state_dict())
+
+
+def test_run_checkpoint_student_and_ema(model, tmp_path):
+    sd = model.state_dict()
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"student": sd, "ema": ema, "epoch": 2}, tmp_path / "checkpoints" / "last.pt")
+    assert same(read_state_dict(tmp_path)[0], sd)
+    assert same(read_state_dict(tmp_path, ema=True)[0], ema)
+    torch.save({"student": sd, "ema": None}, tmp_path / "checkpoints" / "last.pt")
+    with pytest.raises(UserError, match="no EMA"):
+        read_state_dict(tmp_path, ema=True)
+
+
+def test_unusable_inputs_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        read_state_dict(tmp_path / "nope.pt")
+    with pytest.raises(UserError, match="without weights"):
+        read_state_dict(tmp_path)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read"):
+        read_state_dict(tmp_path / "junk.pt")
+    torch.save({"epoch": 3}, tmp_path / "meta.pt")
+    with pytest.raises(UserError, match="no state dict"):
+        read_state_dict(tmp_path / "meta.pt")
+
+
+def test_strict_load_names_the_differences(model):
+    sd = dict(model.state_dict())
+    sd.pop("blocks.1.mlp.fc2.bias")
+    sd["extra.weight"] = torch.zeros(1)
+    sd["head.weight"] = torch.zeros(5, sd["head.weight"].shape[1])
+    with pytest.raises(UserError) as e:
+        load_state_strict(model, sd, "x.pt", role="teacher")
+    msg = str(e.value)
+    assert "blocks.1.mlp.fc2.bias" in msg and "extra.weight" in msg and "head.weight" in msg
+    assert msg.startswith("teacher checkpoint x.pt does not fit the teacher")
+
+
+def test_head_classes(model):
+    assert head_classes(model.state_dict()) == 3
+    assert head_classes({"blocks.0.x": torch.zeros(2)}) is None
