@@ -21,7 +21,17 @@ from vitdistill.cli import main
 from vitdistill.data import build_dataset, eval_transform
 
 TINY = ["vit_tiny_patch16_224", "--set", "img_size=32", "--set", "patch_size=8", "--set", "depth=2"]
-FAST = ["--batch-size", "3", "--permutations", "3", "--bootstrap", "50", "--rotation-images", "5", "--no-progress"]
+FAST = [
+    "--batch-size",
+    "3",
+    "--permutations",
+    "3",
+    "--bootstrap",
+    "50",
+    "--rotation-images",
+    "5",
+    "--no-progress",
+]
 
 
 def make_folder(root: Path, n: int = 8) -> Path:
@@ -57,8 +67,20 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def result(folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("res") / "a"
-    rc = main(["analyze", *TINY, "--data", str(folder), "--out", str(out), *FAST,
-               "--save-features", "--features-dtype", "float32"])
+    rc = main(
+        [
+            "analyze",
+            *TINY,
+            "--data",
+            str(folder),
+            "--out",
+            str(out),
+            *FAST,
+            "--save-features",
+            "--features-dtype",
+            "float32",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -70,12 +92,28 @@ def read_csv(p: Path) -> list[dict]:
 
 def test_outputs_exist_with_documented_keys(result):
     s = json.loads((result / "summary.json").read_text())
-    for key in ("model", "images", "tokens", "channels", "svd", "pca", "sep", "rotation", "layers", "options",
-                "provenance"):
+    for key in (
+        "model",
+        "images",
+        "tokens",
+        "channels",
+        "svd",
+        "pca",
+        "sep",
+        "rotation",
+        "layers",
+        "options",
+        "provenance",
+    ):
         assert key in s
     assert s["images"] == 8 and s["tokens"] == 16 and s["channels"] == 192 and s["layer"] == 1
     for t in ("80", "90", "95", "99"):
-        assert t in s["svd"]["p99"] and t in s["svd"]["mean"] and t in s["pca"]["p99"] and t in s["pca"]["global"]
+        assert (
+            t in s["svd"]["p99"]
+            and t in s["svd"]["mean"]
+            and t in s["pca"]["p99"]
+            and t in s["pca"]["global"]
+        )
     for a in ("50", "60", "70", "80", "90"):
         assert a in s["sep"]["d"] and a in s["sep"]["d_over_D"]
     assert [e["layer"] for e in s["layers"]] == [0, 1] and "p99" in s["layers"][0]["svd"]
@@ -105,7 +143,7 @@ def test_results_match_independent_recomputation(result, folder):
         h = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
         for blk in model.blocks:
             h = blk(h)
-    ref = h[:, model.num_prefix_tokens:].double().numpy()
+    ref = h[:, model.num_prefix_tokens :].double().numpy()
     ids, feats = load_features(result, 1)
     assert ids.tolist() == list(range(8))
     np.testing.assert_allclose(feats, ref, rtol=1e-4, atol=1e-4)
@@ -134,9 +172,33 @@ def test_results_match_independent_recomputation(result, folder):
 
 def test_register_tokens_are_dropped(folder, tmp_path):
     out = tmp_path / "reg"
-    rc = main(["analyze", *TINY, "--set", "reg_tokens=4", "--set", "no_embed_class=true", "--data", str(folder),
-               "--out", str(out), "--layers", "last", "--images", "4", "--save-features", "--features-dtype",
-               "float32", "--permutations", "0", "--rotation-images", "0", "--no-plots", "--no-progress"])
+    rc = main(
+        [
+            "analyze",
+            *TINY,
+            "--set",
+            "reg_tokens=4",
+            "--set",
+            "no_embed_class=true",
+            "--data",
+            str(folder),
+            "--out",
+            str(out),
+            "--layers",
+            "last",
+            "--images",
+            "4",
+            "--save-features",
+            "--features-dtype",
+            "float32",
+            "--permutations",
+            "0",
+            "--rotation-images",
+            "0",
+            "--no-plots",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["tokens"] == 16 and s["provenance"]["num_prefix_tokens"] == 5
@@ -160,18 +222,42 @@ def _bad(capsys, argv) -> str:
 
 
 def test_bad_inputs_give_one_line_and_exit_2(capsys, folder, tmp_path):
-    assert "does not exist" in _bad(capsys, ["analyze", *TINY, "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) \
+    assert (
+        "does not exist"
+        in _bad(capsys, ["analyze", *TINY, "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
         or "not" in capsys.readouterr().err
-    err = _bad(capsys, ["analyze", *TINY, "--data", str(folder), "--layers", "5", "--out", str(tmp_path / "o")])
+    )
+    err = _bad(
+        capsys, ["analyze", *TINY, "--data", str(folder), "--layers", "5", "--out", str(tmp_path / "o")]
+    )
     assert "out of range" in err
-    err = _bad(capsys, ["analyze", "vit_tiny_patch16_22", "--data", str(folder), "--out", str(tmp_path / "o")])
+    err = _bad(
+        capsys, ["analyze", "vit_tiny_patch16_22", "--data", str(folder), "--out", str(tmp_path / "o")]
+    )
     assert "vit_tiny_patch16_224" in err
     err = _bad(capsys, ["analyze", "resnet18", "--data", str(folder), "--out", str(tmp_path / "o")])
     assert "cannot be tapped" in err
     ck = tmp_path / "w.pth"
     torch.save({"state_dict": tiny_model().state_dict()}, ck)
-    err = _bad(capsys, ["analyze", "vit_tiny_patch16_224", "--set", "img_size=32", "--set", "patch_size=8",
-                        "--set", "depth=3", "--checkpoint", str(ck), "--data", str(folder), "--out", str(tmp_path / "o")])
+    err = _bad(
+        capsys,
+        [
+            "analyze",
+            "vit_tiny_patch16_224",
+            "--set",
+            "img_size=32",
+            "--set",
+            "patch_size=8",
+            "--set",
+            "depth=3",
+            "--checkpoint",
+            str(ck),
+            "--data",
+            str(folder),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert "missing" in err and "blocks.2" in err
     (tmp_path / "empty").mkdir()
     _bad(capsys, ["analyze", *TINY, "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
@@ -188,9 +274,34 @@ def test_checkpoint_file_is_loaded_and_hashed(folder, tmp_path):
     ck = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ck))
     out = tmp_path / "ck"
-    assert main(["analyze", *TINY, "--checkpoint", str(ck), "--data", str(folder), "--out", str(out), "--images", "3",
-                 "--layers", "last", "--permutations", "0", "--rotation-images", "0", "--no-plots", "--no-progress",
-                 "--save-features", "--features-dtype", "float32"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                *TINY,
+                "--checkpoint",
+                str(ck),
+                "--data",
+                str(folder),
+                "--out",
+                str(out),
+                "--images",
+                "3",
+                "--layers",
+                "last",
+                "--permutations",
+                "0",
+                "--rotation-images",
+                "0",
+                "--no-plots",
+                "--no-progress",
+                "--save-features",
+                "--features-dtype",
+                "float32",
+            ]
+        )
+        == 0
+    )
     s = json.loads((out / "summary.json").read_text())
     assert s["weights"]["kind"] == "checkpoint" and len(s["weights"]["sha256"]) == 64
     ds = build_dataset(str(folder), split="val", transform=eval_transform(model), max_images=3)
@@ -209,9 +320,25 @@ def test_resume_after_crash_equals_uninterrupted(folder, tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
     listing = tmp_path / "list.txt"
     listing.write_text("\n".join(paths[:5] + [str(bad)] + paths[5:]) + "\n")
-    args = ["analyze", *TINY, "--data", str(listing), "--batch-size", "2", "--checkpoint-every", "1",
-            "--permutations", "2", "--bootstrap", "20", "--rotation-images", "4", "--no-plots", "--no-progress",
-            "--strict"]
+    args = [
+        "analyze",
+        *TINY,
+        "--data",
+        str(listing),
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--permutations",
+        "2",
+        "--bootstrap",
+        "20",
+        "--rotation-images",
+        "4",
+        "--no-plots",
+        "--no-progress",
+        "--strict",
+    ]
     out = tmp_path / "r"
     assert main([*args, "--out", str(out)]) == 2
     ck = torch.load(out / ".analysis_state" / "rank0.pt", weights_only=False)
@@ -223,7 +350,9 @@ def test_resume_after_crash_equals_uninterrupted(folder, tmp_path):
     a, b = (json.loads((d / "summary.json").read_text()) for d in (out, ref))
     assert a["images"] == b["images"] == 9
     for key in ("svd", "pca", "sep", "rotation"):
-        assert json.dumps(a[key], sort_keys=True) == json.dumps(b[key], sort_keys=True) or _close(a[key], b[key])
+        assert json.dumps(a[key], sort_keys=True) == json.dumps(b[key], sort_keys=True) or _close(
+            a[key], b[key]
+        )
     assert read_csv(out / "per_image.csv") == read_csv(ref / "per_image.csv")
 
 
@@ -246,9 +375,29 @@ def _free_port() -> int:
 def test_torchrun_two_processes_equal_one(result, folder, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "vitdistill.cli", "analyze", *TINY, "--data", str(folder),
-           "--out", str(out), *FAST, "--save-features", "--features-dtype", "float32"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "vitdistill.cli",
+        "analyze",
+        *TINY,
+        "--data",
+        str(folder),
+        "--out",
+        str(out),
+        *FAST,
+        "--save-features",
+        "--features-dtype",
+        "float32",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = (json.loads((d / "summary.json").read_text()) for d in (out, result))
@@ -277,16 +426,44 @@ def test_vitdistill_run_folder_rebuilds_lift_student(folder, tmp_path):
 
     torch.manual_seed(1)
     m = vm.create_lift("vit_tiny_patch16_224", 96, img_size=32, patch_size=8, depth=2, num_classes=2)
-    spec = {"name": "vit_tiny_patch16_224", "remedy": "lift", "width": 96, "num_wide": 1,
-            "kwargs": {"img_size": 32, "patch_size": 8, "depth": 2}, "num_classes": 2}
+    spec = {
+        "name": "vit_tiny_patch16_224",
+        "remedy": "lift",
+        "width": 96,
+        "num_wide": 1,
+        "kwargs": {"img_size": 32, "patch_size": 8, "depth": 2},
+        "num_classes": 2,
+    }
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     for name in ("last.pt", "best.pt"):
         torch.save({"student": m.state_dict(), "model_spec": spec}, run / "checkpoints" / name)
     out = tmp_path / "lift"
-    assert main(["analyze", "--checkpoint", str(run), "--data", str(folder), "--out", str(out), "--images", "3",
-                 "--layers", "last", "--final-norm", "--permutations", "0", "--rotation-images", "0", "--no-plots",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "--checkpoint",
+                str(run),
+                "--data",
+                str(folder),
+                "--out",
+                str(out),
+                "--images",
+                "3",
+                "--layers",
+                "last",
+                "--final-norm",
+                "--permutations",
+                "0",
+                "--rotation-images",
+                "0",
+                "--no-plots",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     s = json.loads((out / "summary.json").read_text())
     assert s["model"] == "vit_tiny_patch16_224+lift" and s["channels"] == 96  # lifted tokens
     assert s["weights"]["kind"] == "vitdistill checkpoint"
@@ -294,9 +471,38 @@ def test_vitdistill_run_folder_rebuilds_lift_student(folder, tmp_path):
 
 def test_folded_mode_all_curve_layers_centering_and_pdf(folder, tmp_path):
     out = tmp_path / "fold"
-    assert main(["analyze", *TINY, "--data", str(folder), "--out", str(out), "--images", "4", "--layers", "0,1",
-                 "--sep-mode", "folded", "--pca-curves", "all", "--center", "--pdf", "--permutations", "2",
-                 "--bootstrap", "20", "--rotation-images", "3", "--thresholds", "50,90", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                *TINY,
+                "--data",
+                str(folder),
+                "--out",
+                str(out),
+                "--images",
+                "4",
+                "--layers",
+                "0,1",
+                "--sep-mode",
+                "folded",
+                "--pca-curves",
+                "all",
+                "--center",
+                "--pdf",
+                "--permutations",
+                "2",
+                "--bootstrap",
+                "20",
+                "--rotation-images",
+                "3",
+                "--thresholds",
+                "50,90",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     s = json.loads((out / "summary.json").read_text())
     assert s["sep"]["mode"] == "folded" and s["sep"]["d"] == s["sep"]["folded"]["d"]
     assert s["sep"]["d_over_D"]["50"] == pytest.approx(s["sep"]["d"]["50"] / (192 // 2 + 1))

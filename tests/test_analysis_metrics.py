@@ -95,7 +95,9 @@ def test_pca_global_and_per_image_curves_match_numpy():
     got_lam, got_vec = sm.eig()
     np.testing.assert_allclose(got_lam.numpy(), lam, rtol=1e-10, atol=1e-12)
     e = np.cumsum(lam) / lam.sum()
-    assert sm.compute()["global"] == {k: int(np.argmax(e >= t) + 1) for k, t in zip(["80", "90", "95", "99"], TS, strict=True)}
+    assert sm.compute()["global"] == {
+        k: int(np.argmax(e >= t) + 1) for k, t in zip(["80", "90", "95", "99"], TS, strict=True)
+    }
     ce = CapturedEnergy(got_vec, TS)
     ce.update(x[:2], torch.tensor([0, 1]))
     ce.update(x[2:], torch.arange(2, 6))
@@ -116,7 +118,7 @@ def np_sep(x: np.ndarray, mode: str) -> np.ndarray:
     else:
         p = np.abs(np.fft.rfft(x, axis=-1)) ** 2
         if d % 2 == 0:
-            p[:, 1:d // 2] *= 2
+            p[:, 1 : d // 2] *= 2
         else:
             p[:, 1:] *= 2
     return 100 * np.cumsum(p, -1) / p.sum(-1, keepdims=True)
@@ -175,7 +177,9 @@ def test_sep_full_order_is_symmetric_so_d50_is_half_when_dc_dominates():
 def test_sep_changes_under_channel_permutation_and_test_reports_it():
     # smooth tokens: energy in low frequencies; a channel shuffle whitens the spectrum
     t = torch.linspace(0, 1, 64)
-    x = torch.stack([torch.stack([torch.sin(2 * np.pi * (1 + k % 3) * t + k) for k in range(10)]) for _ in range(4)])
+    x = torch.stack(
+        [torch.stack([torch.sin(2 * np.pi * (1 + k % 3) * t + k) for k in range(10)]) for _ in range(4)]
+    )
     x = x + 0.01 * torch.randn_like(x)
     m = SEP(permutations=6, perm_mode="folded", seed=3)
     m.update(x, torch.arange(4))
@@ -191,7 +195,9 @@ def test_sep_changes_under_channel_permutation_and_test_reports_it():
     # the permuted pooled curve equals a numpy recomputation with the same permutations
     perm0 = m.perms[0].numpy()
     flat = x.double().reshape(-1, 64).numpy()[:, perm0]
-    np.testing.assert_allclose((m.sums["sum_perm"][0] / m.tokens).numpy(), np_sep(flat, "folded").mean(0), rtol=1e-5)
+    np.testing.assert_allclose(
+        (m.sums["sum_perm"][0] / m.tokens).numpy(), np_sep(flat, "folded").mean(0), rtol=1e-5
+    )
 
 
 def test_rotation_matches_scipy_subspace_angles():
@@ -292,7 +298,12 @@ def test_state_dict_round_trip_equals_uninterrupted():
     torch.save([m.state_dict() for m in first], buf)
     buf.seek(0)
     states = torch.load(buf, weights_only=False)
-    fresh = (PerImageSVD(TS), SecondMoment(TS), SEP(permutations=3, seed=1), SubspaceRotation(sample=[1, 4, 6]))
+    fresh = (
+        PerImageSVD(TS),
+        SecondMoment(TS),
+        SEP(permutations=3, seed=1),
+        SubspaceRotation(sample=[1, 4, 6]),
+    )
     for m, sd in zip(fresh, states, strict=True):
         m.load_state_dict(sd)
     svd, pca, sep, rot = fresh
@@ -311,13 +322,23 @@ def test_merge_of_shards_equals_single_pass():
     parts = []
     for r in range(2):
         ids = torch.arange(r, 9, 2)
-        svd, pca, sep, rot = PerImageSVD(TS), SecondMoment(TS), SEP(permutations=3, seed=1), SubspaceRotation(sample=[1, 4, 6])
+        svd, pca, sep, rot = (
+            PerImageSVD(TS),
+            SecondMoment(TS),
+            SEP(permutations=3, seed=1),
+            SubspaceRotation(sample=[1, 4, 6]),
+        )
         svd.update(x[ids], ids)
         pca.update(x[ids])
         sep.update(x[ids], ids)
         rot.update(x[ids], ids)
         parts.append((svd, pca, sep, rot))
-    merged = (PerImageSVD(TS), SecondMoment(TS), SEP(permutations=3, seed=1), SubspaceRotation(sample=[1, 4, 6]))
+    merged = (
+        PerImageSVD(TS),
+        SecondMoment(TS),
+        SEP(permutations=3, seed=1),
+        SubspaceRotation(sample=[1, 4, 6]),
+    )
     for k, m in enumerate(merged):
         m.load_state_dict(merge_states([p[k].state_dict() for p in parts]))
     _same(whole, merged)
@@ -352,7 +373,9 @@ def test_reference_tables_ship_with_the_package():
     from vitdistill.analysis import reference_table
     from vitdistill.errors import UserError
 
-    assert "| SL | CaiT-S24 | 384 | 14 | 34 | 61 | 121 | 167 | 247 | 302 | 359 |" in reference_table("svd_rank_table.md")
+    assert "| SL | CaiT-S24 | 384 | 14 | 34 | 61 | 121 | 167 | 247 | 302 | 359 |" in reference_table(
+        "svd_rank_table.md"
+    )
     assert reference_table("sep_comparison_table.csv").startswith("Model,Dimension (D)")
     assert "2511.15572" in reference_table("README.md")
     with pytest.raises(UserError, match="available"):

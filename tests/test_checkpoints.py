@@ -26,7 +26,9 @@ def same(a: dict, b: dict) -> bool:
 def test_safetensors_with_config_beside_it(model, tmp_path):
     sd = model.state_dict()
     save_file(sd, tmp_path / "model.safetensors")
-    (tmp_path / "config.json").write_text(json.dumps({"architecture": "vit_tiny_patch16_224", "num_classes": 3}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"architecture": "vit_tiny_patch16_224", "num_classes": 3})
+    )
     got, cfg = read_state_dict(tmp_path)  # the export folder itself
     assert same(got, sd) and cfg["num_classes"] == 3
     assert weights_file(tmp_path) == tmp_path / "model.safetensors"

@@ -51,7 +51,9 @@ def test_cross_entropy_label_smoothing_and_soft_targets():
 def test_feature_mse_and_layernorm():
     rng = np.random.default_rng(3)
     a, b = rng.normal(size=(2, 9, 5)), rng.normal(size=(2, 9, 5))
-    assert L.feature_mse(torch.tensor(a), torch.tensor(b)).item() == pytest.approx(((a - b) ** 2).mean(), rel=1e-6)
+    assert L.feature_mse(torch.tensor(a), torch.tensor(b)).item() == pytest.approx(
+        ((a - b) ** 2).mean(), rel=1e-6
+    )
     n = L.normalize_tokens(torch.tensor(a), "layernorm").numpy()
     ref = (a - a.mean(-1, keepdims=True)) / np.sqrt(a.var(-1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(n, ref, rtol=1e-5, atol=1e-6)
@@ -74,23 +76,33 @@ def test_spectral_loss_matches_numpy_rfft2():
 
 # ------------------------------------------------------------------------------------------ config
 def test_defaults_and_overrides_are_typed():
-    cfg = C.resolve({"model": "vit_tiny_patch16_224", "data": "synthetic:shapes"},
-                    ["loss.alpha=0.9", "optim.lr=5e-4", "teacher.name=vit_small_patch16_224", "loss.pairs=[[-1,-1],[0,1]]"])
+    cfg = C.resolve(
+        {"model": "vit_tiny_patch16_224", "data": "synthetic:shapes"},
+        [
+            "loss.alpha=0.9",
+            "optim.lr=5e-4",
+            "teacher.name=vit_small_patch16_224",
+            "loss.pairs=[[-1,-1],[0,1]]",
+        ],
+    )
     assert cfg["model"]["name"] == "vit_tiny_patch16_224" and cfg["data"]["train"] == "synthetic:shapes"
     assert cfg["optim"]["lr"] == 5e-4 and isinstance(cfg["optim"]["lr"], float)
     assert cfg["loss"]["pairs"] == [[-1, -1], [0, 1]]
     assert cfg["sched"]["warmup_lr"] == 1e-6 and cfg["aug"]["repeated_aug"] == 1
 
 
-@pytest.mark.parametrize("bad, needle", [
-    (["loss.alpah=0.5"], "loss.alpha"),
-    (["loss.kd=medium"], "soft, hard"),
-    (["epochs=ten"], "'epochs'"),
-    (["data.batch_size=1.5"], "'data.batch_size'"),
-    (["nonsense=1"], "nonsense"),
-    (["loss.alpha=0.5"], "teacher"),
-    (["model.remedy=lift"], "model.width"),
-])
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        (["loss.alpah=0.5"], "loss.alpha"),
+        (["loss.kd=medium"], "soft, hard"),
+        (["epochs=ten"], "'epochs'"),
+        (["data.batch_size=1.5"], "'data.batch_size'"),
+        (["nonsense=1"], "nonsense"),
+        (["loss.alpha=0.5"], "teacher"),
+        (["model.remedy=lift"], "model.width"),
+    ],
+)
 def test_config_errors_name_the_key(bad, needle):
     with pytest.raises(UserError, match=None) as e:
         C.resolve({}, bad)
@@ -108,9 +120,20 @@ RECIPES = sorted((Path(C.__file__).parents[1] / "configs").glob("*/*.yaml"))
 
 def test_recipes_exist():
     names = {p.parent.name + "/" + p.stem for p in RECIPES}
-    for n in ["paper/deit_tiny_alone", "paper/softkd", "paper/featkd_mse", "paper/featkd_spectral",
-              "paper/lift_softkd_spectral", "paper/lift_mse", "paper/widelast_softkd_mse", "paper/widelast_spectral",
-              "paper/uniform219_softkd_mse", "paper/lift_alone", "paper/widelast_alone", "cpu/teacher"]:
+    for n in [
+        "paper/deit_tiny_alone",
+        "paper/softkd",
+        "paper/featkd_mse",
+        "paper/featkd_spectral",
+        "paper/lift_softkd_spectral",
+        "paper/lift_mse",
+        "paper/widelast_softkd_mse",
+        "paper/widelast_spectral",
+        "paper/uniform219_softkd_mse",
+        "paper/lift_alone",
+        "paper/widelast_alone",
+        "cpu/teacher",
+    ]:
         assert n in names
 
 

@@ -43,8 +43,16 @@ def test_forward_with_taps_matches_separate_passes():
     torch.testing.assert_close(logits, m(x))
     for f, ref in zip(feats, token_features(m, x, [1, 0]), strict=True):
         torch.testing.assert_close(f, ref)
-    cait = timm.create_model("cait_xxs24_224", img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
-                             depth_token_only=1, num_classes=5).eval()
+    cait = timm.create_model(
+        "cait_xxs24_224",
+        img_size=16,
+        patch_size=4,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        depth_token_only=1,
+        num_classes=5,
+    ).eval()
     lg, ft = forward_with_taps(cait, x, [1], norm=False)
     torch.testing.assert_close(lg, cait(x))
     torch.testing.assert_close(ft[0], token_features(cait, x, [1])[0])
@@ -60,7 +68,9 @@ def test_gradients_reach_trainable_parts_and_not_the_teacher(kind):
         student = vm.create_lift("vit_tiny_patch16_224", 32, **base)
     else:
         student = vm.create_widelast("vit_tiny_patch16_224", 32, num_wide=1, **base)
-    task = DistillTask(student, teacher, _loss_cfg(alpha=0.5, feat_weight=1.0, feat_loss="spectral"), (3, 16, 16), 5)
+    task = DistillTask(
+        student, teacher, _loss_cfg(alpha=0.5, feat_weight=1.0, feat_loss="spectral"), (3, 16, 16), 5
+    )
     x, y = _batch()
     terms = task(x, y)
     assert set(terms) == {"ce", "kd", "feat", "loss"}
@@ -70,14 +80,18 @@ def test_gradients_reach_trainable_parts_and_not_the_teacher(kind):
     if kind == "projector":
         assert len(task.trainable.projectors) == 1 and _grad_norm(task.trainable.projectors) > 0
     elif kind == "lift":
-        assert len(task.trainable.projectors) == 0 or all(isinstance(p, torch.nn.Identity) for p in task.trainable.projectors)
+        assert len(task.trainable.projectors) == 0 or all(
+            isinstance(p, torch.nn.Identity) for p in task.trainable.projectors
+        )
         assert _grad_norm(student.norm) > 0  # the lifting projector
     else:
         assert _grad_norm(student.blocks[-1]) > 0 and student.blocks[-1] is not None
     # the feature term alone must also push gradients into the parts that produce distilled tokens
     task.zero_grad(set_to_none=True)
     task(x, y)["feat"].backward()
-    target = {"projector": task.trainable.projectors, "lift": student.norm, "widelast": student.blocks[-1]}[kind]
+    target = {"projector": task.trainable.projectors, "lift": student.norm, "widelast": student.blocks[-1]}[
+        kind
+    ]
     assert _grad_norm(target) > 0
 
 
@@ -114,7 +128,9 @@ def test_teacher_input_is_renormalised():
     x, y = _batch()
     task(x, y)
     raw = x * 0.5 + 0.5
-    expect = (raw - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    expect = (raw - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    ).view(1, 3, 1, 1)
     torch.testing.assert_close(seen[0], expect, rtol=1e-5, atol=1e-5)
 
 
@@ -130,7 +146,9 @@ def test_distillation_token_student_uses_dist_head_for_kd():
     with torch.no_grad():
         cls, dist = student(x)
         t = teacher(x)
-    assert terms["kd"].item() == pytest.approx(torch.nn.functional.cross_entropy(dist, t.argmax(1)).item(), rel=1e-5)
+    assert terms["kd"].item() == pytest.approx(
+        torch.nn.functional.cross_entropy(dist, t.argmax(1)).item(), rel=1e-5
+    )
 
 
 def test_grid_mismatch_and_class_mismatch_are_user_errors():

@@ -37,8 +37,9 @@ def _inter(model, x, indices):
 
 def test_lift_from_pretrained_base_copies_every_backbone_weight(base_file):
     base, path = base_file
-    m = create_lift("vit_tiny_patch16_224", lift_dim=192, pretrained=True,
-                    pretrained_cfg_overlay=dict(file=path), **TINY).eval()
+    m = create_lift(
+        "vit_tiny_patch16_224", lift_dim=192, pretrained=True, pretrained_cfg_overlay=dict(file=path), **TINY
+    ).eval()
     assert isinstance(m, LiftVisionTransformer) and m.lift_dim == 192 and m.embed_dim == 64
     sd, bsd = m.state_dict(), base.state_dict()
     for k, v in bsd.items():
@@ -61,8 +62,14 @@ def test_lift_from_pretrained_base_copies_every_backbone_weight(base_file):
 
 def test_widelast_from_pretrained_base(base_file):
     base, path = base_file
-    m = create_widelast("vit_tiny_patch16_224", wide_dim=128, num_wide=2, pretrained=True,
-                        pretrained_cfg_overlay=dict(file=path), **TINY).eval()
+    m = create_widelast(
+        "vit_tiny_patch16_224",
+        wide_dim=128,
+        num_wide=2,
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=path),
+        **TINY,
+    ).eval()
     assert isinstance(m, WideLastVisionTransformer) and m.first_wide == 2
     assert isinstance(m.blocks[2], WideEntryBlock) and m.blocks[2].entry.proj.weight.shape == (128, 64)
     assert [b.attn.num_heads for b in m.blocks] == [2, 2, 4, 4]  # head dim 32 kept
@@ -88,8 +95,9 @@ def test_builders_without_pretrained_and_vit_small_lifted_to_768():
     w(torch.randn(1, 3, 32, 32))
 
 
-@pytest.mark.parametrize("name", ["deit3_small_patch16_224", "vit_medium_patch16_reg4_gap_256",
-                                  "vit_small_patch14_reg4_dinov2"])
+@pytest.mark.parametrize(
+    "name", ["deit3_small_patch16_224", "vit_medium_patch16_reg4_gap_256", "vit_small_patch14_reg4_dinov2"]
+)
 def test_builders_on_layer_scale_and_register_token_variants(name, tmp_path):
     # DeiT-III (layer scale, no_embed_class), register tokens with avg pooling + fc_norm, DINOv2-style
     kw = dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2)

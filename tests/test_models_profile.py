@@ -32,7 +32,8 @@ def _hand_macs(img=32, patch=8, dim=64, depth=2, classes=10, mlp_ratio=4, chans=
         + n * n * dim  # Q K^T over all heads (heads * head_dim = dim)
         + n * n * dim  # attention x V
         + n * dim * dim  # output projection
-        + n * dim * hidden + n * hidden * dim  # MLP
+        + n * dim * hidden
+        + n * hidden * dim  # MLP
     )
     head = dim * classes  # token pooling: one vector into the classifier
     return embed + depth * per_block + head
@@ -94,8 +95,13 @@ def test_token_grid_and_block_widths():
 
 def test_inspect_models_rows():
     inst = timm.create_model("vit_tiny_patch16_224", **KW)
-    rows = inspect_models(["deit_tiny_widelast_patch16_224", inst], throughput=False, labels=["wide", "tiny"],
-                          model_kwargs=dict(img_size=32), num_classes=10)
+    rows = inspect_models(
+        ["deit_tiny_widelast_patch16_224", inst],
+        throughput=False,
+        labels=["wide", "tiny"],
+        model_kwargs=dict(img_size=32),
+        num_classes=10,
+    )
     wide, tiny = rows
     assert wide["model"] == "wide" and wide["widths"] == "192x11 + 384x1" and wide["head_width"] == 384
     assert wide["token_grid"] == [2, 2] and wide["input_size"] == [3, 32, 32] and wide["num_classes"] == 10

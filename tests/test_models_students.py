@@ -69,8 +69,15 @@ def test_lift_structure_and_forward():
     names = {n for n, _ in m.named_parameters()}
     top = {n for n in names if not n.startswith(("blocks.", "patch_embed."))}
     # no leftover final norm / fc_norm / old head at 192
-    assert top == {"cls_token", "pos_embed", "norm.proj.weight", "norm.norm.weight", "norm.norm.bias",
-                   "head.weight", "head.bias"}
+    assert top == {
+        "cls_token",
+        "pos_embed",
+        "norm.proj.weight",
+        "norm.norm.weight",
+        "norm.norm.bias",
+        "head.weight",
+        "head.bias",
+    }
     assert m.norm.proj.weight.shape == (384, 192) and m.norm.proj.bias is None
     assert m.head.in_features == 384 and m.num_features == m.head_hidden_size == 384
     x = torch.randn(2, 3, 32, 32)
@@ -81,7 +88,9 @@ def test_lift_structure_and_forward():
         logits = m(x)
         assert logits.shape == (2, 10)
         raw = m.forward_intermediates(x, indices=[11], output_fmt="NLC", intermediates_only=True)[0]
-        lifted = m.forward_intermediates(x, indices=[11], norm=True, output_fmt="NLC", intermediates_only=True)[0]
+        lifted = m.forward_intermediates(
+            x, indices=[11], norm=True, output_fmt="NLC", intermediates_only=True
+        )[0]
         tapped = token_features(m, x, [11], norm=True)[0]
     # LN(W x) by hand on the patch tokens of the last block
     w, g, b = m.norm.proj.weight, m.norm.norm.weight, m.norm.norm.bias
@@ -113,8 +122,9 @@ def test_widelast_structure_and_forward():
     with torch.no_grad():
         inter = m.forward_intermediates(x, output_fmt="NLC", intermediates_only=True)
         assert [t.shape[-1] for t in inter] == [192] * 11 + [384]
-        x10 = m.forward_intermediates(x, indices=[10], output_fmt="NLC", return_prefix_tokens=True,
-                                      intermediates_only=True)[0]
+        x10 = m.forward_intermediates(
+            x, indices=[10], output_fmt="NLC", return_prefix_tokens=True, intermediates_only=True
+        )[0]
         seq10 = torch.cat([x10[1], x10[0]], dim=1)  # prefix + patch tokens = block 10 output
         expect = Block.forward(last, last.entry(seq10))
         torch.testing.assert_close(inter[11], expect[:, 1:])
@@ -124,7 +134,9 @@ def test_widelast_structure_and_forward():
     with pytest.raises(UserError, match="wide"):
         m.forward_intermediates(x, indices=[5], norm=True)
     with torch.no_grad():
-        normed = m.forward_intermediates(x, indices=[11], norm=True, output_fmt="NLC", intermediates_only=True)[0]
+        normed = m.forward_intermediates(
+            x, indices=[11], norm=True, output_fmt="NLC", intermediates_only=True
+        )[0]
     torch.testing.assert_close(normed, m.norm(expect)[:, 1:])
 
 
@@ -145,7 +157,9 @@ def test_safetensors_round_trip_through_create_model(name, tmp_path):
     m = timm.create_model(name, **SMALL).eval()
     path = tmp_path / "model.safetensors"
     safetensors.torch.save_file(m.state_dict(), str(path))
-    again = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **SMALL).eval()
+    again = timm.create_model(
+        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **SMALL
+    ).eval()
     assert type(again) is type(m)
     for (k1, v1), (k2, v2) in zip(m.state_dict().items(), again.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2)
@@ -183,17 +197,31 @@ def test_no_weight_decay_and_optimizer_groups(name):
     decay = {names[id(p)] for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     no_decay = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0 for p in g["params"]}
     assert decay | no_decay == set(names.values()) and not decay & no_decay
-    assert {"pos_embed", "cls_token", "head.bias", "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias"} <= no_decay
+    assert {
+        "pos_embed",
+        "cls_token",
+        "head.bias",
+        "blocks.0.norm1.weight",
+        "blocks.0.attn.qkv.bias",
+    } <= no_decay
     assert {"head.weight", "blocks.0.attn.qkv.weight"} <= decay
     if name == LIFT:
         assert {"norm.norm.weight", "norm.norm.bias"} <= no_decay
         assert "norm.proj.weight" in decay
     else:
-        assert {"blocks.11.entry.norm.weight", "blocks.11.entry.norm.bias", "norm.weight", "norm.bias"} <= no_decay
+        assert {
+            "blocks.11.entry.norm.weight",
+            "blocks.11.entry.norm.bias",
+            "norm.weight",
+            "norm.bias",
+        } <= no_decay
         assert "blocks.11.entry.proj.weight" in decay
     # every 1-D tensor is exempt, every matrix decays
-    assert all(p.ndim <= 1 or names[id(p)] in ("pos_embed", "cls_token") for p in m.parameters()
-               if names[id(p)] in no_decay)
+    assert all(
+        p.ndim <= 1 or names[id(p)] in ("pos_embed", "cls_token")
+        for p in m.parameters()
+        if names[id(p)] in no_decay
+    )
     assert all(p.ndim >= 2 for p in m.parameters() if names[id(p)] in decay)
 
 

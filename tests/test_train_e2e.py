@@ -31,9 +31,11 @@ def _cfg(**over):
     cfg = {
         "model": {"name": "vit_tiny_patch16_224", "kwargs": dict(S_KW)},
         "data": {"train": DATA, "batch_size": 16},
-        "epochs": 2, "device": "cpu",
+        "epochs": 2,
+        "device": "cpu",
         "aug": {"auto_augment": None, "reprob": 0.0},
-        "optim": {"lr": 1e-3}, "sched": {"warmup_epochs": 1},
+        "optim": {"lr": 1e-3},
+        "sched": {"warmup_epochs": 1},
         "log": {"interval": 1, "progress": False},
     }
     for k, v in over.items():
@@ -68,13 +70,20 @@ def test_sampler_global_batches_are_world_size_invariant():
     two = [list(EpochSampler(40, 8, 2, r, 1, repeats=3, seed=1)) for r in range(2)]
     assert len(one) == 40 and len(two[0]) == 20
     for s in range(5):  # every optimizer step covers the same images
-        assert sorted(one[8 * s:8 * s + 8]) == sorted(two[0][4 * s:4 * s + 4] + two[1][4 * s:4 * s + 4])
+        assert sorted(one[8 * s : 8 * s + 8]) == sorted(two[0][4 * s : 4 * s + 4] + two[1][4 * s : 4 * s + 4])
     assert max(one.count(i) for i in set(one)) == 3  # repeated augmentation
 
 
 def test_cli_train_eval_export_roundtrip(tmp_path, teacher_run, capsys):
-    cfg = _cfg(**{"teacher": {"name": "vit_tiny_patch16_224", "kwargs": dict(T_KW), "checkpoint": str(teacher_run)},
-                  "loss.alpha": 0.5, "loss.feat_weight": 0.2, "loss.feat_loss": "spectral", "ema.enabled": True})
+    cfg = _cfg(
+        **{
+            "teacher": {"name": "vit_tiny_patch16_224", "kwargs": dict(T_KW), "checkpoint": str(teacher_run)},
+            "loss.alpha": 0.5,
+            "loss.feat_weight": 0.2,
+            "loss.feat_loss": "spectral",
+            "ema.enabled": True,
+        }
+    )
     run = tmp_path / "run"
     assert main(["train", "--config", str(_write(tmp_path / "c.yaml", cfg)), "--output", str(run)]) == 0
     summary = json.loads((run / "summary.json").read_text())
@@ -100,10 +109,15 @@ def test_cli_train_eval_export_roundtrip(tmp_path, teacher_run, capsys):
     assert main(["export", str(run), "--out", str(tmp_path / "exp")]) == 0
     # the feature-KD projector is gone, the weights load through timm and give the same logits
     conf = json.loads((tmp_path / "exp" / "config.json").read_text())
-    model = timm.create_model(conf["architecture"], pretrained=True, num_classes=conf["num_classes"],
-                              pretrained_cfg_overlay=dict(file=str(tmp_path / "exp" / "model.safetensors"),
-                                                          num_classes=conf["num_classes"]),
-                              **conf["model_args"]).eval()
+    model = timm.create_model(
+        conf["architecture"],
+        pretrained=True,
+        num_classes=conf["num_classes"],
+        pretrained_cfg_overlay=dict(
+            file=str(tmp_path / "exp" / "model.safetensors"), num_classes=conf["num_classes"]
+        ),
+        **conf["model_args"],
+    ).eval()
     ref, _ = load_run_model(run)
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
@@ -112,9 +126,15 @@ def test_cli_train_eval_export_roundtrip(tmp_path, teacher_run, capsys):
 
 
 def test_lift_export_keeps_projector(tmp_path, teacher_run):
-    cfg = _cfg(epochs=1, **{"model": {"name": "vit_tiny_patch16_224", "remedy": "lift", "width": 32, "kwargs": dict(S_KW)},
-                            "teacher": {"checkpoint": str(teacher_run)},  # rebuilt from the run's saved model
-                            "loss.feat_weight": 1.0, "loss.projector": "none"})
+    cfg = _cfg(
+        epochs=1,
+        **{
+            "model": {"name": "vit_tiny_patch16_224", "remedy": "lift", "width": 32, "kwargs": dict(S_KW)},
+            "teacher": {"checkpoint": str(teacher_run)},  # rebuilt from the run's saved model
+            "loss.feat_weight": 1.0,
+            "loss.projector": "none",
+        },
+    )
     train(cfg, output=tmp_path / "run")
     export(tmp_path / "run", tmp_path / "exp")
     m, ref = load_exported(tmp_path / "exp"), load_run_model(tmp_path / "run")[0]
@@ -126,18 +146,39 @@ def test_lift_export_keeps_projector(tmp_path, teacher_run):
 
 def test_config_error_exits_2_naming_the_key(tmp_path, capsys):
     cfg = _write(tmp_path / "c.yaml", _cfg())
-    assert main(["train", "--config", str(cfg), "--set", "loss.temprature=2", "--output", str(tmp_path / "r")]) == 2
+    assert (
+        main(["train", "--config", str(cfg), "--set", "loss.temprature=2", "--output", str(tmp_path / "r")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "loss.temprature" in err and "loss.temperature" in err and "Traceback" not in err
-    assert main(["train", "--config", str(cfg), "--set", "model.name=vit_tiny_patch16_22", "--output", str(tmp_path / "r")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(cfg),
+                "--set",
+                "model.name=vit_tiny_patch16_22",
+                "--output",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
     assert "vit_tiny_patch16_224" in capsys.readouterr().err
 
 
 def test_nan_loss_names_step_and_term_and_keeps_checkpoint(tmp_path, teacher_run):
     from safetensors.torch import save_file
 
-    good = _cfg(epochs=1, **{"teacher": {"name": "vit_tiny_patch16_224", "kwargs": dict(T_KW), "checkpoint": str(teacher_run)},
-                             "loss.alpha": 0.5})
+    good = _cfg(
+        epochs=1,
+        **{
+            "teacher": {"name": "vit_tiny_patch16_224", "kwargs": dict(T_KW), "checkpoint": str(teacher_run)},
+            "loss.alpha": 0.5,
+        },
+    )
     run = tmp_path / "run"
     train(good, output=run)
     before = (run / "checkpoints" / "last.pt").read_bytes()
@@ -146,7 +187,11 @@ def test_nan_loss_names_step_and_term_and_keeps_checkpoint(tmp_path, teacher_run
     sd = {k: v.clone() for k, v in t.state_dict().items()}
     sd["head.bias"][0] = float("nan")
     save_file(sd, str(tmp_path / "nan.safetensors"))
-    bad = {**good, "epochs": 2, "teacher": {**good["teacher"], "checkpoint": str(tmp_path / "nan.safetensors")}}
+    bad = {
+        **good,
+        "epochs": 2,
+        "teacher": {**good["teacher"], "checkpoint": str(tmp_path / "nan.safetensors")},
+    }
     with pytest.raises(UserError) as e:
         train(bad, output=run, resume="auto")
     assert "step 3" in str(e.value) and "kd" in str(e.value)  # epoch 1 starts at optimizer step 3
@@ -178,18 +223,31 @@ def test_existing_run_needs_resume(tmp_path):
 
 
 def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
-    cfg = _cfg(epochs=3, deterministic=True, **{
-        "aug.enabled": True, "aug.auto_augment": "rand-m9-mstd0.5-inc1", "aug.reprob": 0.25, "aug.mixup": 0.8,
-        "aug.cutmix": 1.0, "aug.repeated_aug": 2, "ema.enabled": True, "optim.grad_accum": 2, "optim.clip_grad": 1.0,
-        "model.kwargs": {**S_KW, "drop_path_rate": 0.1}})
+    cfg = _cfg(
+        epochs=3,
+        deterministic=True,
+        **{
+            "aug.enabled": True,
+            "aug.auto_augment": "rand-m9-mstd0.5-inc1",
+            "aug.reprob": 0.25,
+            "aug.mixup": 0.8,
+            "aug.cutmix": 1.0,
+            "aug.repeated_aug": 2,
+            "ema.enabled": True,
+            "optim.grad_accum": 2,
+            "optim.clip_grad": 1.0,
+            "model.kwargs": {**S_KW, "drop_path_rate": 0.1},
+        },
+    )
     path = _write(tmp_path / "c.yaml", cfg)
     cmd = [sys.executable, "-m", "vitdistill", "train", "--config", str(path)]
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(cmd + ["--output", str(full)], check=True, env=_env(), capture_output=True)
     # Kill from outside, like a preempted job: as soon as the first epoch's checkpoint exists,
     # wherever the run is then (saving, or inside epoch 2).
-    proc = subprocess.Popen(cmd + ["--output", str(killed)], env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd + ["--output", str(killed)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     last = killed / "checkpoints" / "last.pt"
     deadline = time.time() + 600
     while not last.exists() and proc.poll() is None and time.time() < deadline:
@@ -197,7 +255,9 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     assert ckpt_mod.load(last)["epoch"] in (1, 2)
-    subprocess.run(cmd + ["--output", str(killed), "--resume", "auto"], check=True, env=_env(), capture_output=True)
+    subprocess.run(
+        cmd + ["--output", str(killed), "--resume", "auto"], check=True, env=_env(), capture_output=True
+    )
     a, b = ckpt_mod.load(full / "checkpoints" / "last.pt"), ckpt_mod.load(killed / "checkpoints" / "last.pt")
     assert a["epoch"] == b["epoch"] == 3
     for part in ("student", "ema"):
@@ -212,14 +272,37 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
 
 
 def test_two_process_torchrun_matches_one_process(tmp_path):
-    cfg = _cfg(epochs=1, **{"aug.enabled": False, "data.batch_size": 8, "optim.lr": 1e-3,
-                            "data.steps_per_epoch": 3, "optim.opt": "sgd", "optim.momentum": 0.9})
+    cfg = _cfg(
+        epochs=1,
+        **{
+            "aug.enabled": False,
+            "data.batch_size": 8,
+            "optim.lr": 1e-3,
+            "data.steps_per_epoch": 3,
+            "optim.opt": "sgd",
+            "optim.momentum": 0.9,
+        },
+    )
     path = _write(tmp_path / "c.yaml", cfg)
     one, two = tmp_path / "one", tmp_path / "two"
     base = ["-m", "vitdistill", "train", "--config", str(path)]
     subprocess.run([sys.executable, *base, "--output", str(one)], check=True, env=_env(), capture_output=True)
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *base,
-                        "--output", str(two)], env=_env(), capture_output=True, text=True)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            *base,
+            "--output",
+            str(two),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     a, b = ckpt_mod.load(one / "checkpoints" / "last.pt"), ckpt_mod.load(two / "checkpoints" / "last.pt")
     assert b["world_size"] == 2 and a["num_updates"] == b["num_updates"] == 3
@@ -286,7 +369,9 @@ def test_tensorboard_missing_is_a_user_error(tmp_path):
 
 def test_unknown_teacher_and_missing_data_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="closest"):
-        train(_cfg(epochs=1, **{"teacher": {"name": "cait_s24_22"}, "loss.alpha": 0.5}), output=tmp_path / "a")
+        train(
+            _cfg(epochs=1, **{"teacher": {"name": "cait_s24_22"}, "loss.alpha": 0.5}), output=tmp_path / "a"
+        )
     with pytest.raises(UserError):
         train(_cfg(epochs=1, **{"data.train": str(tmp_path / "nope")}), output=tmp_path / "b")
 

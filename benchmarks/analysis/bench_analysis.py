@@ -52,21 +52,34 @@ def build_model(args):
     import torch
 
     torch.manual_seed(0)
-    return timm.create_model(args.model, pretrained=False, **json.loads(args.model_kwargs)).eval().to(args.device)
+    return (
+        timm.create_model(args.model, pretrained=False, **json.loads(args.model_kwargs))
+        .eval()
+        .to(args.device)
+    )
 
 
 def data_spec(args, n: int) -> str:
     return args.data or str(make_images(Path(args.scratch), n))
 
 
-def bare_forward(model, data: str, batch_size: int, device: str, workers: int, split: str = "val",
-                 images: int | None = None) -> float:
+def bare_forward(
+    model,
+    data: str,
+    batch_size: int,
+    device: str,
+    workers: int,
+    split: str = "val",
+    images: int | None = None,
+) -> float:
     import torch
 
     from vitdistill.data import build_dataset, collate_skip, eval_transform
 
     ds = build_dataset(data, split=split, transform=eval_transform(model), max_images=images)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip
+    )
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
     t = time.perf_counter()
@@ -85,9 +98,19 @@ def run_analyze(model, data, out, args, images=None) -> tuple[float, dict]:
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     sync()
     t = time.perf_counter()
-    summary = analyze(model, data, out, layers=args.layers, batch_size=args.batch_size, device=args.device,
-                      num_workers=args.workers, progress=False, images=images, checkpoint_every=0,
-                      split=args.split)
+    summary = analyze(
+        model,
+        data,
+        out,
+        layers=args.layers,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.workers,
+        progress=False,
+        images=images,
+        checkpoint_every=0,
+        split=args.split,
+    )
     sync()
     return time.perf_counter() - t, summary
 
@@ -105,11 +128,21 @@ def cmd_ratio(args) -> dict:
     ta, summary = run_analyze(model, data, root / "out_ratio", args, images=args.images)
     f2 = bare_forward(*fwd_args)
     fwd = (f1 + f2) / 2
-    res = {"model": args.model, "images": summary["images"], "layers": len(summary["layers"]),
-           "batch_size": args.batch_size,
-           "device": args.device, "threads": torch.get_num_threads(), "forward_s": [f1, f2], "analyze_s": ta,
-           "ratio": ta / fwd, "analyze_breakdown": summary["timing"],
-           "svd_p99": summary["svd"]["p99"], "pca_p99": summary["pca"]["p99"], "sep_d": summary["sep"]["d"]}
+    res = {
+        "model": args.model,
+        "images": summary["images"],
+        "layers": len(summary["layers"]),
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "forward_s": [f1, f2],
+        "analyze_s": ta,
+        "ratio": ta / fwd,
+        "analyze_breakdown": summary["timing"],
+        "svd_p99": summary["svd"]["p99"],
+        "pca_p99": summary["pca"]["p99"],
+        "sep_d": summary["sep"]["d"],
+    }
     return res
 
 
@@ -124,8 +157,13 @@ def cmd_memory_one(args) -> dict:
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     ta, summary = run_analyze(model, data, root / f"out_mem_{n}", args, images=n)
-    res = {"model": args.model, "images": summary["images"], "layers": len(summary["layers"]), "analyze_s": ta,
-           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    res = {
+        "model": args.model,
+        "images": summary["images"],
+        "layers": len(summary["layers"]),
+        "analyze_s": ta,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
     if args.device.startswith("cuda"):
         res["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return res
@@ -137,10 +175,31 @@ def cmd_memory(args) -> dict:
         make_images(Path(args.scratch), max(1000, *counts))
     out = {}
     for n in counts:
-        cmd = [sys.executable, __file__, "memory-one", "--images", str(n), "--batch-size", str(args.batch_size),
-               "--device", args.device, "--scratch", args.scratch, "--workers", str(args.workers),
-               "--threads", str(args.threads), "--model", args.model, "--model-kwargs", args.model_kwargs,
-               "--layers", args.layers, "--split", args.split] + (["--data", args.data] if args.data else [])
+        cmd = [
+            sys.executable,
+            __file__,
+            "memory-one",
+            "--images",
+            str(n),
+            "--batch-size",
+            str(args.batch_size),
+            "--device",
+            args.device,
+            "--scratch",
+            args.scratch,
+            "--workers",
+            str(args.workers),
+            "--threads",
+            str(args.threads),
+            "--model",
+            args.model,
+            "--model-kwargs",
+            args.model_kwargs,
+            "--layers",
+            args.layers,
+            "--split",
+            args.split,
+        ] + (["--data", args.data] if args.data else [])
         r = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[n] = json.loads(r.stdout.strip().splitlines()[-1])
     a, b = out[counts[0]], out[counts[-1]]

@@ -49,17 +49,28 @@ def trainer_rate(data: Path, out: Path, args) -> tuple[float, float]:
     from vitdistill.distill import config as C
     from vitdistill.distill.trainer import Trainer
 
-    cfg = C.resolve({
-        "model": {"name": "deit_tiny_lift_patch16_224"},
-        "teacher": {"name": "cait_s24_224", "kwargs": {"num_classes": args.num_classes}},
-        "data": {"train": str(data), "val": str(data), "batch_size": args.batch_size,
-                 "steps_per_epoch": args.steps, "max_val_images": 1, "num_workers": args.workers},
-        "aug": {"enabled": False},
-        "loss": {"alpha": 0.9, "feat_weight": 0.2, "feat_loss": "spectral", "projector": "none"},
-        "optim": {"lr": 1e-4}, "sched": {"warmup_epochs": 0},
-        "epochs": 2, "device": args.device, "amp": args.amp,
-        "log": {"interval": 1, "eval_every": 0, "progress": False},
-    })
+    cfg = C.resolve(
+        {
+            "model": {"name": "deit_tiny_lift_patch16_224"},
+            "teacher": {"name": "cait_s24_224", "kwargs": {"num_classes": args.num_classes}},
+            "data": {
+                "train": str(data),
+                "val": str(data),
+                "batch_size": args.batch_size,
+                "steps_per_epoch": args.steps,
+                "max_val_images": 1,
+                "num_workers": args.workers,
+            },
+            "aug": {"enabled": False},
+            "loss": {"alpha": 0.9, "feat_weight": 0.2, "feat_loss": "spectral", "projector": "none"},
+            "optim": {"lr": 1e-4},
+            "sched": {"warmup_epochs": 0},
+            "epochs": 2,
+            "device": args.device,
+            "amp": args.amp,
+            "log": {"interval": 1, "eval_every": 0, "progress": False},
+        }
+    )
     tr = Trainer(cfg, out)
     try:
         tr.sampler.set_epoch(0)
@@ -89,26 +100,39 @@ def bare_rate(data: Path, args) -> float:
 
     dev = torch.device(args.device)
     student = timm.create_model("deit_tiny_lift_patch16_224", num_classes=args.num_classes).to(dev).train()
-    teacher = timm.create_model("cait_s24_224", num_classes=args.num_classes).to(dev).eval().requires_grad_(False)
+    teacher = (
+        timm.create_model("cait_s24_224", num_classes=args.num_classes).to(dev).eval().requires_grad_(False)
+    )
     ds = build_dataset(str(data), "train", transform=eval_transform(student))
     B = args.batch_size
     batches = []
     for s in range(args.steps):
         items = [ds[(s * B + i) % len(ds)] for i in range(B)]
-        batches.append((torch.stack([it[0] for it in items]).to(dev), torch.tensor([it[1] for it in items]).to(dev)))
+        batches.append(
+            (torch.stack([it[0] for it in items]).to(dev), torch.tensor([it[1] for it in items]).to(dev))
+        )
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4, weight_decay=0.05)
     amp = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
+
     def step(x, y):
         with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
             with torch.inference_mode():
-                tf, ti = teacher.forward_intermediates(x, indices=[23], output_fmt="NLC", intermediates_only=False)
+                tf, ti = teacher.forward_intermediates(
+                    x, indices=[23], output_fmt="NLC", intermediates_only=False
+                )
                 t_logits = teacher.forward_head(tf)
             t_logits, t_tok = t_logits.clone(), ti[0].clone()
-            sf, si = student.forward_intermediates(x, indices=[11], norm=True, output_fmt="NLC", intermediates_only=False)
+            sf, si = student.forward_intermediates(
+                x, indices=[11], norm=True, output_fmt="NLC", intermediates_only=False
+            )
             s_logits = student.forward_head(sf)
             ce = F.cross_entropy(s_logits.float(), y, label_smoothing=0.1)
-            kd = F.kl_div(F.log_softmax(s_logits.float(), -1), F.log_softmax(t_logits.float(), -1),
-                          reduction="batchmean", log_target=True)
+            kd = F.kl_div(
+                F.log_softmax(s_logits.float(), -1),
+                F.log_softmax(t_logits.float(), -1),
+                reduction="batchmean",
+                log_target=True,
+            )
 
             def spec(tok):
                 g = tok.float().transpose(1, 2).reshape(tok.shape[0], tok.shape[2], 14, 14)
@@ -155,11 +179,20 @@ def main() -> None:
             else:
                 tr.append(trainer_rate(data, tmp / f"run{r}", args))
                 bare.append(bare_rate(data, args))
-            print(f"rep {r}: trainer {tr[-1][0]:.3f} img/s wall, {tr[-1][1]:.3f} img/s cpu; "
-                  f"bare {bare[-1][0]:.3f} wall, {bare[-1][1]:.3f} cpu; ratio wall {tr[-1][0] / bare[-1][0]:.3f}, "
-                  f"cpu {tr[-1][1] / bare[-1][1]:.3f}", flush=True)
-    res = {"device": args.device, "batch_size": args.batch_size, "steps": args.steps, "reps": args.reps,
-           "threads": torch.get_num_threads(), "amp": args.amp}
+            print(
+                f"rep {r}: trainer {tr[-1][0]:.3f} img/s wall, {tr[-1][1]:.3f} img/s cpu; "
+                f"bare {bare[-1][0]:.3f} wall, {bare[-1][1]:.3f} cpu; ratio wall {tr[-1][0] / bare[-1][0]:.3f}, "
+                f"cpu {tr[-1][1] / bare[-1][1]:.3f}",
+                flush=True,
+            )
+    res = {
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "reps": args.reps,
+        "threads": torch.get_num_threads(),
+        "amp": args.amp,
+    }
     for j, clock in enumerate(("wall", "cpu")):
         t, b = [x[j] for x in tr], [x[j] for x in bare]
         res[f"trainer_img_s_{clock}_median"] = statistics.median(t)

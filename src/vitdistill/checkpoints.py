@@ -76,7 +76,9 @@ def read_state_dict(path: str | os.PathLike, ema: bool = False) -> tuple[dict[st
         else:
             obj = _torch_load(file)
     except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is unusable
-        raise UserError(f"cannot read checkpoint {file}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        raise UserError(
+            f"cannot read checkpoint {file}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        ) from None
     if isinstance(obj, dict) and isinstance(obj.get("student"), dict):  # a vitdistill run checkpoint
         if ema:
             if obj.get("ema") is None:
@@ -94,7 +96,9 @@ def read_state_dict(path: str | os.PathLike, ema: bool = False) -> tuple[dict[st
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(f"checkpoint {file} holds no state dict (looked for {', '.join(STATE_KEYS)} or raw tensors)")
+        raise UserError(
+            f"checkpoint {file} holds no state dict (looked for {', '.join(STATE_KEYS)} or raw tensors)"
+        )
     if all(k.startswith("module.") for k in obj):
         obj = {k.removeprefix("module."): v for k, v in obj.items()}
     return obj, cfg
@@ -108,7 +112,9 @@ def head_classes(sd: dict[str, torch.Tensor]) -> int | None:
     return None
 
 
-def load_state_strict(model: nn.Module, sd: dict[str, torch.Tensor], source: str, role: str = "model") -> None:
+def load_state_strict(
+    model: nn.Module, sd: dict[str, torch.Tensor], source: str, role: str = "model"
+) -> None:
     """Load ``sd`` into ``model``; any missing, unexpected or reshaped key is a UserError naming examples."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]

@@ -17,7 +17,9 @@ from vitdistill.utils.io import atomic_write_json
 def _load(d: Path) -> tuple[dict, dict]:
     f = d / "summary.json"
     if not f.is_file():
-        raise UserError(f"{d} is not an analysis result folder (no summary.json); run `vitdistill analyze` first")
+        raise UserError(
+            f"{d} is not an analysis result folder (no summary.json); run `vitdistill analyze` first"
+        )
     try:
         summary = json.loads(f.read_text())
     except json.JSONDecodeError as e:
@@ -32,8 +34,12 @@ def _load(d: Path) -> tuple[dict, dict]:
     return summary, curves
 
 
-def compare(result_dirs: list[str | os.PathLike], out: str | os.PathLike, labels: list[str] | None = None,
-            pdf: bool = False) -> dict:
+def compare(
+    result_dirs: list[str | os.PathLike],
+    out: str | os.PathLike,
+    labels: list[str] | None = None,
+    pdf: bool = False,
+) -> dict:
     """Write comparison tables (svd_rank_table / sep_table in md, csv, tex) and overlay plots to ``out``."""
     if not result_dirs:
         raise UserError("compare needs at least one analysis folder")
@@ -47,11 +53,25 @@ def compare(result_dirs: list[str | os.PathLike], out: str | os.PathLike, labels
     summaries = [s for s, _ in loaded]
     write_tables(out, summaries, labels)
     _overlay(out, loaded, labels, pdf)
-    index = {"inputs": [str(d) for d in dirs], "labels": labels,
-             "rows": [{"label": lab, "model": s["model"], "channels": s["channels"], "tokens": s["tokens"],
-                       "images": s["images"], "svd_p99": s["svd"]["p99"], "pca_p99": s["pca"].get("p99"),
-                       "pca_global": s["pca"]["global"], "sep_d": s["sep"]["d"], "sep_d_over_D": s["sep"]["d_over_D"]}
-                      for s, lab in zip(summaries, labels, strict=True)]}
+    index = {
+        "inputs": [str(d) for d in dirs],
+        "labels": labels,
+        "rows": [
+            {
+                "label": lab,
+                "model": s["model"],
+                "channels": s["channels"],
+                "tokens": s["tokens"],
+                "images": s["images"],
+                "svd_p99": s["svd"]["p99"],
+                "pca_p99": s["pca"].get("p99"),
+                "pca_global": s["pca"]["global"],
+                "sep_d": s["sep"]["d"],
+                "sep_d_over_D": s["sep"]["d_over_D"],
+            }
+            for s, lab in zip(summaries, labels, strict=True)
+        ],
+    }
     atomic_write_json(out / "compare.json", index)
     return index
 
@@ -73,7 +93,9 @@ def _overlay(out: Path, loaded, labels, pdf: bool) -> None:
         depth = np.array([e["layer"] for e in layers], dtype=float)
         rel = (depth + 1) / (depth.max() + 1) if len(depth) else depth
         t = "99" if "99" in layers[0]["svd"]["p99"] else list(layers[0]["svd"]["p99"])[-1]
-        axes[0].plot(rel, [e["svd"]["p99"][t] / e["channels"] for e in layers], "-o", ms=3, color=c, label=lab)
+        axes[0].plot(
+            rel, [e["svd"]["p99"][t] / e["channels"] for e in layers], "-o", ms=3, color=c, label=lab
+        )
         sep = cv.get(f"L{L}/sep_full_mean")
         if sep is not None:
             axes[1].plot(np.arange(1, len(sep) + 1) / len(sep), sep, color=c, label=f"{lab} (D={len(sep)})")
@@ -83,8 +105,13 @@ def _overlay(out: Path, loaded, labels, pdf: bool) -> None:
             axes[2].plot(x, 100 * np.cumsum(lam) / lam.sum(), color=c, label=f"{lab}: dataset PCA")
             spec = cv.get(f"L{L}/svd_mean_spectrum")
             if spec is not None and len(spec):
-                axes[2].plot(np.arange(1, len(spec) + 1) / len(lam), 100 * np.cumsum(spec), color=c, ls="--",
-                             label=f"{lab}: per-image SVD (mean)")
+                axes[2].plot(
+                    np.arange(1, len(spec) + 1) / len(lam),
+                    100 * np.cumsum(spec),
+                    color=c,
+                    ls="--",
+                    label=f"{lab}: per-image SVD (mean)",
+                )
     axes[0].set_xlabel("relative depth (layer / number of layers)")
     axes[0].set_ylabel(f"p99 per-image rank at {t}% / C")
     axes[0].set_title("per-image rank by depth")

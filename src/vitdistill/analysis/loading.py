@@ -58,10 +58,14 @@ def create_model(
         raise
     except (TypeError, ValueError, AssertionError, RuntimeError) as e:
         if pretrained and "pretrained" in str(e).lower() or "download" in str(e).lower():
-            raise UserError(f"cannot load pretrained weights for {name}: {str(e).splitlines()[0][:200]}") from None
+            raise UserError(
+                f"cannot load pretrained weights for {name}: {str(e).splitlines()[0][:200]}"
+            ) from None
         raise UserError(f"cannot build {name} with {kw}: {str(e).splitlines()[0][:200]}") from None
     except OSError as e:
-        raise UserError(f"cannot load pretrained weights for {name} (offline?): {str(e).splitlines()[0][:200]}") from None
+        raise UserError(
+            f"cannot load pretrained weights for {name} (offline?): {str(e).splitlines()[0][:200]}"
+        ) from None
     weights: dict[str, Any]
     if sd is not None:
         file = weights_file(checkpoint)
@@ -95,6 +99,14 @@ def _from_spec(spec: dict, sd: dict, checkpoint) -> tuple[nn.Module, dict]:
     load_state_strict(model, sd, str(checkpoint))
     file = weights_file(checkpoint)
     model.eval()
-    weights = {"kind": "vitdistill checkpoint", "path": str(file), "sha256": file_sha256(file), "model_spec": spec}
-    return model, {"model": spec["name"] + (f"+{spec['remedy']}" if spec.get("remedy", "none") != "none" else ""),
-                   "weights": weights, "model_kwargs": dict(spec.get("kwargs") or {})}
+    weights = {
+        "kind": "vitdistill checkpoint",
+        "path": str(file),
+        "sha256": file_sha256(file),
+        "model_spec": spec,
+    }
+    return model, {
+        "model": spec["name"] + (f"+{spec['remedy']}" if spec.get("remedy", "none") != "none" else ""),
+        "weights": weights,
+        "model_kwargs": dict(spec.get("kwargs") or {}),
+    }

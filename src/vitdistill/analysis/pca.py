@@ -36,8 +36,11 @@ class SecondMoment:
         self._eig = None
 
     def state_dict(self) -> dict:
-        return {"sum_xtx": self.sum_xtx.cpu() if self.sum_xtx is not None else None,
-                "sum_tokens": self.sum_tokens.clone(), "thresholds": self.thresholds}
+        return {
+            "sum_xtx": self.sum_xtx.cpu() if self.sum_xtx is not None else None,
+            "sum_tokens": self.sum_tokens.clone(),
+            "thresholds": self.thresholds,
+        }
 
     def load_state_dict(self, sd: dict) -> None:
         self.sum_xtx = sd["sum_xtx"]

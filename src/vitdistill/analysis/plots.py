@@ -45,7 +45,9 @@ def plot_layer_ranks(out: Path, summary: dict, pdf: bool) -> None:
         ax.plot(x, p99, "--", color=c, lw=1, label=f"{t}% energy: p99")
     ax.set_xlabel("layer (block index)")
     ax.set_ylabel("per-image SVD rank d_t (dimensions)")
-    ax.set_title(f"{summary['model']}: per-image ranks by layer (N={summary['tokens']}, C={summary['channels']})")
+    ax.set_title(
+        f"{summary['model']}: per-image ranks by layer (N={summary['tokens']}, C={summary['channels']})"
+    )
     ax.set_ylim(bottom=0)
     from matplotlib.ticker import MaxNLocator
 
@@ -102,8 +104,12 @@ def plot_pca(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> N
         a2.fill_between(d, 100 * (mean - std), 100 * np.minimum(mean + std, 1), color=COLORS[1], alpha=0.2)
     spec = curves.get(f"L{layer}/svd_mean_spectrum")
     if spec is not None and len(spec):
-        a2.plot(np.arange(1, len(spec) + 1), 100 * np.cumsum(spec), color=COLORS[2],
-                label="per image, own SVD basis (mean)")
+        a2.plot(
+            np.arange(1, len(spec) + 1),
+            100 * np.cumsum(spec),
+            color=COLORS[2],
+            label="per image, own SVD basis (mean)",
+        )
     for t in summary["svd"]["p99"]:
         a2.axhline(float(t), color="grey", lw=0.6, ls=":")
     a2.set_xscale("log")
@@ -126,24 +132,38 @@ def plot_sep(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> N
         nb = len(mean)
         x = np.arange(1, nb + 1) / nb
         ax.plot(x, mean, color=COLORS[0], label="mean over tokens")
-        ax.fill_between(x, np.maximum(mean - std, 0), np.minimum(mean + std, 100), color=COLORS[0], alpha=0.2,
-                        label="± std")
+        ax.fill_between(
+            x,
+            np.maximum(mean - std, 0),
+            np.minimum(mean + std, 100),
+            color=COLORS[0],
+            alpha=0.2,
+            label="± std",
+        )
         perm = curves.get(f"L{layer}/sep_perm_means")
         if perm is not None and m == sep.get("permutation", {}).get("mode"):
-            ax.plot(x, perm.mean(0), color=COLORS[3], ls="--", lw=1, label="channel-permuted (mean of trials)")
+            ax.plot(
+                x, perm.mean(0), color=COLORS[3], ls="--", lw=1, label="channel-permuted (mean of trials)"
+            )
         ax.plot([0, 1], [0, 100], color="grey", lw=0.6, ls=":", label="flat spectrum")
         for k, (a, dv) in enumerate(sep[m]["d"].items()):
             ax.plot([dv / nb], [float(a)], "o", color=COLORS[(k + 1) % len(COLORS)], ms=4)
-            ax.annotate(f"{a}%: d={dv}", (dv / nb, float(a)), fontsize=7, xytext=(4, -10), textcoords="offset points")
-        ax.set_xlabel("d / D'  (fraction of frequency bins)" if m == "folded" else "d / D  (fraction of FFT bins)")
+            ax.annotate(
+                f"{a}%: d={dv}", (dv / nb, float(a)), fontsize=7, xytext=(4, -10), textcoords="offset points"
+            )
+        ax.set_xlabel(
+            "d / D'  (fraction of frequency bins)" if m == "folded" else "d / D  (fraction of FFT bins)"
+        )
         ax.set_ylabel("SEP(d): energy in the first d bins (%)")
         ax.set_title(f"{m} order ({nb} bins)")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 101)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{summary['model']} layer {layer}: SEP over channels (full order: d50 = D/2 is uninformative)",
-                 fontsize=10)
+    fig.suptitle(
+        f"{summary['model']} layer {layer}: SEP over channels (full order: d50 = D/2 is uninformative)",
+        fontsize=10,
+    )
     save(fig, out, "sep_curves", pdf)
 
 
@@ -173,8 +193,11 @@ def plot_rotation(out: Path, summary: dict, curves: dict, layer: int, pdf: bool)
     axes[2].set_xlabel("share of own top-k energy in shared top-k basis")
     axes[2].set_ylabel("images")
     axes[2].set_title("shared-basis capture")
-    fig.suptitle(f"{summary['model']} layer {layer}: subspace rotation (k = own d at "
-                 f"{100 * rot['threshold']:g}%, {rot['images']} images, C={rot['channels']})", fontsize=10)
+    fig.suptitle(
+        f"{summary['model']} layer {layer}: subspace rotation (k = own d at "
+        f"{100 * rot['threshold']:g}%, {rot['images']} images, C={rot['channels']})",
+        fontsize=10,
+    )
     save(fig, out, "rotation", pdf)
 
 

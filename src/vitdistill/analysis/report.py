@@ -84,8 +84,12 @@ def build_summary(stats, layer_ids, opts, provenance, sample_ids, n_total, skipp
 
 def _table_rows(summary: dict, label: str | None = None) -> dict:
     ts = list(summary["svd"]["p99"].keys())
-    row = {"Model": label or summary["model"], "Dims": summary["channels"], "Tokens": summary["tokens"],
-           "Images": summary["images"]}
+    row = {
+        "Model": label or summary["model"],
+        "Dims": summary["channels"],
+        "Tokens": summary["tokens"],
+        "Images": summary["images"],
+    }
     for t in ts:
         row[f"SVD {t}%"] = summary["svd"]["p99"][t]
     for t in ts:
@@ -132,13 +136,26 @@ def render(rows: list[dict], fmt: str, caption: str = "") -> str:
         lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
         return "\n".join(lines) + "\n"
     if fmt == "tex":
+
         def esc(s: str) -> str:
-            return s.replace("\\", "\\textbackslash{}").replace("%", "\\%").replace("&", "\\&").replace("_", "\\_").replace("#", "\\#")
+            return (
+                s.replace("\\", "\\textbackslash{}")
+                .replace("%", "\\%")
+                .replace("&", "\\&")
+                .replace("_", "\\_")
+                .replace("#", "\\#")
+            )
+
         spec = "".join("l" if c == "Model" else "r" for c in cols)
         lines = ["\\begin{table}[t]", "\\centering"]
         if caption:
             lines.append(f"\\caption{{{esc(caption)}}}")
-        lines += [f"\\begin{{tabular}}{{{spec}}}", "\\hline", " & ".join(esc(c) for c in cols) + " \\\\", "\\hline"]
+        lines += [
+            f"\\begin{{tabular}}{{{spec}}}",
+            "\\hline",
+            " & ".join(esc(c) for c in cols) + " \\\\",
+            "\\hline",
+        ]
         lines += [" & ".join(esc(_fmt(r.get(c))) for c in cols) + " \\\\" for r in rows]
         lines += ["\\hline", "\\end{tabular}", "\\end{table}"]
         return "\n".join(lines) + "\n"
@@ -149,8 +166,10 @@ def write_tables(out: Path, summaries: list[dict], labels: list[str] | None = No
     labels = labels or [None] * len(summaries)
     rank_rows = [_table_rows(s, lab) for s, lab in zip(summaries, labels, strict=True)]
     sep_rows = [_sep_row(s, lab) for s, lab in zip(summaries, labels, strict=True)]
-    cap_rank = ("99th percentile over images of the dimensions holding 80/90/95/99% of the energy: SVD = each "
-                "image's own basis, Dataset = one shared PCA basis (per image); Global PCA = the dataset spectrum.")
+    cap_rank = (
+        "99th percentile over images of the dimensions holding 80/90/95/99% of the energy: SVD = each "
+        "image's own basis, Dataset = one shared PCA basis (per image); Global PCA = the dataset spectrum."
+    )
     cap_sep = "SEP thresholds, full FFT order, pooled mean curve. " + CAUTION
     for fmt in ("md", "csv", "tex"):
         atomic_write_text(out / f"svd_rank_table.{fmt}", render(rank_rows, fmt, cap_rank))
@@ -186,7 +205,7 @@ def write_per_image(out: Path, stats, layer: int, opts, sample_ids: list[str]) -
     na = len(opts.sep_alphas)
     off = 0 if opts.sep_mode == "full" else na
     nb = st.sep.D if opts.sep_mode == "full" else st.sep.D // 2 + 1
-    sep = {int(i): r[off:off + na].numpy() / nb for i, r in zip(sids, srows, strict=True)}
+    sep = {int(i): r[off : off + na].numpy() / nb for i, r in zip(sids, srows, strict=True)}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     header = ["index", "image"] + [f"svd_d{t}" for t in ts] + ["numerical_rank"] + [f"pca_d{t}" for t in ts]
@@ -237,13 +256,20 @@ def write_outputs(out: Path, summary: dict, stats, layer_ids, opts, sample_ids, 
     write_per_image(out, stats, last, opts, sample_ids)
     write_tables(out, [summary])
     curves = curves_dict(stats, layer_ids)
-    atomic_write_with(out / "curves.npz", lambda p: np.savez(p, **{k.replace("/", "__"): v for k, v in curves.items()}))
+    atomic_write_with(
+        out / "curves.npz", lambda p: np.savez(p, **{k.replace("/", "__"): v for k, v in curves.items()})
+    )
     if saved_manifest:
-        manifest = {"format": "raw little-endian arrays, one file per layer and rank; each holds images x N x C "
-                              "values in row-major order; image i of a file is dataset index ids[i]",
-                    "dtype": opts.features_dtype, "layers": {}}
+        manifest = {
+            "format": "raw little-endian arrays, one file per layer and rank; each holds images x N x C "
+            "values in row-major order; image i of a file is dataset index ids[i]",
+            "dtype": opts.features_dtype,
+            "layers": {},
+        }
         for L, parts in saved_manifest.items():
-            manifest["layers"][str(L)] = [{"file": p["file"], "ids": p["ids"], "shape": p["shape"]} for p in parts]
+            manifest["layers"][str(L)] = [
+                {"file": p["file"], "ids": p["ids"], "shape": p["shape"]} for p in parts
+            ]
         atomic_write_json(out / "features" / "manifest.json", manifest)
     if opts.plots:
         from vitdistill.analysis import plots

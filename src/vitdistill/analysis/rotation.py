@@ -121,7 +121,12 @@ class SubspaceRotation:
             "shared_capture": describe(cap_arr),
             "sample": sorted(vs),
         }
-        raw = {"overlap": ov_arr, "random_baseline": np.array(base), "angles_deg": all_angles, "capture": cap_arr}
+        raw = {
+            "overlap": ov_arr,
+            "random_baseline": np.array(base),
+            "angles_deg": all_angles,
+            "capture": cap_arr,
+        }
         if not math.isfinite(summary["random_baseline"]):
             summary["random_baseline"] = None
         return summary, raw

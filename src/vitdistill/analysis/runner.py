@@ -100,12 +100,17 @@ class AnalysisOptions:
         if not 0 < self.rotation_threshold <= 1:
             raise UserError("--rotation-threshold must be in (0, 100]")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"--device {self.device}: CUDA is not available on this machine; use --device cpu")
+            raise UserError(
+                f"--device {self.device}: CUDA is not available on this machine; use --device cpu"
+            )
 
     def fingerprint(self) -> str:
         """Hash of the options that change the numbers (so --resume refuses a changed run)."""
-        keep = {k: v for k, v in asdict(self).items()
-                if k not in ("resume", "progress", "pdf", "plots", "checkpoint_every", "num_workers", "device")}
+        keep = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("resume", "progress", "pdf", "plots", "checkpoint_every", "num_workers", "device")
+        }
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -162,7 +167,7 @@ class FeatureFile:
         per = int(np.prod(self.shape))
         with open(self.path, "rb") as f:
             for s in range(0, len(self.ids), images_per_chunk):
-                ids = self.ids[s:s + images_per_chunk]
+                ids = self.ids[s : s + images_per_chunk]
                 a = np.fromfile(f, dtype=self.dtype, count=per * len(ids)).reshape(len(ids), *self.shape)
                 yield torch.from_numpy(a.astype(np.float32)), torch.tensor(ids, dtype=torch.int64)
 
@@ -204,13 +209,18 @@ def preprocess(x: torch.Tensor, center: bool, standardize: bool) -> torch.Tensor
 class LayerStats:
     """All streaming metrics of one layer."""
 
-    def __init__(self, layer: int, opts: AnalysisOptions, permutations: int, rotation_sample: list[int] | None):
+    def __init__(
+        self, layer: int, opts: AnalysisOptions, permutations: int, rotation_sample: list[int] | None
+    ):
         self.layer = layer
         self.svd = PerImageSVD(opts.thresholds, opts.rank_rtol)
         self.pca = SecondMoment(opts.thresholds)
         self.sep = SEP(opts.sep_alphas, permutations, opts.sep_mode, seed=opts.seed + 1000 * layer)
-        self.rotation = (SubspaceRotation(rotation_sample, opts.rotation_threshold, opts.rotation_pairs, opts.seed)
-                         if rotation_sample is not None else None)
+        self.rotation = (
+            SubspaceRotation(rotation_sample, opts.rotation_threshold, opts.rotation_pairs, opts.seed)
+            if rotation_sample is not None
+            else None
+        )
         self.curves: CapturedEnergy | None = None
 
     def update(self, x: torch.Tensor, ids: torch.Tensor) -> None:
@@ -239,8 +249,13 @@ def _versions() -> dict:
 
     import vitdistill
 
-    return {"vitdistill": vitdistill.__version__, "timm": timm.__version__, "torch": torch.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+    return {
+        "vitdistill": vitdistill.__version__,
+        "timm": timm.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _jsonable(o: Any) -> Any:
@@ -292,14 +307,19 @@ def analyze(
         model, prov = create_model(model, checkpoint, pretrained, num_classes, **(model_kwargs or {}))
     else:
         cfg = getattr(model, "pretrained_cfg", None) or {}
-        prov = {"model": cfg.get("architecture", type(model).__name__), "weights": {"kind": "in-memory model"},
-                "model_kwargs": model_kwargs or {}}
+        prov = {
+            "model": cfg.get("architecture", type(model).__name__),
+            "weights": {"kind": "in-memory model"},
+            "model_kwargs": model_kwargs or {},
+        }
     check_tappable(model)
     layer_ids = sorted(resolve_layers(model, opts.layers))  # "last" = the deepest analysed layer
     model = model.to(device).eval()
 
     transform = eval_transform(model, crop_pct=opts.crop_pct)
-    ds = build_dataset(data, split=opts.split, transform=transform, strict=opts.strict, max_images=opts.images)
+    ds = build_dataset(
+        data, split=opts.split, transform=transform, strict=opts.strict, max_images=opts.images
+    )
     n_total = len(ds)
     if n_total == 0:
         raise UserError(f"no images found in {data}")
@@ -311,20 +331,36 @@ def analyze(
     curve_layers = {"last": [last], "all": list(layer_ids), "off": []}[opts.pca_curves]
     perm_layers = [last] if opts.permutation_layers == "last" else list(layer_ids)
     rot_sample = sample_indices(n_total, opts.rotation_images, opts.seed)
-    stats = {L: LayerStats(L, opts, opts.permutations if L in perm_layers else 0,
-                           rot_sample if last == L else None) for L in layer_ids}
+    stats = {
+        L: LayerStats(
+            L, opts, opts.permutations if L in perm_layers else 0, rot_sample if last == L else None
+        )
+        for L in layer_ids
+    }
     spills = {L: FeatureFile(state_dir / f"features_L{L}_rank{info.rank}.f32") for L in curve_layers}
-    saved = ({L: FeatureFile(out / "features" / f"layer{L:02d}.rank{info.rank}.bin", opts.features_dtype)
-              for L in layer_ids} if opts.save_features else {})
+    saved = (
+        {
+            L: FeatureFile(out / "features" / f"layer{L:02d}.rank{info.rank}.bin", opts.features_dtype)
+            for L in layer_ids
+        }
+        if opts.save_features
+        else {}
+    )
 
-    fp = opts.fingerprint() + f"/w{info.world_size}/n{n_total}/" + json.dumps(prov["weights"], sort_keys=True, default=str)
+    fp = (
+        opts.fingerprint()
+        + f"/w{info.world_size}/n{n_total}/"
+        + json.dumps(prov["weights"], sort_keys=True, default=str)
+    )
     done: list[int] = []
     skipped = 0
     if opts.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ck["fingerprint"] != fp:
-            raise UserError(f"--resume: {ckpt_path} was written with other options, weights, data or process count; "
-                            "rerun with the same flags or without --resume")
+            raise UserError(
+                f"--resume: {ckpt_path} was written with other options, weights, data or process count; "
+                "rerun with the same flags or without --resume"
+            )
         for L in layer_ids:
             stats[L].load_state_dict(ck["layers"][L])
         for L, s in spills.items():
@@ -341,19 +377,29 @@ def analyze(
                 s.path.unlink(missing_ok=True)
 
     def save_checkpoint() -> None:
-        atomic_torch_save(ckpt_path, {
-            "fingerprint": fp, "layers": {L: stats[L].state_dict() for L in layer_ids},
-            "spills": {L: s.state_dict() for L, s in spills.items()},
-            "saved": {L: s.state_dict() for L, s in saved.items()},
-            "done": list(done), "skipped": skipped,
-        })
+        atomic_torch_save(
+            ckpt_path,
+            {
+                "fingerprint": fp,
+                "layers": {L: stats[L].state_dict() for L in layer_ids},
+                "spills": {L: s.state_dict() for L, s in spills.items()},
+                "saved": {L: s.state_dict() for L, s in saved.items()},
+                "done": list(done),
+                "skipped": skipped,
+            },
+        )
 
     shard = list(range(info.rank, n_total, info.world_size))
     done_set = set(done)
     todo = [i for i in shard if i not in done_set]
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(ds, todo), batch_size=opts.batch_size, shuffle=False,
-        num_workers=opts.num_workers, collate_fn=collate_skip, pin_memory=device.type == "cuda")
+        torch.utils.data.Subset(ds, todo),
+        batch_size=opts.batch_size,
+        shuffle=False,
+        num_workers=opts.num_workers,
+        collate_fn=collate_skip,
+        pin_memory=device.type == "cuda",
+    )
 
     t0 = time.perf_counter()
     bar = _progress(len(todo), info.is_main and opts.progress, f"analyze {prov['model']}")
@@ -406,8 +452,10 @@ def analyze(
         s.close()
     saved_manifest = None
     if saved:
-        saved_manifest = {L: dist.all_gather_object({"file": s.path.name, "ids": s.ids, "shape": s.shape})
-                          for L, s in saved.items()}
+        saved_manifest = {
+            L: dist.all_gather_object({"file": s.path.name, "ids": s.ids, "shape": s.shape})
+            for L, s in saved.items()
+        }
     if not info.is_main:
         dist.barrier()
         return None
@@ -426,7 +474,9 @@ def analyze(
     }
     sample_ids = list(getattr(ds, "sample_ids", [str(i) for i in range(n_total)]))
     timing = {"pass1_s": t_pass1, "pass2_s": t_pass2, "images_per_s": n_done / max(t_pass1, 1e-9)}
-    summary = report.build_summary(stats, layer_ids, opts, provenance, sample_ids, n_total, skipped_all, timing)
+    summary = report.build_summary(
+        stats, layer_ids, opts, provenance, sample_ids, n_total, skipped_all, timing
+    )
     report.write_outputs(out, summary, stats, layer_ids, opts, sample_ids, saved_manifest)
     shutil.rmtree(state_dir, ignore_errors=True)
     dist.barrier()

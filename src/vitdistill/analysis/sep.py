@@ -56,7 +56,7 @@ def _expand(half: torch.Tensor, d: int, mode: str) -> torch.Tensor:
     """Full-order (mirror appended) or folded (interior bins doubled) spectrum from rfft power."""
     h = half.shape[-1]
     if mode == "full":
-        return torch.cat([half, half[..., 1:d - h + 1].flip(-1)], dim=-1)
+        return torch.cat([half, half[..., 1 : d - h + 1].flip(-1)], dim=-1)
     hi = d // 2 if d % 2 == 0 else d // 2 + 1
     w = torch.ones(h, dtype=half.dtype, device=half.device)
     w[1:hi] = 2.0
@@ -71,8 +71,14 @@ class SEP:
     sums and per-image bandwidths are kept, so the robustness test needs per-image scalars only.
     """
 
-    def __init__(self, alphas: Sequence[float] = (50, 60, 70, 80, 90), permutations: int = 0,
-                 perm_mode: str = "full", seed: int = 0, channels: int | None = None):
+    def __init__(
+        self,
+        alphas: Sequence[float] = (50, 60, 70, 80, 90),
+        permutations: int = 0,
+        perm_mode: str = "full",
+        seed: int = 0,
+        channels: int | None = None,
+    ):
         self.alphas = [float(a) for a in alphas]
         self.permutations = int(permutations)
         self.perm_mode = perm_mode
@@ -112,14 +118,18 @@ class SEP:
         b, n, d = x.shape
         self._init(d, x.device)
         # float32 spectra (features are float32 already); every sum over tokens is float64
-        half = torch.view_as_real(torch.fft.rfft(x.to(torch.float32), dim=-1)).pow(2).sum(-1)  # (B, N, D//2+1)
+        half = (
+            torch.view_as_real(torch.fft.rfft(x.to(torch.float32), dim=-1)).pow(2).sum(-1)
+        )  # (B, N, D//2+1)
         tot = _expand(half, d, "folded").sum(-1, dtype=torch.float64)
         valid = tot > 0
         inv = torch.where(valid, 1.0 / torch.where(valid, tot, torch.ones_like(tot)), torch.zeros_like(tot))
         cnt = valid.sum(1, keepdim=True).to(torch.float64)  # (B, 1)
         per_image = []
         for m in MODES:
-            q = _expand(half, d, m) * inv[..., None].to(torch.float32)  # normalised; zero rows for empty tokens
+            q = _expand(half, d, m) * inv[..., None].to(
+                torch.float32
+            )  # normalised; zero rows for empty tokens
             img = q.sum(1, dtype=torch.float64)  # (B, D')
             self.sums[f"sum_{m}"] += 100.0 * img.sum(0).cumsum(-1).cpu()
             sq = (100.0 * q.cumsum(-1)).pow_(2).sum(1, dtype=torch.float64)
@@ -143,22 +153,24 @@ class SEP:
         chunk = max(1, min(self.permutations, (1 << 22) // max(1, x.numel())))
         ok = (cnt > 0)[..., None]
         for s in range(0, self.permutations, chunk):
-            pr = perms[s:s + chunk]  # (R', D)
+            pr = perms[s : s + chunk]  # (R', D)
             half = torch.view_as_real(torch.fft.rfft(xs[:, :, pr], dim=-1)).pow(2).sum(-1)  # (B, N, R', H)
             # per-image sums of normalised spectra; mirroring/doubling is linear, so it comes after
             img = _expand(torch.einsum("bnrh,bn->brh", half, inv32).to(torch.float64), d, self.perm_mode)
-            self.sums["sum_perm"][s:s + len(pr)] += 100.0 * img.sum(0).cumsum(-1).cpu()
+            self.sums["sum_perm"][s : s + len(pr)] += 100.0 * img.sum(0).cumsum(-1).cpu()
             dm = first_at_least(100.0 * img.cumsum(-1) / cnt[..., None].clamp_min(1), self.alphas)
-            rows[:, s:s + len(pr)] = torch.where(ok, dm.to(torch.float32), torch.full_like(dm, float("nan"),
-                                                                                           dtype=torch.float32)).cpu()
+            rows[:, s : s + len(pr)] = torch.where(
+                ok, dm.to(torch.float32), torch.full_like(dm, float("nan"), dtype=torch.float32)
+            ).cpu()
         self.perm_rows.add(ids, rows)
 
     # --- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
         ids, rows = self.rows.get()
         sd = {k: v.clone() for k, v in self.sums.items()}
-        sd.update(ids=ids, rows=rows, sum_tokens=self.tokens.clone(), sum_zero=self.zero_tokens.clone(),
-                  D=self.D)
+        sd.update(
+            ids=ids, rows=rows, sum_tokens=self.tokens.clone(), sum_zero=self.zero_tokens.clone(), D=self.D
+        )
         if self.permutations:
             pids, prows = self.perm_rows.get()
             sd["perm"] = {"ids": pids, "rows": prows}
@@ -166,9 +178,12 @@ class SEP:
 
     def load_state_dict(self, sd: dict) -> None:
         self.D = sd["D"]
-        self.sums = {k: v.clone() for k, v in sd.items()
-                     if k.startswith(("sum_full", "sumsq_full", "sum_folded", "sumsq_folded", "sum_perm"))
-                     and v is not None}
+        self.sums = {
+            k: v.clone()
+            for k, v in sd.items()
+            if k.startswith(("sum_full", "sumsq_full", "sum_folded", "sumsq_folded", "sum_perm"))
+            and v is not None
+        }
         self.rows.set(sd["ids"], sd["rows"])
         self.tokens, self.zero_tokens = sd["sum_tokens"].clone(), sd["sum_zero"].clone()
         if self.permutations and sd.get("perm"):
@@ -190,7 +205,12 @@ class SEP:
     def compute(self, mode: str = "full", n_boot: int = 1000, boot_seed: int = 0) -> dict:
         if self.D is None:
             return {}
-        out: dict = {"mode": mode, "D": self.D, "tokens": int(self.tokens), "zero_energy_tokens": int(self.zero_tokens)}
+        out: dict = {
+            "mode": mode,
+            "D": self.D,
+            "tokens": int(self.tokens),
+            "zero_energy_tokens": int(self.zero_tokens),
+        }
         _, rows = self.rows.get()
         rows = rows.numpy()
         na = len(self.alphas)
@@ -198,13 +218,15 @@ class SEP:
             n_bins = self.D if m == "full" else self.D // 2 + 1
             mean, _ = self.mean_std(m)
             d = self._thresholds(mean)
-            pim = rows[:, i * na:(i + 1) * na] / n_bins
+            pim = rows[:, i * na : (i + 1) * na] / n_bins
             out[m] = {
                 "bins": n_bins,
                 "d": d,
                 "d_over_D": {k: v / n_bins for k, v in d.items()},
-                "per_image_mean_d_over_D": {akey(a): float(np.nanmean(pim[:, j])) if len(pim) else float("nan")
-                                            for j, a in enumerate(self.alphas)},
+                "per_image_mean_d_over_D": {
+                    akey(a): float(np.nanmean(pim[:, j])) if len(pim) else float("nan")
+                    for j, a in enumerate(self.alphas)
+                },
             }
         out["d"], out["d_over_D"] = out[mode]["d"], out[mode]["d_over_D"]
         out["per_image_mean_d_over_D"] = out[mode]["per_image_mean_d_over_D"]
@@ -224,12 +246,19 @@ class SEP:
         _, prows = self.perm_rows.get()
         prows = prows.numpy().astype(np.float64) / n_bins  # (I, R, A)
         off = 0 if m == "full" else na
-        orig = rows[:, off:off + na] / n_bins  # (I, A)
+        orig = rows[:, off : off + na] / n_bins  # (I, A)
         shift = np.nanmean(prows, axis=1) - orig  # per image: mean over trials minus original
         res: dict = {
-            "mode": m, "trials": self.permutations, "seed": self.seed, "bootstrap": n_boot,
-            "curve_l1": {"mean": float(l1.mean()), "std": float(l1.std()), "max": float(l1.max()),
-                         "unit": "mean absolute difference over bins, percentage points"},
+            "mode": m,
+            "trials": self.permutations,
+            "seed": self.seed,
+            "bootstrap": n_boot,
+            "curve_l1": {
+                "mean": float(l1.mean()),
+                "std": float(l1.std()),
+                "max": float(l1.max()),
+                "unit": "mean absolute difference over bins, percentage points",
+            },
             "bandwidth": {},
         }
         ok = ~np.isnan(shift).any(axis=1)

@@ -75,8 +75,13 @@ class PerImageSVD:
 
     def state_dict(self) -> dict:
         ids, rows = self.rows.get()
-        return {"ids": ids, "rows": rows, "sum_spectrum": self.sum_spectrum, "shape": self.shape,
-                "thresholds": self.thresholds}
+        return {
+            "ids": ids,
+            "rows": rows,
+            "sum_spectrum": self.sum_spectrum,
+            "shape": self.shape,
+            "thresholds": self.thresholds,
+        }
 
     def load_state_dict(self, sd: dict) -> None:
         self.rows.set(sd["ids"], sd["rows"])

@@ -86,6 +86,7 @@ def first_at_least(curves: torch.Tensor, alphas: Sequence[float]) -> torch.Tenso
 
 # --- state merging ---------------------------------------------------------------------------
 
+
 def merge_states(states: Iterable[dict]) -> dict:
     """Merge metric states from ranks (or from a checkpoint plus new work); see module docstring.
 

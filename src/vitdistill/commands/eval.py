@@ -7,7 +7,11 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="RUN_OR_MODEL", help="run folder, export folder, or timm model name")
-    parser.add_argument("--data", required=True, help="ImageFolder dir (its val/ split if present), list file or synthetic:NAME")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="ImageFolder dir (its val/ split if present), list file or synthetic:NAME",
+    )
     parser.add_argument("--split", default="val", help="split of --data to evaluate (default: val)")
     parser.add_argument("--checkpoint", help="weights file (a run's checkpoint, .pt or .safetensors)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -27,9 +31,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
-    res = evaluate(args.model, args.data, checkpoint=args.checkpoint, batch_size=args.batch_size, ema=args.ema,
-                   device=args.device, split=args.split, max_images=args.max_images, num_workers=args.workers,
-                   strict=args.strict)
+    res = evaluate(
+        args.model,
+        args.data,
+        checkpoint=args.checkpoint,
+        batch_size=args.batch_size,
+        ema=args.ema,
+        device=args.device,
+        split=args.split,
+        max_images=args.max_images,
+        num_workers=args.workers,
+        strict=args.strict,
+    )
     if current().is_main:
         extra = f", {res['skipped']} unreadable skipped" if res["skipped"] else ""
         print(f"top-1 {res['top1']:.2f}  top-5 {res['top5']:.2f}  ({res['n']} images{extra})")

@@ -17,8 +17,11 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = export(args.run, args.out, ema=args.ema, checkpoint=args.checkpoint)
     arch = cfg["architecture"]
-    how = (f"timm.create_model({arch!r}, pretrained=True, pretrained_cfg_overlay=dict(file=..., num_classes="
-           f"{cfg['num_classes']}), num_classes={cfg['num_classes']}, **model_args)" if arch
-           else "vitdistill.distill.load_exported(DIR)")
+    how = (
+        f"timm.create_model({arch!r}, pretrained=True, pretrained_cfg_overlay=dict(file=..., num_classes="
+        f"{cfg['num_classes']}), num_classes={cfg['num_classes']}, **model_args)"
+        if arch
+        else "vitdistill.distill.load_exported(DIR)"
+    )
     print(f"wrote {args.out}/model.safetensors and config.json; load with {how}")
     return 0

@@ -10,18 +10,36 @@ from vitdistill.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("models", nargs="+", metavar="MODEL",
-                        help="timm model names (vitdistill's students included) or builder specs "
-                             "lift:BASE:DIM / widelast:BASE:DIM[:NUM_WIDE]")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size for the throughput run (default 64)")
-    parser.add_argument("--device", default="cpu", help="device for the throughput run: cpu or cuda (default cpu)")
-    parser.add_argument("--num-classes", type=int, default=None, help="classifier size (default: the model's)")
+    parser.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="timm model names (vitdistill's students included) or builder specs "
+        "lift:BASE:DIM / widelast:BASE:DIM[:NUM_WIDE]",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="batch size for the throughput run (default 64)"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="device for the throughput run: cpu or cuda (default cpu)"
+    )
+    parser.add_argument(
+        "--num-classes", type=int, default=None, help="classifier size (default: the model's)"
+    )
     parser.add_argument("--no-throughput", action="store_true", help="skip the timed run")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches before timing (default 3)")
     parser.add_argument("--iters", type=int, default=10, help="timed batches (default 10)")
-    parser.add_argument("--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype for the throughput run")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="model keyword argument, e.g. --set img_size=32 --set patch_size=4 (repeatable)")
+    parser.add_argument(
+        "--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype for the throughput run"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model keyword argument, e.g. --set img_size=32 --set patch_size=4 (repeatable)",
+    )
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the rows as JSON")
 
 

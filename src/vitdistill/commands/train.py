@@ -7,12 +7,22 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="YAML recipe (see docs/training.md; configs/paper, configs/cpu)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set loss.alpha=0.9 (repeatable)")
+    parser.add_argument(
+        "--config", required=True, help="YAML recipe (see docs/training.md; configs/paper, configs/cpu)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set loss.alpha=0.9 (repeatable)",
+    )
     parser.add_argument("--data", help="training data: ImageFolder dir, image list file or synthetic:NAME")
     parser.add_argument("--output", help="run folder (default: runs/<config name>)")
-    parser.add_argument("--resume", help="'auto' (continue RUN/checkpoints/last.pt if present) or a checkpoint path")
+    parser.add_argument(
+        "--resume", help="'auto' (continue RUN/checkpoints/last.pt if present) or a checkpoint path"
+    )
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--strict", action="store_true", default=None, help="an unreadable image is fatal")
 
@@ -21,10 +31,26 @@ def run(args: argparse.Namespace) -> int:
     from vitdistill.distill import train
     from vitdistill.utils.dist import current
 
-    summary = train(args.config, overrides=args.overrides, output=args.output, resume=args.resume,
-                    data=args.data, device=args.device, strict=args.strict)
+    summary = train(
+        args.config,
+        overrides=args.overrides,
+        output=args.output,
+        resume=args.resume,
+        data=args.data,
+        device=args.device,
+        strict=args.strict,
+    )
     if current().is_main:
         last, best = summary.get("last") or {}, summary.get("best") or {}
-        print(json.dumps({"run_dir": summary["run_dir"], "last": last, "best": best, "best_ema": summary.get("best_ema"),
-                          "wall_time_s": round(summary["wall_time_s"], 2)}))
+        print(
+            json.dumps(
+                {
+                    "run_dir": summary["run_dir"],
+                    "last": last,
+                    "best": best,
+                    "best_ema": summary.get("best_ema"),
+                    "wall_time_s": round(summary["wall_time_s"], 2),
+                }
+            )
+        )
     return 0

@@ -60,11 +60,15 @@ def create_from_spec(spec: dict[str, Any], pretrained: bool = False) -> nn.Modul
         if remedy == "none":
             return timm.create_model(name, pretrained=pretrained, **kwargs)
         if pretrained:
-            raise UserError("model.pretrained is not supported with a remedy; use model.checkpoint with base weights")
+            raise UserError(
+                "model.pretrained is not supported with a remedy; use model.checkpoint with base weights"
+            )
         if remedy == "lift":
             return vm.create_lift(name, int(spec["width"]), **kwargs)
         if remedy == "widelast":
-            return vm.create_widelast(name, int(spec["width"]), num_wide=int(spec.get("num_wide", 1)), **kwargs)
+            return vm.create_widelast(
+                name, int(spec["width"]), num_wide=int(spec.get("num_wide", 1)), **kwargs
+            )
     except TypeError as e:  # unexpected kwargs reach the model constructor
         raise UserError(f"cannot build model {name!r} with kwargs {kwargs}: {e}") from None
     raise UserError(f"unknown remedy {remedy!r} (use none, lift or widelast)")
@@ -102,8 +106,10 @@ def build_teacher(cfg_teacher: dict) -> nn.Module:
     if not name:
         spec = saved_model_spec(ckpt) if ckpt else None
         if spec is None:
-            raise UserError("teacher.name is not set (and teacher.checkpoint is not a vitdistill run or export "
-                            "that records its model)")
+            raise UserError(
+                "teacher.name is not set (and teacher.checkpoint is not a vitdistill run or export "
+                "that records its model)"
+            )
         teacher = create_from_spec(spec)
         load_weights(teacher, ckpt, role="teacher")
         teacher.requires_grad_(False)
@@ -134,8 +140,13 @@ def build_teacher(cfg_teacher: dict) -> nn.Module:
     return teacher
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, role: str = "model", ema: bool = False,
-                 state: dict | None = None) -> None:
+def load_weights(
+    model: nn.Module,
+    path: str | os.PathLike,
+    role: str = "model",
+    ema: bool = False,
+    state: dict | None = None,
+) -> None:
     """Load ``path`` (or an already read ``state``) into ``model`` strictly, naming any differing keys."""
     if state is None:
         state, _ = read_state_dict(path, ema=ema)

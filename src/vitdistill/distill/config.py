@@ -38,40 +38,70 @@ def _k(default, types, doc, choices=None, nullable=None):
 # Dotted key -> declaration. Sections are the first component.
 SCHEMA: dict[str, Key] = {
     # run
-    "seed": _k(0, int, "base random seed; each rank uses seed + rank, each epoch reseeds from (seed, rank, epoch)"),
+    "seed": _k(
+        0, int, "base random seed; each rank uses seed + rank, each epoch reseeds from (seed, rank, epoch)"
+    ),
     "epochs": _k(10, int, "number of training epochs"),
     "device": _k("auto", str, "auto (cuda when available), cpu, cuda, or cuda:N", None),
-    "amp": _k("none", str, "autocast dtype: none, bf16, fp16 (fp16 uses a GradScaler)", ("none", "bf16", "fp16")),
+    "amp": _k(
+        "none", str, "autocast dtype: none, bf16, fp16 (fp16 uses a GradScaler)", ("none", "bf16", "fp16")
+    ),
     "compile": _k(False, bool, "torch.compile the student"),
     "channels_last": _k(False, bool, "channels-last memory format for images and models"),
-    "deterministic": _k(False, bool, "torch.use_deterministic_algorithms(True) (bitwise-reproducible CPU runs)"),
+    "deterministic": _k(
+        False, bool, "torch.use_deterministic_algorithms(True) (bitwise-reproducible CPU runs)"
+    ),
     # student
-    "model.name": _k("deit_tiny_patch16_224", str, "timm model name of the student (or the base for a remedy)"),
-    "model.remedy": _k("none", str, "none, lift (keep a lifting projector) or widelast (widen the last block(s))",
-                       ("none", "lift", "widelast")),
+    "model.name": _k(
+        "deit_tiny_patch16_224", str, "timm model name of the student (or the base for a remedy)"
+    ),
+    "model.remedy": _k(
+        "none",
+        str,
+        "none, lift (keep a lifting projector) or widelast (widen the last block(s))",
+        ("none", "lift", "widelast"),
+    ),
     "model.width": _k(None, int, "lift / wide width for a remedy (usually the teacher's width)"),
     "model.num_wide": _k(1, int, "widelast: how many final blocks run at `width`"),
-    "model.kwargs": _k({}, dict, "extra timm.create_model kwargs (img_size, patch_size, embed_dim, depth, drop_path_rate, ...)"),
+    "model.kwargs": _k(
+        {},
+        dict,
+        "extra timm.create_model kwargs (img_size, patch_size, embed_dim, depth, drop_path_rate, ...)",
+    ),
     "model.pretrained": _k(False, bool, "start from timm pretrained weights (hub or cache)"),
-    "model.checkpoint": _k(None, str, "start from a local file: safetensors, .pt, a run checkpoint or an export folder"),
+    "model.checkpoint": _k(
+        None, str, "start from a local file: safetensors, .pt, a run checkpoint or an export folder"
+    ),
     # teacher
-    "teacher.name": _k(None, str, "timm model name of the teacher (e.g. cait_s24_224.fb_dist_in1k); may be null when "
-                       "teacher.checkpoint is a vitdistill run or export (its saved model is rebuilt)"),
+    "teacher.name": _k(
+        None,
+        str,
+        "timm model name of the teacher (e.g. cait_s24_224.fb_dist_in1k); may be null when "
+        "teacher.checkpoint is a vitdistill run or export (its saved model is rebuilt)",
+    ),
     "teacher.kwargs": _k({}, dict, "extra timm.create_model kwargs for the teacher"),
     "teacher.pretrained": _k(False, bool, "load the teacher's timm pretrained weights (hub or cache)"),
-    "teacher.checkpoint": _k(None, str, "load the teacher from a local file (safetensors, .pt, run checkpoint, export folder)"),
+    "teacher.checkpoint": _k(
+        None, str, "load the teacher from a local file (safetensors, .pt, run checkpoint, export folder)"
+    ),
     # data
     "data.train": _k(None, str, "training data: an ImageFolder dir, a file list, or synthetic:NAME"),
     "data.val": _k(None, str, "validation data (default: the val split of data.train)"),
-    "data.batch_size": _k(64, int, "GLOBAL batch per optimizer step (split over ranks and accumulation steps)"),
-    "data.val_batch_size": _k(None, int, "per-process evaluation batch (default: the training micro-batch x 2)"),
+    "data.batch_size": _k(
+        64, int, "GLOBAL batch per optimizer step (split over ranks and accumulation steps)"
+    ),
+    "data.val_batch_size": _k(
+        None, int, "per-process evaluation batch (default: the training micro-batch x 2)"
+    ),
     "data.num_workers": _k(0, int, "DataLoader workers per process"),
     "data.max_train_images": _k(None, int, "use only the first N training images"),
     "data.max_val_images": _k(None, int, "use only the first N validation images"),
     "data.steps_per_epoch": _k(None, int, "cap optimizer steps per epoch (quick runs, benchmarks)"),
     "data.strict": _k(False, bool, "an unreadable image is fatal instead of skipped and counted"),
     # augmentation
-    "aug.enabled": _k(True, bool, "false: train on the deterministic eval transform (no augmentation at all)"),
+    "aug.enabled": _k(
+        True, bool, "false: train on the deterministic eval transform (no augmentation at all)"
+    ),
     "aug.auto_augment": _k("rand-m9-mstd0.5-inc1", str, "timm auto-augment string (RandAugment); null: none"),
     "aug.reprob": _k(0.25, float, "random erasing probability"),
     "aug.remode": _k("pixel", str, "random erasing mode", ("pixel", "rand", "const")),
@@ -83,23 +113,50 @@ SCHEMA: dict[str, Key] = {
     "aug.mixup_prob": _k(1.0, float, "probability of applying mixup or cutmix to a batch"),
     "aug.mixup_switch_prob": _k(0.5, float, "probability of cutmix instead of mixup when both are on"),
     "aug.mixup_mode": _k("batch", str, "mixup granularity", ("batch", "pair", "elem")),
-    "aug.repeated_aug": _k(1, int, "repeated augmentation count (DeiT: 3); the epoch length stays len(dataset)"),
+    "aug.repeated_aug": _k(
+        1, int, "repeated augmentation count (DeiT: 3); the epoch length stays len(dataset)"
+    ),
     # loss
     "loss.smoothing": _k(0.1, float, "label smoothing of the cross-entropy term"),
     "loss.alpha": _k(0.0, float, "weight of logit KD; CE gets 1 - alpha"),
-    "loss.kd": _k("soft", str, "logit KD type: soft (KL with temperature) or hard (CE on teacher argmax)",
-                  ("soft", "hard")),
+    "loss.kd": _k(
+        "soft",
+        str,
+        "logit KD type: soft (KL with temperature) or hard (CE on teacher argmax)",
+        ("soft", "hard"),
+    ),
     "loss.temperature": _k(1.0, float, "soft KD temperature T (loss is scaled by T^2)"),
     "loss.feat_weight": _k(0.0, float, "weight of the token feature KD term (mean over tap pairs)"),
-    "loss.feat_loss": _k("mse", str, "feature loss: mse, or spectral (2-D FFT over the token grid, then MSE)",
-                         ("mse", "spectral")),
-    "loss.feat_norm": _k("none", str, "normalise both sides' tokens before the feature loss: none or layernorm "
-                         "(LayerNorm over channels, no affine)", ("none", "layernorm")),
-    "loss.pairs": _k(None, list, "tap pairs [[student_layer, teacher_layer], ...]; null: [[-1, -1]] (last blocks)"),
-    "loss.student_norm": _k("auto", str, "tap the student after its final norm: auto (yes for Lift, whose norm is "
-                            "the lifting projector), yes, no", ("auto", "yes", "no")),
-    "loss.projector": _k("auto", str, "auto: a trainable Linear student->teacher when widths differ (discarded at "
-                         "export); none: widths must match", ("auto", "none")),
+    "loss.feat_loss": _k(
+        "mse",
+        str,
+        "feature loss: mse, or spectral (2-D FFT over the token grid, then MSE)",
+        ("mse", "spectral"),
+    ),
+    "loss.feat_norm": _k(
+        "none",
+        str,
+        "normalise both sides' tokens before the feature loss: none or layernorm "
+        "(LayerNorm over channels, no affine)",
+        ("none", "layernorm"),
+    ),
+    "loss.pairs": _k(
+        None, list, "tap pairs [[student_layer, teacher_layer], ...]; null: [[-1, -1]] (last blocks)"
+    ),
+    "loss.student_norm": _k(
+        "auto",
+        str,
+        "tap the student after its final norm: auto (yes for Lift, whose norm is "
+        "the lifting projector), yes, no",
+        ("auto", "yes", "no"),
+    ),
+    "loss.projector": _k(
+        "auto",
+        str,
+        "auto: a trainable Linear student->teacher when widths differ (discarded at "
+        "export); none: widths must match",
+        ("auto", "none"),
+    ),
     # optimizer
     "optim.opt": _k("adamw", str, "timm optimizer name (create_optimizer_v2)"),
     "optim.lr": _k(None, float, "absolute learning rate; null: lr_base * batch_size / lr_base_size"),
@@ -110,7 +167,9 @@ SCHEMA: dict[str, Key] = {
     "optim.clip_grad": _k(None, float, "clip the gradient norm to this value; null: off"),
     "optim.grad_accum": _k(1, int, "micro-batches accumulated per optimizer step"),
     # schedule
-    "sched.name": _k("cosine", str, "lr schedule (stepped every optimizer step)", ("cosine", "tanh", "poly", "step")),
+    "sched.name": _k(
+        "cosine", str, "lr schedule (stepped every optimizer step)", ("cosine", "tanh", "poly", "step")
+    ),
     "sched.warmup_epochs": _k(5.0, float, "linear warmup length in epochs"),
     "sched.warmup_lr": _k(1e-6, float, "learning rate at the start of warmup"),
     "sched.min_lr": _k(1e-5, float, "final learning rate"),
@@ -123,9 +182,13 @@ SCHEMA: dict[str, Key] = {
     "ema.warmup": _k(False, bool, "EMA decay warmup (timm's use_warmup)"),
     # logging / checkpoints
     "log.interval": _k(50, int, "write a step record to metrics.jsonl every N optimizer steps"),
-    "log.eval_every": _k(1, int, "evaluate every N epochs (the last epoch is always evaluated); 0: last only"),
+    "log.eval_every": _k(
+        1, int, "evaluate every N epochs (the last epoch is always evaluated); 0: last only"
+    ),
     "log.save_every": _k(0, int, "also keep checkpoints/epoch_N.pt every N epochs (0: off)"),
-    "log.tensorboard": _k(False, bool, "also write TensorBoard events to RUN/tb (needs the tensorboard extra)"),
+    "log.tensorboard": _k(
+        False, bool, "also write TensorBoard events to RUN/tb (needs the tensorboard extra)"
+    ),
     "log.progress": _k(True, bool, "tqdm progress bar on rank 0 (only on a terminal)"),
 }
 
@@ -186,15 +249,23 @@ def check_value(key: str, value):
     if not isinstance(value, decl.types):
         raise UserError(f"config key {key!r} must be {_type_names(decl)}, got {value!r}")
     if decl.choices is not None and value not in decl.choices:
-        raise UserError(f"config key {key!r} must be one of {', '.join(map(str, decl.choices))}; got {value!r}")
+        raise UserError(
+            f"config key {key!r} must be one of {', '.join(map(str, decl.choices))}; got {value!r}"
+        )
     if key == "device" and not (value in ("auto", "cpu", "cuda") or value.startswith("cuda:")):
         raise UserError(f"config key 'device' must be auto, cpu, cuda or cuda:N; got {value!r}")
     return value
 
 
 def _type_names(decl: Key) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", dict: "a mapping",
-             list: "a list"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true/false",
+        dict: "a mapping",
+        list: "a list",
+    }
     s = " or ".join(names.get(t, t.__name__) for t in decl.types)
     return s + (" or null" if decl.nullable else "")
 
@@ -280,16 +351,24 @@ def _check_semantics(cfg: dict) -> None:
     if get(cfg, "loss.temperature") <= 0:
         raise UserError("config key 'loss.temperature' must be > 0")
     if cfg["model"]["remedy"] != "none" and cfg["model"]["width"] is None:
-        raise UserError(f"model.remedy={cfg['model']['remedy']} needs model.width (e.g. the teacher's width, 384)")
+        raise UserError(
+            f"model.remedy={cfg['model']['remedy']} needs model.width (e.g. the teacher's width, 384)"
+        )
     pairs = cfg["loss"]["pairs"]
     if pairs is not None:
-        ok = all(isinstance(p, list | tuple) and len(p) == 2 and all(isinstance(i, int) for i in p) for p in pairs)
+        ok = all(
+            isinstance(p, list | tuple) and len(p) == 2 and all(isinstance(i, int) for i in p) for p in pairs
+        )
         if not ok or not pairs:
-            raise UserError(f"config key 'loss.pairs' must be a list of [student_layer, teacher_layer] ints, got {pairs!r}")
+            raise UserError(
+                f"config key 'loss.pairs' must be a list of [student_layer, teacher_layer] ints, got {pairs!r}"
+            )
     needs_teacher = cfg["loss"]["alpha"] > 0 or cfg["loss"]["feat_weight"] > 0
     if needs_teacher and not (cfg["teacher"]["name"] or cfg["teacher"]["checkpoint"]):
-        raise UserError("loss.alpha or loss.feat_weight > 0 needs a teacher: set teacher.name (and pretrained or "
-                        "checkpoint), or teacher.checkpoint to a vitdistill run / export")
+        raise UserError(
+            "loss.alpha or loss.feat_weight > 0 needs a teacher: set teacher.name (and pretrained or "
+            "checkpoint), or teacher.checkpoint to a vitdistill run / export"
+        )
     if cfg["teacher"]["pretrained"] and cfg["teacher"]["checkpoint"]:
         raise UserError("set only one of teacher.pretrained and teacher.checkpoint")
     if cfg["model"]["pretrained"] and cfg["model"]["checkpoint"]:

@@ -64,7 +64,9 @@ def _timm_name(spec: dict) -> str | None:
     return spec["name"].split(".")[0] if spec.get("remedy", "none") == "none" else None
 
 
-def export(run: str | os.PathLike, out_dir: str | os.PathLike, ema: bool = False, checkpoint=None) -> dict[str, Any]:
+def export(
+    run: str | os.PathLike, out_dir: str | os.PathLike, ema: bool = False, checkpoint=None
+) -> dict[str, Any]:
     """Write ``out_dir/model.safetensors`` and ``out_dir/config.json``; returns the config written."""
     from safetensors.torch import save_file
 
@@ -93,9 +95,12 @@ def export(run: str | os.PathLike, out_dir: str | os.PathLike, ema: bool = False
         "num_features": int(getattr(model, "num_features", 0) or 0),
         "model_args": dict(spec.get("kwargs") or {}),
         "pretrained_cfg": pretrained_cfg,
-        "vitdistill": {"model_spec": spec, "weights": "ema" if ema else "raw",
-                       "source": str(run_checkpoint(run, checkpoint)),
-                       "rebuild": "vitdistill.distill.load_exported(DIR)"},
+        "vitdistill": {
+            "model_spec": spec,
+            "weights": "ema" if ema else "raw",
+            "source": str(run_checkpoint(run, checkpoint)),
+            "rebuild": "vitdistill.distill.load_exported(DIR)",
+        },
     }
     atomic_write_json(out / "config.json", config)
     return config
@@ -112,8 +117,12 @@ def load_exported(out_dir: str | os.PathLike) -> nn.Module:
     if spec is None:
         if not cfg.get("architecture"):
             raise UserError(f"{cfg_path} names no architecture")
-        spec = {"name": cfg["architecture"], "remedy": "none", "kwargs": cfg.get("model_args") or {},
-                "num_classes": cfg["num_classes"]}
+        spec = {
+            "name": cfg["architecture"],
+            "remedy": "none",
+            "kwargs": cfg.get("model_args") or {},
+            "num_classes": cfg["num_classes"],
+        }
     model = build_mod.create_from_spec(spec)
     build_mod.load_weights(model, weights, role="exported")
     model.eval()

@@ -20,7 +20,9 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float =
     return F.cross_entropy(logits, target, label_smoothing=smoothing)
 
 
-def soft_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def soft_kd(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """KL(softmax(t/T) || softmax(s/T)) * T^2, averaged over the batch ("batchmean")."""
     T = float(temperature)
     log_s = F.log_softmax(student_logits.float() / T, dim=-1)
@@ -61,7 +63,9 @@ def token_spectrum(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return torch.stack((f.real, f.imag), dim=-1)
 
 
-def spectral_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+def spectral_loss(
+    student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor:
     """MSE between the token-grid spectra of student and teacher (the "spectral" feature loss)."""
     return F.mse_loss(token_spectrum(student_tokens, grid), token_spectrum(teacher_tokens, grid))
 

@@ -59,8 +59,13 @@ def teacher_features(model: nn.Module, x: torch.Tensor, layers: list[int], need_
 class StudentWithProjectors(nn.Module):
     """The trainable part: the student and (for feature KD across widths) one Linear per tap pair."""
 
-    def __init__(self, student: nn.Module, student_layers: list[int], student_norm: bool,
-                 projector_dims: list[tuple[int, int]] | None = None):
+    def __init__(
+        self,
+        student: nn.Module,
+        student_layers: list[int],
+        student_norm: bool,
+        projector_dims: list[tuple[int, int]] | None = None,
+    ):
         super().__init__()
         self.student = student
         self.student_layers = list(student_layers)
@@ -98,8 +103,15 @@ def _probe_tokens(model: nn.Module, layers: list[int], norm: bool, input_size) -
 class DistillTask(nn.Module):
     """Computes ``{'loss', 'ce', 'kd', 'feat', ...}`` for a batch; only terms with weight > 0."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | None, loss_cfg: dict, input_size,
-                 num_classes: int, teacher_renorm: tuple | None = None):
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        loss_cfg: dict,
+        input_size,
+        num_classes: int,
+        teacher_renorm: tuple | None = None,
+    ):
         super().__init__()
         self.cfg = dict(loss_cfg)
         self.alpha = float(loss_cfg["alpha"])
@@ -160,7 +172,9 @@ class DistillTask(nn.Module):
             self.register_buffer("t_shift", shift.view(1, 3, 1, 1), persistent=False)
         else:
             self.t_scale = self.t_shift = None
-        self.distilled_student = bool(self.use_kd and callable(getattr(student, "set_distilled_training", None)))
+        self.distilled_student = bool(
+            self.use_kd and callable(getattr(student, "set_distilled_training", None))
+        )
         if self.distilled_student:
             student.set_distilled_training(True)
 
@@ -175,8 +189,9 @@ class DistillTask(nn.Module):
         with torch.inference_mode():
             if self.t_scale is not None:
                 x = x * self.t_scale + self.t_shift
-            logits, feats = teacher_features(self.teacher, x, self.t_layers if self.use_feat else [],
-                                             need_logits=self.use_kd)
+            logits, feats = teacher_features(
+                self.teacher, x, self.t_layers if self.use_feat else [], need_logits=self.use_kd
+            )
         return (logits.clone() if logits is not None else None), [f.clone() for f in feats]
 
     def losses(self, trainable_out, teacher_out, target: torch.Tensor) -> dict[str, torch.Tensor]:

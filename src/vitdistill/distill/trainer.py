@@ -40,9 +40,16 @@ from vitdistill.utils import dist as dist_mod
 from vitdistill.utils.io import atomic_write_json, atomic_write_text
 
 
-def train(config: dict | str | os.PathLike | None = None, overrides=(), output: str | os.PathLike | None = None,
-          resume: str | os.PathLike | None = None, *, data: str | None = None, device: str | None = None,
-          strict: bool | None = None) -> dict[str, Any]:
+def train(
+    config: dict | str | os.PathLike | None = None,
+    overrides=(),
+    output: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    *,
+    data: str | None = None,
+    device: str | None = None,
+    strict: bool | None = None,
+) -> dict[str, Any]:
     """Train (or distil) a student from a config; returns the summary (also in RUN/summary.json).
 
     ``overrides`` are ``"key=value"`` strings (``"loss.alpha=0.9"``); ``resume`` is ``"auto"``
@@ -81,8 +88,18 @@ class EpochSampler(Sampler[int]):
     ``[s*G + (a*W + k)*m, ... + m)`` with G the global batch, W ranks and m the micro-batch.
     """
 
-    def __init__(self, n: int, global_batch: int, world: int, rank: int, accum: int, repeats: int = 1,
-                 shuffle: bool = True, seed: int = 0, max_steps: int | None = None):
+    def __init__(
+        self,
+        n: int,
+        global_batch: int,
+        world: int,
+        rank: int,
+        accum: int,
+        repeats: int = 1,
+        shuffle: bool = True,
+        seed: int = 0,
+        max_steps: int | None = None,
+    ):
         self.n, self.G, self.W, self.rank, self.accum = n, global_batch, world, rank, accum
         self.m = global_batch // (world * accum)
         self.repeats, self.shuffle, self.seed = repeats, shuffle, seed
@@ -107,7 +124,7 @@ class EpochSampler(Sampler[int]):
         for s in range(self.steps):
             for a in range(self.accum):
                 start = s * self.G + (a * self.W + self.rank) * self.m
-                yield from order[start:start + self.m]
+                yield from order[start : start + self.m]
 
 
 class ShardSampler(Sampler[int]):
@@ -140,7 +157,9 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate_loader(model: nn.Module, loader, device: torch.device, amp_dtype=None, channels_last=False) -> dict:
+def evaluate_loader(
+    model: nn.Module, loader, device: torch.device, amp_dtype=None, channels_last=False
+) -> dict:
     """top-1 / top-5 / CE of ``model`` over ``loader``, summed over ranks."""
     was = model.training
     model.eval()
@@ -170,8 +189,13 @@ def evaluate_loader(model: nn.Module, loader, device: torch.device, amp_dtype=No
     dist_mod.all_reduce_sum(stats)
     skipped_t = dist_mod.all_reduce_sum(torch.tensor([skipped], device=device))
     n = max(stats[3].item(), 1.0)
-    return {"top1": 100.0 * stats[0].item() / n, "top5": 100.0 * stats[1].item() / n,
-            "loss": stats[2].item() / n, "n": int(stats[3].item()), "skipped": int(skipped_t.item())}
+    return {
+        "top1": 100.0 * stats[0].item() / n,
+        "top5": 100.0 * stats[1].item() / n,
+        "loss": stats[2].item() / n,
+        "n": int(stats[3].item()),
+        "skipped": int(skipped_t.item()),
+    }
 
 
 def _autocast(device: torch.device, dtype):
@@ -184,8 +208,9 @@ class Trainer:
     def __init__(self, cfg: dict, run_dir: Path, resume=None):
         self.cfg = cfg
         self.t0 = time.time()
-        self.dinfo = dist_mod.init_distributed(cfg["device"] if cfg["device"] != "auto" else
-                                               ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dinfo = dist_mod.init_distributed(
+            cfg["device"] if cfg["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
         self.device = resolve_device(cfg["device"], self.dinfo.local_rank)
         self.main = self.dinfo.is_main
         self.run_dir = Path(run_dir)
@@ -212,8 +237,10 @@ class Trainer:
         last = self.ckpt_dir / "last.pt"
         if resume is None:
             if last.exists():
-                raise UserError(f"{self.run_dir} already holds a run (checkpoints/last.pt): use --resume auto "
-                                "to continue it, or another --output")
+                raise UserError(
+                    f"{self.run_dir} already holds a run (checkpoints/last.pt): use --resume auto "
+                    "to continue it, or another --output"
+                )
             return None
         if str(resume) == "auto":
             return last if last.exists() else None
@@ -234,15 +261,22 @@ class Trainer:
 
         cfg, d = self.cfg, self.cfg["data"]
         if not d["train"]:
-            raise UserError("no training data: set data.train in the config or pass --data DIR|synthetic:NAME")
-        train_ds = build_dataset(d["train"], "train", transform=None, strict=d["strict"], max_images=d["max_train_images"])
-        val_ds = build_dataset(d["val"] or d["train"], "val", transform=None, strict=d["strict"],
-                               max_images=d["max_val_images"])
+            raise UserError(
+                "no training data: set data.train in the config or pass --data DIR|synthetic:NAME"
+            )
+        train_ds = build_dataset(
+            d["train"], "train", transform=None, strict=d["strict"], max_images=d["max_train_images"]
+        )
+        val_ds = build_dataset(
+            d["val"] or d["train"], "val", transform=None, strict=d["strict"], max_images=d["max_val_images"]
+        )
         if len(train_ds) == 0:
             raise UserError(f"training data {d['train']} holds no images")
         self.num_classes = train_ds.num_classes
         if val_ds.num_classes != self.num_classes:
-            raise UserError(f"training data has {self.num_classes} classes but validation data has {val_ds.num_classes}")
+            raise UserError(
+                f"training data has {self.num_classes} classes but validation data has {val_ds.num_classes}"
+            )
         self.spec = build_mod.model_spec(cfg["model"], self.num_classes)
         student = build_mod.create_from_spec(self.spec, pretrained=cfg["model"]["pretrained"])
         if cfg["model"]["checkpoint"]:
@@ -258,18 +292,29 @@ class Trainer:
         a = cfg["aug"]
         if a["enabled"]:
             train_ds.transform = train_transform(
-                student, auto_augment=a["auto_augment"], re_prob=a["reprob"], re_mode=a["remode"],
-                hflip=a["hflip"], color_jitter=a["color_jitter"], scale=tuple(a["scale"]))
+                student,
+                auto_augment=a["auto_augment"],
+                re_prob=a["reprob"],
+                re_mode=a["remode"],
+                hflip=a["hflip"],
+                color_jitter=a["color_jitter"],
+                scale=tuple(a["scale"]),
+            )
         else:
             train_ds.transform = eval_transform(student, crop_pct=crop)
         val_ds.transform = eval_transform(student, crop_pct=crop)
         renorm = None
         if teacher is not None:
             t_size = model_input_size(teacher)
-            if t_size is not None and tuple(t_size) != self.input_size and not getattr(
-                    getattr(teacher, "patch_embed", None), "dynamic_img_size", False):
-                raise UserError(f"teacher expects input {tuple(t_size[1:])} but the student sees "
-                                f"{self.input_size[1:]}: set teacher.kwargs.img_size (and patch_size) to match")
+            if (
+                t_size is not None
+                and tuple(t_size) != self.input_size
+                and not getattr(getattr(teacher, "patch_embed", None), "dynamic_img_size", False)
+            ):
+                raise UserError(
+                    f"teacher expects input {tuple(t_size[1:])} but the student sees "
+                    f"{self.input_size[1:]}: set teacher.kwargs.img_size (and patch_size) to match"
+                )
             s_cfg, t_cfg = resolve_data_config(student), resolve_data_config(teacher)
             sm, ss = tuple(map(float, s_cfg["mean"])), tuple(map(float, s_cfg["std"]))
             tm, ts = tuple(map(float, t_cfg["mean"])), tuple(map(float, t_cfg["std"]))
@@ -278,7 +323,9 @@ class Trainer:
         self.teacher_renorm = renorm
         teacher = teacher.to(self.device) if teacher is not None else None
         student = student.to(self.device)
-        self.task = DistillTask(student, teacher, lc, self.input_size, self.num_classes, renorm).to(self.device)
+        self.task = DistillTask(student, teacher, lc, self.input_size, self.num_classes, renorm).to(
+            self.device
+        )
         if cfg["channels_last"]:
             self.task.trainable.to(memory_format=torch.channels_last)
         # batches
@@ -289,26 +336,56 @@ class Trainer:
         if len(train_ds) < G:
             raise UserError(f"data.batch_size={G} is larger than the training set ({len(train_ds)} images)")
         if (a["mixup"] > 0 or a["cutmix"] > 0) and self.micro % 2:
-            raise UserError(f"mixup/cutmix need an even micro-batch, got {self.micro} (change data.batch_size)")
-        self.sampler = EpochSampler(len(train_ds), G, W, self.dinfo.rank, acc, a["repeated_aug"], True,
-                                    cfg["seed"], d["steps_per_epoch"])
+            raise UserError(
+                f"mixup/cutmix need an even micro-batch, got {self.micro} (change data.batch_size)"
+            )
+        self.sampler = EpochSampler(
+            len(train_ds),
+            G,
+            W,
+            self.dinfo.rank,
+            acc,
+            a["repeated_aug"],
+            True,
+            cfg["seed"],
+            d["steps_per_epoch"],
+        )
         self.steps_per_epoch = self.sampler.steps
         self.loader_gen = torch.Generator()
         nw = d["num_workers"]
-        self.train_loader = DataLoader(train_ds, batch_size=self.micro, sampler=self.sampler, num_workers=nw,
-                                       collate_fn=collate_skip, generator=self.loader_gen, drop_last=False,
-                                       pin_memory=self.device.type == "cuda")
+        self.train_loader = DataLoader(
+            train_ds,
+            batch_size=self.micro,
+            sampler=self.sampler,
+            num_workers=nw,
+            collate_fn=collate_skip,
+            generator=self.loader_gen,
+            drop_last=False,
+            pin_memory=self.device.type == "cuda",
+        )
         vb = d["val_batch_size"] or max(1, self.micro * 2)
-        self.val_loader = DataLoader(val_ds, batch_size=vb, sampler=ShardSampler(len(val_ds), W, self.dinfo.rank),
-                                     num_workers=nw, collate_fn=collate_skip, pin_memory=self.device.type == "cuda")
+        self.val_loader = DataLoader(
+            val_ds,
+            batch_size=vb,
+            sampler=ShardSampler(len(val_ds), W, self.dinfo.rank),
+            num_workers=nw,
+            collate_fn=collate_skip,
+            pin_memory=self.device.type == "cuda",
+        )
         self.train_ds, self.val_ds = train_ds, val_ds
         self.mixup = None
         if a["mixup"] > 0 or a["cutmix"] > 0:
             from timm.data import Mixup
 
-            self.mixup = Mixup(mixup_alpha=a["mixup"], cutmix_alpha=a["cutmix"], prob=a["mixup_prob"],
-                               switch_prob=a["mixup_switch_prob"], mode=a["mixup_mode"],
-                               label_smoothing=lc["smoothing"], num_classes=self.num_classes)
+            self.mixup = Mixup(
+                mixup_alpha=a["mixup"],
+                cutmix_alpha=a["cutmix"],
+                prob=a["mixup_prob"],
+                switch_prob=a["mixup_switch_prob"],
+                mode=a["mixup_mode"],
+                label_smoothing=lc["smoothing"],
+                num_classes=self.num_classes,
+            )
 
     def _build_optim(self) -> None:
         from timm.optim import create_optimizer_v2
@@ -316,24 +393,37 @@ class Trainer:
 
         cfg, o, s = self.cfg, self.cfg["optim"], self.cfg["sched"]
         trainable = self.task.trainable
-        self.lr = o["lr"] if o["lr"] is not None else o["lr_base"] * cfg["data"]["batch_size"] / o["lr_base_size"]
+        self.lr = (
+            o["lr"] if o["lr"] is not None else o["lr_base"] * cfg["data"]["batch_size"] / o["lr_base_size"]
+        )
         try:
-            self.optimizer = create_optimizer_v2(trainable, opt=o["opt"], lr=self.lr, weight_decay=o["weight_decay"],
-                                                 momentum=o["momentum"])
+            self.optimizer = create_optimizer_v2(
+                trainable, opt=o["opt"], lr=self.lr, weight_decay=o["weight_decay"], momentum=o["momentum"]
+            )
         except (ValueError, AssertionError) as e:
             raise UserError(f"optim.opt={o['opt']!r}: {e}") from None
         self.scheduler, _ = create_scheduler_v2(
-            self.optimizer, sched=s["name"], num_epochs=cfg["epochs"], decay_epochs=s["decay_epochs"],
-            decay_rate=s["decay_rate"], min_lr=s["min_lr"], warmup_lr=s["warmup_lr"],
-            warmup_epochs=s["warmup_epochs"], cooldown_epochs=s["cooldown_epochs"],
-            step_on_epochs=False, updates_per_epoch=self.steps_per_epoch)
+            self.optimizer,
+            sched=s["name"],
+            num_epochs=cfg["epochs"],
+            decay_epochs=s["decay_epochs"],
+            decay_rate=s["decay_rate"],
+            min_lr=s["min_lr"],
+            warmup_lr=s["warmup_lr"],
+            warmup_epochs=s["warmup_epochs"],
+            cooldown_epochs=s["cooldown_epochs"],
+            step_on_epochs=False,
+            updates_per_epoch=self.steps_per_epoch,
+        )
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg["amp"]]
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg["amp"] == "fp16" else None
         self.ema = None
         if cfg["ema"]["enabled"]:
             from timm.utils import ModelEmaV3
 
-            self.ema = ModelEmaV3(self.task.student, decay=cfg["ema"]["decay"], use_warmup=cfg["ema"]["warmup"])
+            self.ema = ModelEmaV3(
+                self.task.student, decay=cfg["ema"]["decay"], use_warmup=cfg["ema"]["warmup"]
+            )
         model: nn.Module = trainable
         if cfg["compile"]:
             model = torch.compile(model)
@@ -365,7 +455,9 @@ class Trainer:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise UserError("log.tensorboard needs TensorBoard: pip install 'vitdistill[tensorboard]'") from None
+                raise UserError(
+                    "log.tensorboard needs TensorBoard: pip install 'vitdistill[tensorboard]'"
+                ) from None
             self.tb = SummaryWriter(str(self.run_dir / "tb"))
 
     def close(self) -> None:
@@ -411,8 +503,10 @@ class Trainer:
     def _load(self, path: Path) -> None:
         st = ckpt_mod.load(path)
         if st.get("model_spec") != self.spec:
-            raise UserError(f"checkpoint {path} was made for another model ({st.get('model_spec')}); "
-                            f"this config builds {self.spec}")
+            raise UserError(
+                f"checkpoint {path} was made for another model ({st.get('model_spec')}); "
+                f"this config builds {self.spec}"
+            )
         self.task.student.load_state_dict(st["student"])
         self.task.trainable.projectors.load_state_dict(st["projectors"])
         self.optimizer.load_state_dict(st["optimizer"])
@@ -452,17 +546,26 @@ class Trainer:
             record = {"kind": "epoch", "epoch": epoch, "step": self.num_updates, **train_stats}
             improved = False
             if do_eval:
-                ev = evaluate_loader(self.task.student, self.val_loader, self.device, self.amp_dtype,
-                                     cfg["channels_last"])
-                record.update({"val_top1": ev["top1"], "val_top5": ev["top5"], "val_loss": ev["loss"],
-                               "val_n": ev["n"], "val_skipped": ev["skipped"]})
+                ev = evaluate_loader(
+                    self.task.student, self.val_loader, self.device, self.amp_dtype, cfg["channels_last"]
+                )
+                record.update(
+                    {
+                        "val_top1": ev["top1"],
+                        "val_top5": ev["top5"],
+                        "val_loss": ev["loss"],
+                        "val_n": ev["n"],
+                        "val_skipped": ev["skipped"],
+                    }
+                )
                 self.last_eval = {"epoch": epoch, "top1": ev["top1"], "top5": ev["top5"]}
                 if self.best["raw"] is None or ev["top1"] > self.best["raw"]["top1"]:
                     self.best["raw"] = dict(self.last_eval)
                     improved = True
                 if self.ema is not None:
-                    ee = evaluate_loader(self.ema.module, self.val_loader, self.device, self.amp_dtype,
-                                         cfg["channels_last"])
+                    ee = evaluate_loader(
+                        self.ema.module, self.val_loader, self.device, self.amp_dtype, cfg["channels_last"]
+                    )
                     record.update({"ema_top1": ee["top1"], "ema_top5": ee["top5"]})
                     self.last_eval.update({"ema_top1": ee["top1"], "ema_top5": ee["top5"]})
                     if self.best["ema"] is None or ee["top1"] > self.best["ema"]["top1"]:
@@ -489,8 +592,13 @@ class Trainer:
         if self.main and cfg["log"]["progress"]:
             from tqdm import tqdm
 
-            pbar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=None,
-                        leave=False, file=sys.stderr)
+            pbar = tqdm(
+                total=self.steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{cfg['epochs']}",
+                disable=None,
+                leave=False,
+                file=sys.stderr,
+            )
         window_start, window_images = time.time(), 0
         self.optimizer.zero_grad(set_to_none=True)
         for i, (images, labels, _idx, n_skip) in enumerate(self.train_loader):
@@ -554,9 +662,14 @@ class Trainer:
                 self._check_finite(first_bad, term_names)
                 now = time.time()
                 rate = window_images * self.dinfo.world_size / max(now - window_start, 1e-9)
-                rec = {"kind": "step", "epoch": epoch, "step": self.num_updates,
-                       **{k: v for k, v in zip(term_names, vals.tolist(), strict=True)},
-                       "lr": lr_used, "images_per_s": rate}
+                rec = {
+                    "kind": "step",
+                    "epoch": epoch,
+                    "step": self.num_updates,
+                    **{k: v for k, v in zip(term_names, vals.tolist(), strict=True)},
+                    "lr": lr_used,
+                    "images_per_s": rate,
+                }
                 self.log(rec)
                 if pbar is not None:
                     pbar.set_postfix(loss=f"{rec['loss']:.4f}")
@@ -569,11 +682,19 @@ class Trainer:
         elapsed = time.time() - t_start
         stats = torch.cat([sums, torch.tensor([n_steps, n_images, skipped], dtype=torch.float64, device=dev)])
         dist_mod.all_reduce_sum(stats)
-        out = {f"train_{k}": stats[j].item() / max(stats[len(term_names)].item(), 1) for j, k in enumerate(term_names)}
-        out.update({"lr": self.optimizer.param_groups[0]["lr"],
-                    "images_per_s": stats[len(term_names) + 1].item() / max(elapsed, 1e-9),
-                    "train_images": int(stats[len(term_names) + 1].item()),
-                    "train_skipped": int(stats[len(term_names) + 2].item()), "epoch_time_s": elapsed})
+        out = {
+            f"train_{k}": stats[j].item() / max(stats[len(term_names)].item(), 1)
+            for j, k in enumerate(term_names)
+        }
+        out.update(
+            {
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "images_per_s": stats[len(term_names) + 1].item() / max(elapsed, 1e-9),
+                "train_images": int(stats[len(term_names) + 1].item()),
+                "train_skipped": int(stats[len(term_names) + 2].item()),
+                "epoch_time_s": elapsed,
+            }
+        )
         return out
 
     def _check_finite(self, first_bad: torch.Tensor | None, names: list[str] | None) -> None:
@@ -600,7 +721,9 @@ class Trainer:
             "lr": self.lr,
             "model": self.spec,
             "params": self.student_params,
-            "teacher": (cfg["teacher"]["name"] or cfg["teacher"]["checkpoint"]) if self.task.teacher is not None else None,
+            "teacher": (cfg["teacher"]["name"] or cfg["teacher"]["checkpoint"])
+            if self.task.teacher is not None
+            else None,
             "num_classes": self.num_classes,
             "last": self.last_eval or None,
             "best": self.best["raw"],

@@ -27,7 +27,15 @@ from vitdistill.errors import UserError, closest_names
 from vitdistill.models.lift import LiftVisionTransformer
 from vitdistill.models.widelast import WideLastVisionTransformer
 
-__all__ = ["build_model", "from_build_spec", "create_lift", "create_widelast", "create_base_model", "vit_args_from_model", "STUDENT_MODELS"]
+__all__ = [
+    "build_model",
+    "from_build_spec",
+    "create_lift",
+    "create_widelast",
+    "create_base_model",
+    "vit_args_from_model",
+    "STUDENT_MODELS",
+]
 
 STUDENT_MODELS = (
     "deit_tiny_lift_patch16_224",
@@ -103,8 +111,10 @@ def _checkpoint_head_rows(path: str) -> int | None:
 
 def _create(model_cls, variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> nn.Module:
     if pretrained and not _has_weight_source(kwargs):
-        raise UserError(f"{variant} has no published weights; pass a local file with "
-                        f"pretrained_cfg_overlay=dict(file='model.safetensors')")
+        raise UserError(
+            f"{variant} has no published weights; pass a local file with "
+            f"pretrained_cfg_overlay=dict(file='model.safetensors')"
+        )
     overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
     if pretrained and overlay.get("file") and "num_classes" not in overlay:
         # timm drops the head whenever num_classes differs from the cfg's 1000; a file whose head
@@ -152,8 +162,18 @@ def deit_tiny_uniform219_patch16_224(pretrained: bool = False, **kwargs) -> Visi
 # --------------------------------------------------------------------------------------------
 
 # Keyword arguments that do not change the architecture's shape; forwarded to the student as given.
-_PASSTHROUGH = ("drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate", "attn_drop_rate",
-                "drop_path_rate", "weight_init", "fix_init", "device", "dtype")
+_PASSTHROUGH = (
+    "drop_rate",
+    "pos_drop_rate",
+    "patch_drop_rate",
+    "proj_drop_rate",
+    "attn_drop_rate",
+    "drop_path_rate",
+    "weight_init",
+    "fix_init",
+    "device",
+    "dtype",
+)
 
 
 def create_base_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
@@ -187,15 +207,23 @@ def vit_args_from_model(base: nn.Module, name: str = "") -> dict[str, Any]:
     """
     label = name or type(base).__name__
     if type(base) is not VisionTransformer:
-        raise UserError(f"'{label}' is a {type(base).__name__}, not a plain timm VisionTransformer; Lift/WideLast "
-                        f"builders support ViT/DeiT-style models (e.g. deit_tiny_patch16_224, vit_small_patch16_224)")
+        raise UserError(
+            f"'{label}' is a {type(base).__name__}, not a plain timm VisionTransformer; Lift/WideLast "
+            f"builders support ViT/DeiT-style models (e.g. deit_tiny_patch16_224, vit_small_patch16_224)"
+        )
     blk = base.blocks[0]
-    parts = {"block": (blk, Block), "attention": (getattr(blk, "attn", None), Attention),
-             "mlp": (getattr(blk, "mlp", None), Mlp), "patch embed": (base.patch_embed, PatchEmbed)}
+    parts = {
+        "block": (blk, Block),
+        "attention": (getattr(blk, "attn", None), Attention),
+        "mlp": (getattr(blk, "mlp", None), Mlp),
+        "patch embed": (base.patch_embed, PatchEmbed),
+    }
     for what, (mod, cls) in parts.items():
         if type(mod) is not cls:
-            raise UserError(f"'{label}' uses a {type(mod).__name__} {what}; the Lift/WideLast builders support "
-                            f"ViT variants built from timm's {cls.__name__} only")
+            raise UserError(
+                f"'{label}' uses a {type(mod).__name__} {what}; the Lift/WideLast builders support "
+                f"ViT variants built from timm's {cls.__name__} only"
+            )
     if base.attn_pool is not None:
         raise UserError(f"'{label}' pools with attention (global_pool={base.global_pool!r}); not supported")
     if getattr(blk.attn, "gate", None) is not None or not isinstance(blk.attn.norm, nn.Identity):
@@ -251,9 +279,15 @@ def _copy_backbone(base: nn.Module, student: nn.Module, replaced: tuple[str, ...
     missing = sorted(k for k in own if k not in sd and not is_replaced(k))
     bad_shape = sorted(k for k in sd if k in own and own[k].shape != sd[k].shape)
     if unexpected or missing or bad_shape:
-        detail = "; ".join(f"{what}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
-                           for what, keys in (("unexpected", unexpected), ("missing", missing),
-                                              ("shape mismatch", bad_shape)) if keys)
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+            for what, keys in (
+                ("unexpected", unexpected),
+                ("missing", missing),
+                ("shape mismatch", bad_shape),
+            )
+            if keys
+        )
         raise UserError(f"the ViT variant '{name}' is not supported by the builders ({detail})")
     student.load_state_dict(sd, strict=False)
 
@@ -279,8 +313,10 @@ def _check_same_backbone(base: nn.Module, student: nn.Module, upto: int, name: s
         base.train(modes[0])
         student.train(modes[1])
     if not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
-        raise UserError(f"the ViT variant '{name}' is not supported by the builders (rebuilt backbone computes "
-                        f"different features; max diff {float((a - b).abs().max()):.3g})")
+        raise UserError(
+            f"the ViT variant '{name}' is not supported by the builders (rebuilt backbone computes "
+            f"different features; max diff {float((a - b).abs().max()):.3g})"
+        )
 
 
 def _student_kwargs(base: nn.Module, name: str, kwargs: dict) -> dict:
@@ -318,13 +354,17 @@ def create_lift(base: str, lift_dim: int, pretrained: bool = False, **kwargs) ->
     student = LiftVisionTransformer(lift_dim=lift_dim, **args)
     _copy_backbone(base_model, student, ("norm", "fc_norm", "head"), base)
     _check_same_backbone(base_model, student, len(student.blocks) - 1, base)
-    _inherit_cfg(base_model, student, dict(builder="create_lift", base=base, lift_dim=int(lift_dim),
-                                           kwargs=_plain(kwargs)))
+    _inherit_cfg(
+        base_model,
+        student,
+        dict(builder="create_lift", base=base, lift_dim=int(lift_dim), kwargs=_plain(kwargs)),
+    )
     return student
 
 
-def create_widelast(base: str, wide_dim: int, num_wide: int = 1, pretrained: bool = False,
-                    **kwargs) -> WideLastVisionTransformer:
+def create_widelast(
+    base: str, wide_dim: int, num_wide: int = 1, pretrained: bool = False, **kwargs
+) -> WideLastVisionTransformer:
     """A WideLast student made from the timm ViT ``base``: its last ``num_wide`` blocks at ``wide_dim``.
 
     The narrow blocks, embeddings and tokens are copied from the base (pretrained if asked); the
@@ -334,13 +374,26 @@ def create_widelast(base: str, wide_dim: int, num_wide: int = 1, pretrained: boo
     wide_heads = kwargs.pop("wide_num_heads", None)
     base_model = create_base_model(base, pretrained=pretrained, **kwargs)
     args = _student_kwargs(base_model, base, kwargs)
-    student = WideLastVisionTransformer(wide_dim=wide_dim, num_wide=num_wide, wide_num_heads=wide_heads, **args)
-    replaced = ("norm", "fc_norm", "head") + tuple(f"blocks.{i}" for i in range(student.first_wide, len(student.blocks)))
+    student = WideLastVisionTransformer(
+        wide_dim=wide_dim, num_wide=num_wide, wide_num_heads=wide_heads, **args
+    )
+    replaced = ("norm", "fc_norm", "head") + tuple(
+        f"blocks.{i}" for i in range(student.first_wide, len(student.blocks))
+    )
     _copy_backbone(base_model, student, replaced, base)
     _check_same_backbone(base_model, student, student.first_wide - 1, base)
-    _inherit_cfg(base_model, student, dict(builder="create_widelast", base=base, wide_dim=int(wide_dim),
-                                           num_wide=int(num_wide), wide_num_heads=wide_heads,
-                                           kwargs=_plain(kwargs)))
+    _inherit_cfg(
+        base_model,
+        student,
+        dict(
+            builder="create_widelast",
+            base=base,
+            wide_dim=int(wide_dim),
+            num_wide=int(num_wide),
+            wide_num_heads=wide_heads,
+            kwargs=_plain(kwargs),
+        ),
+    )
     return student
 
 
@@ -368,7 +421,9 @@ def build_model(spec: str, pretrained: bool = False, **kwargs) -> nn.Module:
         if kind in ("lift", "widelast") and rest:
             parts = rest.split(":")
             if kind == "lift" and len(parts) != 2 or kind == "widelast" and len(parts) not in (2, 3):
-                raise UserError(f"bad model spec '{spec}': use lift:BASE:LIFT_DIM or widelast:BASE:WIDE_DIM[:NUM_WIDE]")
+                raise UserError(
+                    f"bad model spec '{spec}': use lift:BASE:LIFT_DIM or widelast:BASE:WIDE_DIM[:NUM_WIDE]"
+                )
             try:
                 nums = [int(p) for p in parts[1:]]
             except ValueError:
@@ -394,4 +449,6 @@ def from_build_spec(spec: dict, pretrained: bool = False, **overrides) -> nn.Mod
         return create_lift(spec["base"], spec["lift_dim"], pretrained=pretrained, **kwargs)
     if spec.get("wide_num_heads") is not None:
         kwargs["wide_num_heads"] = spec["wide_num_heads"]
-    return create_widelast(spec["base"], spec["wide_dim"], spec.get("num_wide", 1), pretrained=pretrained, **kwargs)
+    return create_widelast(
+        spec["base"], spec["wide_dim"], spec.get("num_wide", 1), pretrained=pretrained, **kwargs
+    )

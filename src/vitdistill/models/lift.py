@@ -79,7 +79,9 @@ class LiftVisionTransformer(VisionTransformer):
         **kwargs,
     ) -> None:
         if global_pool in ("map", "prr"):
-            raise UserError(f"Lift does not support attention pooling (global_pool={global_pool!r}); use 'avg' or 'token'")
+            raise UserError(
+                f"Lift does not support attention pooling (global_pool={global_pool!r}); use 'avg' or 'token'"
+            )
         if fc_norm:
             raise UserError("Lift normalises every token inside its projector; fc_norm=True is not supported")
         if int(lift_dim) <= 0:
@@ -98,7 +100,9 @@ class LiftVisionTransformer(VisionTransformer):
         self.norm = TokenProjector(self.embed_dim, self.lift_dim, norm_layer=norm_layer, **dd)
         self.fc_norm = nn.Identity()
         self.num_features = self.head_hidden_size = self.lift_dim
-        self.head = nn.Linear(self.lift_dim, self.num_classes, **dd) if self.num_classes > 0 else nn.Identity()
+        self.head = (
+            nn.Linear(self.lift_dim, self.num_classes, **dd) if self.num_classes > 0 else nn.Identity()
+        )
         _finish_init(self, weight_init)
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:

@@ -95,7 +95,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError) as e:
         raise UserError(f"unknown device {device!r} (use cpu or cuda)") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} was requested but CUDA is not available on this machine; use --device cpu")
+        raise UserError(
+            f"device {device!r} was requested but CUDA is not available on this machine; use --device cpu"
+        )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise UserError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
@@ -103,7 +105,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-_AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+_AMP_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 
 
 def measure_throughput(
@@ -122,7 +129,9 @@ def measure_throughput(
     right before and after the timed iterations, so the figure is pure device time per batch.
     """
     if batch_size < 1 or iters < 1 or warmup < 0:
-        raise UserError(f"need batch_size >= 1, iters >= 1, warmup >= 0 (got {batch_size}, {iters}, {warmup})")
+        raise UserError(
+            f"need batch_size >= 1, iters >= 1, warmup >= 0 (got {batch_size}, {iters}, {warmup})"
+        )
     dev = resolve_device(device)
     model.to(dev)
     size = tuple(input_size) if input_size is not None else model_input_size(model)
@@ -244,8 +253,9 @@ def inspect_models(
             "device": str(dev) if dev is not None else None,
         }
         if throughput:
-            row["throughput"] = measure_throughput(model, batch_size=batch_size, device=dev, warmup=warmup,
-                                                   iters=iters, amp=amp)
+            row["throughput"] = measure_throughput(
+                model, batch_size=batch_size, device=dev, warmup=warmup, iters=iters, amp=amp
+            )
         rows.append(row)
     return rows
 
@@ -262,22 +272,31 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     header = ["model", "params", "MACs/img", "input", "tokens", "width per block", "head in", "img/s"]
     lines = [header]
     for r in rows:
-        tput = "-" if r.get("throughput") is None else f"{r['throughput']:.1f} (bs {r['batch_size']}, {r['device']})"
-        lines.append([
-            r["model"],
-            f"{r['params']:,}",
-            _human(r["macs"]),
-            "x".join(str(s) for s in r["input_size"][1:]),
-            "x".join(str(s) for s in r["token_grid"]) if r.get("token_grid") else "-",
-            r["widths"],
-            str(r.get("head_width", "")),
-            tput,
-        ])
+        tput = (
+            "-"
+            if r.get("throughput") is None
+            else f"{r['throughput']:.1f} (bs {r['batch_size']}, {r['device']})"
+        )
+        lines.append(
+            [
+                r["model"],
+                f"{r['params']:,}",
+                _human(r["macs"]),
+                "x".join(str(s) for s in r["input_size"][1:]),
+                "x".join(str(s) for s in r["token_grid"]) if r.get("token_grid") else "-",
+                r["widths"],
+                str(r.get("head_width", "")),
+                tput,
+            ]
+        )
     widths = [max(len(str(line[c])) for line in lines) for c in range(len(header))]
     right = {1, 2, 6}
     out = []
     for j, line in enumerate(lines):
-        cells = [str(v).rjust(widths[c]) if c in right and j else str(v).ljust(widths[c]) for c, v in enumerate(line)]
+        cells = [
+            str(v).rjust(widths[c]) if c in right and j else str(v).ljust(widths[c])
+            for c, v in enumerate(line)
+        ]
         out.append("  ".join(cells).rstrip())
         if j == 0:
             out.append("  ".join("-" * w for w in widths))

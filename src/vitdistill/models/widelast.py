@@ -24,12 +24,17 @@ __all__ = ["WideEntryBlock", "WideLastVisionTransformer"]
 class WideEntryBlock(Block):
     """A timm ``Block`` at ``dim`` preceded by the entry projection ``in_dim -> dim`` (all tokens)."""
 
-    def __init__(self, in_dim: int, dim: int, num_heads: int, norm_layer=LayerNorm, device=None, dtype=None,
-                 **kwargs) -> None:
-        super().__init__(dim=dim, num_heads=num_heads, norm_layer=norm_layer, device=device, dtype=dtype, **kwargs)
+    def __init__(
+        self, in_dim: int, dim: int, num_heads: int, norm_layer=LayerNorm, device=None, dtype=None, **kwargs
+    ) -> None:
+        super().__init__(
+            dim=dim, num_heads=num_heads, norm_layer=norm_layer, device=device, dtype=dtype, **kwargs
+        )
         self.entry = TokenProjector(in_dim, dim, norm_layer=norm_layer, device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
         return super().forward(self.entry(x), attn_mask=attn_mask, is_causal=is_causal)
 
 
@@ -45,7 +50,9 @@ class _WideBlocks:
         if depth < self.first_wide:
             return Block(dim=dim, num_heads=num_heads, depth=depth, **kwargs)
         if depth == self.first_wide:
-            return WideEntryBlock(in_dim=dim, dim=self.wide_dim, num_heads=self.wide_heads, depth=depth, **kwargs)
+            return WideEntryBlock(
+                in_dim=dim, dim=self.wide_dim, num_heads=self.wide_heads, depth=depth, **kwargs
+            )
         return Block(dim=self.wide_dim, num_heads=self.wide_heads, depth=depth, **kwargs)
 
 
@@ -85,8 +92,10 @@ class WideLastVisionTransformer(VisionTransformer):
         if wide_num_heads is None:
             head_dim = embed_dim // num_heads
             if wide_dim % head_dim:
-                raise UserError(f"wide_dim={wide_dim} is not a multiple of the base head dim {head_dim}; "
-                                f"pass wide_num_heads explicitly")
+                raise UserError(
+                    f"wide_dim={wide_dim} is not a multiple of the base head dim {head_dim}; "
+                    f"pass wide_num_heads explicitly"
+                )
             wide_num_heads = wide_dim // head_dim
         elif wide_dim % int(wide_num_heads):
             raise UserError(f"wide_dim={wide_dim} is not divisible by wide_num_heads={wide_num_heads}")
@@ -114,7 +123,9 @@ class WideLastVisionTransformer(VisionTransformer):
         self.norm = norm(self.wide_dim, **dd) if final_norm and not use_fc_norm else nn.Identity()
         self.fc_norm = norm(self.wide_dim, **dd) if final_norm and use_fc_norm else nn.Identity()
         self.num_features = self.head_hidden_size = self.wide_dim
-        self.head = nn.Linear(self.wide_dim, self.num_classes, **dd) if self.num_classes > 0 else nn.Identity()
+        self.head = (
+            nn.Linear(self.wide_dim, self.num_classes, **dd) if self.num_classes > 0 else nn.Identity()
+        )
         for i in range(self.first_wide, depth):
             self.feature_info[i]["num_chs"] = self.wide_dim
         _finish_init(self, weight_init)
@@ -131,15 +142,19 @@ class WideLastVisionTransformer(VisionTransformer):
         self.head = nn.Linear(self.head_hidden_size, num_classes, **dd) if num_classes > 0 else nn.Identity()
         self.head.train(self.training)
 
-    def forward_intermediates(self, x: torch.Tensor, indices=None, return_prefix_tokens: bool = False,
-                              norm: bool = False, **kwargs):
+    def forward_intermediates(
+        self, x: torch.Tensor, indices=None, return_prefix_tokens: bool = False, norm: bool = False, **kwargs
+    ):
         """timm's ``forward_intermediates``; the final norm (``norm=True``) exists only at ``wide_dim``."""
         if norm and not isinstance(self.norm, nn.Identity):
             take, _ = feature_take_indices(len(self.blocks), indices)
             narrow = [int(i) for i in take if i < self.first_wide]
             if narrow:
-                raise UserError(f"norm=True applies the final LayerNorm({self.wide_dim}) and only fits the wide "
-                                f"blocks {self.first_wide}..{len(self.blocks) - 1}; blocks {narrow} are "
-                                f"{self.embed_dim} wide")
-        return super().forward_intermediates(x, indices, return_prefix_tokens=return_prefix_tokens, norm=norm,
-                                             **kwargs)
+                raise UserError(
+                    f"norm=True applies the final LayerNorm({self.wide_dim}) and only fits the wide "
+                    f"blocks {self.first_wide}..{len(self.blocks) - 1}; blocks {narrow} are "
+                    f"{self.embed_dim} wide"
+                )
+        return super().forward_intermediates(
+            x, indices, return_prefix_tokens=return_prefix_tokens, norm=norm, **kwargs
+        )
