@@ -230,6 +230,6 @@ class DistillTask(nn.Module):
 
     def forward(self, x: torch.Tensor, target: torch.Tensor, trainable: nn.Module | None = None):
         """Loss terms for a batch; ``trainable`` is the (possibly DDP-wrapped) trainable module."""
-        out = (trainable or self.trainable)(x)
         t_out = self.run_teacher(x)
+        out = (trainable or self.trainable)(x)
         return self.losses(out, t_out, target)
