@@ -382,16 +382,19 @@ def test_reference_tables_ship_with_the_package():
         reference_table("nope.csv")
 
 
-def test_threaded_eigvalsh_is_bitwise_the_batched_solve():
+def test_threaded_eigvalsh_matches_single_matrix_solves():
     from vitdistill.analysis.spectra import batched_eigvalsh
 
-    x = torch.randn(7, 20, 33, dtype=torch.float64)
+    x = torch.randn(7, 20, 33, dtype=torch.float64) * torch.linspace(0.1, 3, 33, dtype=torch.float64)
     g = x @ x.transpose(1, 2)
     before = torch.get_num_threads()
     try:
+        torch.set_num_threads(1)
+        one_by_one = torch.stack([torch.linalg.eigvalsh(m) for m in g])
         torch.set_num_threads(3)  # 7 matrices over 3 threads: uneven chunks
         got = batched_eigvalsh(g)
+        assert torch.get_num_threads() == 3  # restored
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(got, torch.linalg.eigvalsh(g))
+    assert torch.equal(got, one_by_one)
     np.testing.assert_allclose(got.numpy(), np.linalg.eigvalsh(g.numpy()), rtol=1e-10, atol=1e-9)
