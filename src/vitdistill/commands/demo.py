@@ -41,23 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vitdistill.demo import run_demo
+    from vitdistill.demo.study import SIZE_FIELDS, run_demo
 
-    sizes = (
-        "seeds",
-        "epochs",
-        "teacher_epochs",
-        "img_size",
-        "patch_size",
-        "teacher_width",
-        "teacher_depth",
-        "student_width",
-        "student_depth",
-        "train_images",
-        "val_images",
-        "batch_size",
-        "analysis_images",
-    )
     run_demo(
         args.out,
         fresh=args.fresh,
@@ -65,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
         quick=args.quick,
         data=args.data,
         device=args.device,
-        **{k: getattr(args, k) for k in sizes},
+        **{k: getattr(args, k) for k in SIZE_FIELDS},
     )
     return 0

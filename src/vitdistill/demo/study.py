@@ -30,6 +30,22 @@ from vitdistill.errors import UserError
 from vitdistill.utils.io import atomic_write_json
 
 STAGE_DIRS = ("1-data", "2-teacher", "3-teacher-analysis", "4-students", "5-student-analysis", "6-report")
+# The demo's size settings: positive integers, each also a `vitdistill demo --flag`.
+SIZE_FIELDS = (
+    "seeds",
+    "epochs",
+    "teacher_epochs",
+    "img_size",
+    "patch_size",
+    "teacher_width",
+    "teacher_depth",
+    "student_width",
+    "student_depth",
+    "train_images",
+    "val_images",
+    "batch_size",
+    "analysis_images",
+)
 
 
 @dataclass
@@ -99,21 +115,7 @@ class DemoSettings:
         return s
 
     def validate(self) -> None:
-        for name in (
-            "seeds",
-            "epochs",
-            "teacher_epochs",
-            "img_size",
-            "patch_size",
-            "teacher_width",
-            "teacher_depth",
-            "student_width",
-            "student_depth",
-            "train_images",
-            "val_images",
-            "batch_size",
-            "analysis_images",
-        ):
+        for name in SIZE_FIELDS:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1 (got {v})")
