@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _final_mode(path))
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -33,6 +35,27 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _final_mode(path: Path) -> int:
+    """The permissions ``open(path, "w")`` would give: an existing file's, else 0o666 minus the umask.
+
+    ``mkstemp`` creates private (0o600) files; results on a shared cluster must stay readable
+    by whoever could read a plainly written file.
+    """
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -72,6 +95,7 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], None]) ->
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, _final_mode(path))
         writer(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
