@@ -64,23 +64,26 @@ def folder(tmp_path_factory):
     return make_folder(tmp_path_factory.mktemp("imgs"))
 
 
+def _reference_run(folder, out) -> list[str]:
+    """The analyze arguments of the reference result; the torchrun test must repeat them exactly."""
+    return [
+        "analyze",
+        *TINY,
+        "--data",
+        str(folder),
+        "--out",
+        str(out),
+        *FAST,
+        "--save-features",
+        "--features-dtype",
+        "float32",
+    ]
+
+
 @pytest.fixture(scope="module")
 def result(folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("res") / "a"
-    rc = main(
-        [
-            "analyze",
-            *TINY,
-            "--data",
-            str(folder),
-            "--out",
-            str(out),
-            *FAST,
-            "--save-features",
-            "--features-dtype",
-            "float32",
-        ]
-    )
+    rc = main(_reference_run(folder, out))
     assert rc == 0
     return out
 
@@ -387,16 +390,7 @@ def test_torchrun_two_processes_equal_one(result, folder, tmp_path):
         str(_free_port()),
         "-m",
         "vitdistill.cli",
-        "analyze",
-        *TINY,
-        "--data",
-        str(folder),
-        "--out",
-        str(out),
-        *FAST,
-        "--save-features",
-        "--features-dtype",
-        "float32",
+        *_reference_run(folder, out),
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
