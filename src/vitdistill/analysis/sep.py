@@ -35,11 +35,7 @@ def power_spectrum(x: torch.Tensor, mode: str) -> torch.Tensor:
         return torch.fft.fft(x, dim=-1).abs().pow(2)
     if mode == "folded":
         p = torch.fft.rfft(x, dim=-1).abs().pow(2)
-        d = x.shape[-1]
-        hi = d // 2 if d % 2 == 0 else d // 2 + 1  # bins 1..hi-1 have a mirror twin
-        w = torch.ones(p.shape[-1], dtype=p.dtype, device=p.device)
-        w[1:hi] = 2.0
-        return p * w
+        return p * _fold_weights(x.shape[-1], p.shape[-1], p.dtype, p.device)
     raise ValueError(f"unknown SEP mode {mode!r}; use one of {MODES}")
 
 
@@ -52,15 +48,20 @@ def sep_curves(x: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     return curves, valid
 
 
+def _fold_weights(d: int, h: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """Weights of the D//2+1 real-FFT bins in the folded spectrum: 2 for bins with a mirror twin."""
+    hi = d // 2 if d % 2 == 0 else d // 2 + 1
+    w = torch.ones(h, dtype=dtype, device=device)
+    w[1:hi] = 2.0
+    return w
+
+
 def _expand(half: torch.Tensor, d: int, mode: str) -> torch.Tensor:
     """Full-order (mirror appended) or folded (interior bins doubled) spectrum from rfft power."""
     h = half.shape[-1]
     if mode == "full":
         return torch.cat([half, half[..., 1 : d - h + 1].flip(-1)], dim=-1)
-    hi = d // 2 if d % 2 == 0 else d // 2 + 1
-    w = torch.ones(h, dtype=half.dtype, device=half.device)
-    w[1:hi] = 2.0
-    return half * w
+    return half * _fold_weights(d, h, half.dtype, half.device)
 
 
 class SEP:
@@ -112,29 +113,31 @@ class SEP:
         """x: (B, N, D) token features of B images.
 
         One real FFT serves both modes (the full spectrum is the half spectrum plus its mirror).
-        Pooled and per-image mean curves are linear in the normalised spectra, so they are
-        cumulative sums of summed spectra; only the std needs per-token cumulative sums.
+        Pooled and per-image mean curves are linear in the normalised spectra, so they come from
+        per-image sums of half spectra; only the std needs per-token cumulative sums. Spectra
+        and sums over one image's tokens are float32 (the features are float32 already); every
+        sum across images is float64.
         """
         b, n, d = x.shape
         self._init(d, x.device)
-        # float32 spectra (features are float32 already); every sum over tokens is float64
-        half = (
-            torch.view_as_real(torch.fft.rfft(x.to(torch.float32), dim=-1)).pow(2).sum(-1)
-        )  # (B, N, D//2+1)
-        tot = _expand(half, d, "folded").sum(-1, dtype=torch.float64)
+        x = x.to(torch.float32)
+        half = torch.fft.rfft(x, dim=-1).abs().square_()  # (B, N, D//2+1)
+        tot = (half * _fold_weights(d, half.shape[-1], half.dtype, half.device)).sum(-1)  # (B, N) energy
         valid = tot > 0
-        inv = torch.where(valid, 1.0 / torch.where(valid, tot, torch.ones_like(tot)), torch.zeros_like(tot))
+        inv = torch.where(valid, tot, torch.ones_like(tot)).reciprocal_().mul_(valid)
+        q = half.mul_(inv[..., None])  # normalised spectra; zero rows for empty tokens
         cnt = valid.sum(1, keepdim=True).to(torch.float64)  # (B, 1)
+        img_half = q.sum(1).to(torch.float64)  # (B, D//2+1): per-image sum over tokens
         per_image = []
         for m in MODES:
-            q = _expand(half, d, m) * inv[..., None].to(
-                torch.float32
-            )  # normalised; zero rows for empty tokens
-            img = q.sum(1, dtype=torch.float64)  # (B, D')
-            self.sums[f"sum_{m}"] += 100.0 * img.sum(0).cumsum(-1).cpu()
-            sq = (100.0 * q.cumsum(-1)).pow_(2).sum(1, dtype=torch.float64)
-            self.sums[f"sumsq_{m}"] += sq.sum(0).cpu()
-            dm = first_at_least(100.0 * img.cumsum(-1) / cnt.clamp_min(1), self.alphas).to(torch.float64)
+            s_img = 100.0 * _expand(img_half, d, m).cumsum(-1)  # (B, D'): per-image sums of curves
+            mean_img = s_img / cnt.clamp_min(1)
+            self.sums[f"sum_{m}"] += s_img.sum(0).cpu()
+            # sum of squares = within-image squared deviations (float32, no cancellation) + S^2/n
+            dev = _expand(q, d, m).cumsum_(-1).mul_(100.0).sub_(mean_img.to(q.dtype)[:, None])
+            m2 = dev.mul_(valid[..., None]).square_().sum(1).to(torch.float64)
+            self.sums[f"sumsq_{m}"] += (m2 + s_img * mean_img).sum(0).cpu()
+            dm = first_at_least(mean_img, self.alphas).to(torch.float64)
             per_image.append(torch.where(cnt > 0, dm, torch.full_like(dm, float("nan"))))
         self.tokens += int(valid.sum())
         self.zero_tokens += int((~valid).sum())
@@ -143,26 +146,31 @@ class SEP:
             self._update_perm(x, ids, inv, cnt)
 
     def _update_perm(self, x: torch.Tensor, ids: torch.Tensor, inv: torch.Tensor, cnt: torch.Tensor) -> None:
-        # A channel permutation keeps each token's energy (Parseval), so the normaliser is shared.
-        # Trial spectra are float32 (several times faster FFTs on CPU), summed in float64.
-        rows = torch.empty(x.shape[0], self.permutations, len(self.alphas), dtype=torch.float32)
+        """R trials: the per-image sums of normalised spectra of channel-permuted tokens.
+
+        A permutation keeps each token's energy (Parseval), so scaling every token by
+        1/sqrt(energy) once makes the sum over tokens of |FFT(permuted)|^2 the per-image sum of
+        normalised spectra directly. Tokens are laid out channel-major, so a permutation is a
+        gather of contiguous rows.
+        """
+        b, n, d = x.shape
+        xt = (x * inv.sqrt()[..., None]).reshape(b * n, d).T.contiguous()  # (D, B*N) float32
         perms = self.perms.to(x.device)
-        xs = x.to(torch.float32)
-        inv32 = inv.to(torch.float32)
-        d = x.shape[-1]
-        chunk = max(1, min(self.permutations, (1 << 22) // max(1, x.numel())))
-        ok = (cnt > 0)[..., None]
-        for s in range(0, self.permutations, chunk):
-            pr = perms[s : s + chunk]  # (R', D)
-            half = torch.view_as_real(torch.fft.rfft(xs[:, :, pr], dim=-1)).pow(2).sum(-1)  # (B, N, R', H)
-            # per-image sums of normalised spectra; mirroring/doubling is linear, so it comes after
-            img = _expand(torch.einsum("bnrh,bn->brh", half, inv32).to(torch.float64), d, self.perm_mode)
-            self.sums["sum_perm"][s : s + len(pr)] += 100.0 * img.sum(0).cumsum(-1).cpu()
-            dm = first_at_least(100.0 * img.cumsum(-1) / cnt[..., None].clamp_min(1), self.alphas)
-            rows[:, s : s + len(pr)] = torch.where(
-                ok, dm.to(torch.float32), torch.full_like(dm, float("nan"), dtype=torch.float32)
-            ).cpu()
-        self.perm_rows.add(ids, rows)
+        # the gather is row-wise; the FFT runs on token rows again so that every token's
+        # arithmetic is the same whatever the batch (batch splits and ranks give equal sums)
+        half = torch.stack(
+            [
+                torch.fft.rfft(xt[p].T.contiguous(), dim=-1).abs().square_().view(b, n, -1).sum(1)
+                for p in perms
+            ]
+        )  # (R, B, H)
+        img = _expand(half.to(torch.float64), d, self.perm_mode)  # (R, B, D')
+        self.sums["sum_perm"] += 100.0 * img.sum(1).cumsum(-1).cpu()
+        dm = first_at_least(100.0 * img.cumsum(-1) / cnt.clamp_min(1)[None], self.alphas)  # (R, B, A)
+        rows = torch.where(
+            (cnt > 0)[None], dm.to(torch.float32), torch.full_like(dm, float("nan"), dtype=torch.float32)
+        )
+        self.perm_rows.add(ids, rows.transpose(0, 1).cpu())
 
     # --- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
