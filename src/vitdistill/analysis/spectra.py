@@ -31,10 +31,18 @@ def gram_eigenvalues(x: torch.Tensor) -> torch.Tensor:
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (size, pool), made on first use
 
 
+def _solve_one_thread(g: torch.Tensor) -> torch.Tensor:
+    if torch.get_num_threads() != 1:  # once per solver thread: LAPACK single-threaded here
+        torch.set_num_threads(1)
+    return torch.linalg.eigvalsh(g)
+
+
 def batched_eigvalsh(g: torch.Tensor) -> torch.Tensor:
     """``torch.linalg.eigvalsh`` of a (B, k, k) batch: on CPU, one thread per matrix, the batch over threads.
 
-    The intra-op thread count is set to 1 for the duration of the solve and restored after it.
+    Each solver thread sets its own thread count to 1 (OpenMP's and MKL's settings are per
+    thread); the caller's count, and the default that new threads start from, are restored
+    after the solve.
     """
     global _pool
     threads = torch.get_num_threads()
@@ -43,9 +51,8 @@ def batched_eigvalsh(g: torch.Tensor) -> torch.Tensor:
     workers = min(threads, g.shape[0])
     if _pool is None or _pool[0] < workers:
         _pool = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitdistill-eig"))
-    torch.set_num_threads(1)
     try:
-        return torch.cat(list(_pool[1].map(torch.linalg.eigvalsh, g.chunk(workers))))
+        return torch.cat(list(_pool[1].map(_solve_one_thread, g.chunk(workers))))
     finally:
         torch.set_num_threads(threads)
 
