@@ -28,10 +28,9 @@ class SecondMoment:
 
     def update(self, x: torch.Tensor) -> None:
         flat = x.reshape(-1, x.shape[-1]).to(torch.float64)
-        xtx = flat.T @ flat
         if self.sum_xtx is None:
-            self.sum_xtx = torch.zeros_like(xtx)
-        self.sum_xtx += xtx
+            self.sum_xtx = flat.new_zeros(flat.shape[1], flat.shape[1])
+        self.sum_xtx.addmm_(flat.T, flat)
         self.sum_tokens += flat.shape[0]
         self._eig = None
 
