@@ -200,11 +200,15 @@ def test_sep_changes_under_channel_permutation_and_test_reports_it():
     )
 
 
-def test_rotation_matches_scipy_subspace_angles():
-    x = features(5, 12, 16)
+@pytest.mark.parametrize("n", [12, 20])  # N < C: from the N x N Gram matrix; N >= C: from X^T X
+def test_rotation_matches_scipy_subspace_angles(n):
+    x = features(5, n, 16)
     rot = SubspaceRotation(sample=[0, 2, 3, 4], threshold=0.9)
-    rot.update(x, torch.arange(5))
+    rot.update(x[:2], torch.arange(2))  # the sample arrives over two batches
+    rot.update(x[2:], torch.arange(2, 5))
     assert sorted(rot.samples) == [0, 2, 3, 4]
+    for v, _ in rot.samples.values():  # orthonormal directions either way
+        torch.testing.assert_close(v.T @ v, torch.eye(v.shape[1]), atol=1e-5, rtol=0)
     basis = torch.linalg.qr(torch.randn(16, 16, dtype=torch.float64))[0]
     summary, raw = rot.compute(basis)
     vs = {}

@@ -39,13 +39,12 @@ def build_summary(stats, layer_ids, opts, provenance, sample_ids, n_total, skipp
         entry = {"layer": L, "tokens": n, "channels": c, "svd": st.svd.compute(), "pca": st.pca.compute()}
         if st.curves is not None:
             entry["pca"].update(st.curves.compute())
-        sep = st.sep.compute(opts.sep_mode, opts.bootstrap, opts.seed)
+        sep = st.sep.compute(opts.sep_mode, opts.bootstrap, opts.seed)  # the last layer's is kept
         entry["sep"] = {k: sep[k] for k in ("mode", "D", "d", "d_over_D")}
         entry["sep"]["folded"] = {k: sep["folded"][k] for k in ("bins", "d", "d_over_D")}
         layers.append(entry)
     st = stats[last]
     top = layers[-1]
-    sep = st.sep.compute(opts.sep_mode, opts.bootstrap, opts.seed)
     rotation = None
     if st.rotation is not None:
         basis = st.pca.eig()[1]

@@ -27,13 +27,25 @@ def sample_indices(n_images: int, m: int, seed: int) -> list[int]:
     return sorted(torch.randperm(n_images, generator=g)[:m].tolist())
 
 
-def top_right_vectors(x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(V (C, k), s^2 (k,)) for one (N, C) matrix, k = its own energy rank at ``threshold``."""
+def top_right_vectors(x: torch.Tensor, threshold: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(V (C, k_i), s^2 (k_i,)) for each (N, C) matrix of a batch x], k_i = its own energy rank.
+
+    With N < C the eigenproblem is the smaller N x N Gram matrix X X^T = U S^2 U^T, and
+    V = X^T U S^-1 for the kept directions (their singular values carry at least the threshold's
+    share of the energy, so the division is well conditioned).
+    """
     x = x.to(torch.float64)
-    lam, vec = torch.linalg.eigh(x.T @ x)
-    lam, vec = lam.flip(0).clamp_min(0.0), vec.flip(1)
-    k = int(energy_ranks(lam[None], [threshold])[0, 0])
-    return vec[:, :k].contiguous(), lam[:k].contiguous()
+    small = x.shape[-2] < x.shape[-1]
+    lam, vec = torch.linalg.eigh(x @ x.mT if small else x.mT @ x)
+    lam, vec = lam.flip(-1).clamp_min(0.0), vec.flip(-1)
+    ks = energy_ranks(lam, [threshold])[:, 0].tolist()
+    out = []
+    for b, k in enumerate(ks):
+        v = vec[b, :, :k]
+        if small and k:
+            v = (x[b].T @ v) / lam[b, :k].sqrt()
+        out.append((v.contiguous(), lam[b, :k].contiguous()))
+    return out
 
 
 def overlap(vi: torch.Tensor, vj: torch.Tensor) -> float:
@@ -56,18 +68,22 @@ class SubspaceRotation:
         self.max_pairs = int(max_pairs)
         self.seed = int(seed)
         self.samples: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._computed: tuple[tuple, tuple[dict, dict]] | None = None  # compute() until the next update
 
     def update(self, x: torch.Tensor, ids: torch.Tensor) -> None:
-        for b, i in enumerate(ids.tolist()):
-            if i in self.sample:
-                v, s2 = top_right_vectors(x[b], self.threshold)
-                self.samples[int(i)] = (v.to("cpu", torch.float32), s2.cpu())
+        pick = [b for b, i in enumerate(ids.tolist()) if i in self.sample]
+        if not pick:
+            return
+        self._computed = None
+        for b, (v, s2) in zip(pick, top_right_vectors(x[pick], self.threshold), strict=True):
+            self.samples[int(ids[b])] = (v.to("cpu", torch.float32), s2.cpu())
 
     def state_dict(self) -> dict:
         return {"samples": dict(self.samples), "threshold": self.threshold}
 
     def load_state_dict(self, sd: dict) -> None:
         self.samples = dict(sd["samples"])
+        self._computed = None
 
     def pairs(self) -> list[tuple[int, int]]:
         keys = sorted(self.samples)
@@ -79,7 +95,13 @@ class SubspaceRotation:
         return [all_pairs[p] for p in pick]
 
     def compute(self, pca_basis: torch.Tensor | None = None) -> tuple[dict, dict]:
-        """Summary dict and raw arrays (overlaps, angles, captures) for plots."""
+        """Summary dict and raw arrays (overlaps, angles, captures) for plots (kept until an update)."""
+        key = (id(pca_basis), len(self.samples))
+        if self._computed is None or self._computed[0] != key:
+            self._computed = (key, self._compute(pca_basis))
+        return self._computed[1]
+
+    def _compute(self, pca_basis: torch.Tensor | None) -> tuple[dict, dict]:
         vs = {i: v.double() for i, (v, _) in self.samples.items()}
         nonempty = {i: v for i, v in vs.items() if v.shape[1] > 0}
         c = next(iter(vs.values())).shape[0] if vs else 0
