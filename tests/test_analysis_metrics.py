@@ -402,3 +402,24 @@ def test_threaded_eigvalsh_matches_single_matrix_solves():
         torch.set_num_threads(before)
     assert torch.equal(got, one_by_one)
     np.testing.assert_allclose(got.numpy(), np.linalg.eigvalsh(g.numpy()), rtol=1e-10, atol=1e-9)
+
+
+def test_row_store_grows_and_sorts_by_image_index():
+    from vitdistill.analysis.stats import RowStore
+
+    store = RowStore(2, torch.float32, shape=(3, 2))
+    rng = np.random.default_rng(0)
+    order = rng.permutation(300)
+    want = {}
+    for s in range(0, 300, 7):  # uneven batches, out of order, past several doublings
+        ids = torch.as_tensor(order[s : s + 7])
+        rows = torch.as_tensor(rng.normal(size=(len(ids), 3, 2)), dtype=torch.float64)
+        store.add(ids, rows)
+        want.update({int(i): r.float() for i, r in zip(ids, rows, strict=True)})
+    ids, rows = store.get()
+    assert len(store) == 300 and ids.tolist() == list(range(300)) and rows.dtype == torch.float32
+    assert all(torch.equal(rows[i], want[i]) for i in range(300))
+    again = RowStore(2, torch.float32, shape=(3, 2))
+    again.set(ids[:10], rows[:10])
+    again.add(ids[10:], rows[10:])
+    assert all(torch.equal(a, b) for a, b in zip(again.get(), store.get(), strict=True))

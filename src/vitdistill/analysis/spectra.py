@@ -85,7 +85,9 @@ class PerImageSVD:
         self.rows.add(ids, torch.cat([d, rank], dim=-1))
         tot = ev.sum(-1, keepdim=True)
         norm = torch.where(tot > 0, ev / tot.clamp_min(1e-300), torch.zeros_like(ev)).sum(0).cpu()
-        self.sum_spectrum = norm if self.sum_spectrum is None else self.sum_spectrum + norm
+        if self.sum_spectrum is None:
+            self.sum_spectrum = torch.zeros_like(norm)
+        self.sum_spectrum += norm
         return ev
 
     def state_dict(self) -> dict:
@@ -93,14 +95,14 @@ class PerImageSVD:
         return {
             "ids": ids,
             "rows": rows,
-            "sum_spectrum": self.sum_spectrum,
+            "sum_spectrum": self.sum_spectrum.clone() if self.sum_spectrum is not None else None,
             "shape": self.shape,
             "thresholds": self.thresholds,
         }
 
     def load_state_dict(self, sd: dict) -> None:
         self.rows.set(sd["ids"], sd["rows"])
-        self.sum_spectrum = sd["sum_spectrum"]
+        self.sum_spectrum = sd["sum_spectrum"].clone() if sd["sum_spectrum"] is not None else None
         self.shape = sd["shape"]
 
     def per_image(self) -> tuple[np.ndarray, np.ndarray]:

@@ -127,27 +127,44 @@ def merge_states(states: Iterable[dict]) -> dict:
 
 
 class RowStore:
-    """Per-image scalar rows kept in chunks (cheap appends), concatenated on demand."""
+    """Per-image scalar rows in one buffer that doubles when full, sorted by image index on demand.
+
+    A run adds a few rows per batch for a long time. Keeping each batch's rows as its own small
+    tensor would leave hundreds of small long-lived blocks between the large per-batch buffers
+    on the heap, which then cannot be reused whole: resident memory grows with the image count.
+    A doubling buffer makes a handful of allocations over the whole run.
+    """
 
     def __init__(self, width: int, dtype: torch.dtype = torch.float64, shape: tuple[int, ...] = ()):
         self.width, self.dtype, self.shape = width, dtype, shape or (width,)
-        self._ids: list[torch.Tensor] = []
-        self._rows: list[torch.Tensor] = []
+        self._n = 0
+        self._ids = torch.zeros(0, dtype=torch.int64)
+        self._rows = torch.zeros((0, *self.shape), dtype=dtype)
+
+    def _reserve(self, n: int) -> None:
+        if n <= len(self._ids):
+            return
+        cap = max(n, 2 * len(self._ids), 64)
+        ids = torch.empty(cap, dtype=torch.int64)
+        rows = torch.empty((cap, *self.shape), dtype=self.dtype)
+        ids[: self._n], rows[: self._n] = self._ids[: self._n], self._rows[: self._n]
+        self._ids, self._rows = ids, rows
 
     def add(self, ids: torch.Tensor, rows: torch.Tensor) -> None:
-        self._ids.append(ids.detach().to("cpu", torch.int64))
-        self._rows.append(rows.detach().to("cpu", self.dtype))
+        k = len(ids)
+        self._reserve(self._n + k)
+        self._ids[self._n : self._n + k] = ids.detach().to("cpu", torch.int64)
+        self._rows[self._n : self._n + k] = rows.detach().to("cpu", self.dtype)
+        self._n += k
 
     def get(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self._ids:
-            return torch.zeros(0, dtype=torch.int64), torch.zeros((0, *self.shape), dtype=self.dtype)
-        ids, rows = torch.cat(self._ids), torch.cat(self._rows)
-        self._ids, self._rows = [ids], [rows]
+        ids, rows = self._ids[: self._n], self._rows[: self._n]
         order = torch.argsort(ids, stable=True)
         return ids[order], rows[order]
 
     def set(self, ids: torch.Tensor, rows: torch.Tensor) -> None:
-        self._ids, self._rows = [ids.clone()], [rows.to(self.dtype).clone()]
+        self._ids, self._rows = ids.to(torch.int64).clone(), rows.to(self.dtype).clone()
+        self._n = len(self._ids)
 
     def __len__(self) -> int:
-        return sum(len(i) for i in self._ids)
+        return self._n
