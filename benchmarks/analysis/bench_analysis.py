@@ -182,7 +182,8 @@ def cmd_memory(args) -> dict:
     if not args.data:
         make_images(Path(args.scratch), max(1000, *counts))
     out = {}
-    for n in counts:
+    runs: dict[int, list[dict]] = {}
+    for n in [c for _ in range(args.repeats) for c in counts]:  # interleaved: 200, 1000, 200, 1000
         cmd = [
             sys.executable,
             __file__,
@@ -209,11 +210,16 @@ def cmd_memory(args) -> dict:
             args.split,
         ] + (["--data", args.data] if args.data else [])
         r = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        out[n] = json.loads(r.stdout.strip().splitlines()[-1])
+        runs.setdefault(n, []).append(json.loads(r.stdout.strip().splitlines()[-1]))
+    for n, rs in runs.items():
+        out[n] = {**rs[0], "peak_rss_mib": [x["peak_rss_mib"] for x in rs]}
+        if "peak_cuda_mib" in rs[0]:
+            out[n]["peak_cuda_mib"] = [x["peak_cuda_mib"] for x in rs]
     a, b = out[counts[0]], out[counts[-1]]
-    out["rss_growth"] = b["peak_rss_mib"] / a["peak_rss_mib"] - 1
+    # the peak of one process varies from run to run (heap layout); compare the largest peaks
+    out["rss_growth"] = max(b["peak_rss_mib"]) / max(a["peak_rss_mib"]) - 1
     if "peak_cuda_mib" in a:
-        out["cuda_growth"] = b["peak_cuda_mib"] / a["peak_cuda_mib"] - 1
+        out["cuda_growth"] = max(b["peak_cuda_mib"]) / max(a["peak_cuda_mib"]) - 1
     return out
 
 
@@ -233,6 +239,7 @@ def main() -> None:
     )
     p.add_argument("--model", default="cait_s24_224")
     p.add_argument("--model-kwargs", default="{}", help='JSON timm kwargs, e.g. {"img_size": 32}')
+    p.add_argument("--repeats", type=int, default=1, help="memory: fresh processes per image count")
     p.add_argument("--layers", default="all")
     p.add_argument("--data", help="data spec instead of the generated JPEGs (e.g. synthetic:shapes?n=1200)")
     p.add_argument("--split", default="val")
