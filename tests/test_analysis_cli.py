@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -123,6 +124,9 @@ def test_outputs_exist_with_documented_keys(result):
     assert s["rotation"]["images"] == 5 and s["rotation"]["pairs"] == 10
     assert s["provenance"]["weights"]["kind"] == "random init"
     assert s["provenance"]["versions"]["timm"] == timm.__version__
+    assert s["provenance"]["allocator"]["torch_threads"] == torch.get_num_threads()
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert s["provenance"]["allocator"]["glibc_large_buffers_on_heap"] is glibc
     assert s["options"]["permutations"] == 3 and s["provenance"]["model_kwargs"]["img_size"] == 32
     assert "caution" in s["sep"]
     assert len(read_csv(result / "per_image.csv")) == 8

@@ -278,7 +278,7 @@ def analyze(
         raise TypeError(f"unknown analysis options: {', '.join(sorted(unknown))}")
     opts = AnalysisOptions(**options)
     opts.validate()
-    keep_large_buffers()
+    heap_buffers = keep_large_buffers()  # glibc only; recorded in the provenance
     info = dist.init_distributed(opts.device) if dist.launched_by_torchrun() else dist.current()
     device = torch.device(opts.device)
     if device.type == "cuda" and info.distributed:
@@ -453,6 +453,7 @@ def analyze(
         "device": str(device),
         "world_size": info.world_size,
         "num_prefix_tokens": int(getattr(model, "num_prefix_tokens", 0) or 0),
+        "allocator": {"glibc_large_buffers_on_heap": heap_buffers, "torch_threads": torch.get_num_threads()},
     }
     sample_ids = list(getattr(ds, "sample_ids", [str(i) for i in range(n_total)]))
     timing = {"pass1_s": t_pass1, "pass2_s": t_pass2, "images_per_s": n_done / max(t_pass1, 1e-9)}
