@@ -231,6 +231,9 @@ def test_rotation_matches_scipy_subspace_angles(n):
         cap.append(float(((b.T @ v) ** 2).sum(0) @ s2 / s2.sum()))
     np.testing.assert_allclose(raw["capture"], cap, rtol=1e-5)
     assert summary["pairs"] == 6 and summary["overlap"]["mean"] == pytest.approx(np.mean(ov), rel=1e-5)
+    assert rot.compute(basis)[1] is raw  # computed once per basis and sample
+    other = torch.linalg.qr(torch.randn(16, 16, dtype=torch.float64))[0]
+    assert not np.allclose(rot.compute(other)[1]["capture"], cap)  # a new basis is not served stale
 
 
 def test_identical_images_overlap_one():

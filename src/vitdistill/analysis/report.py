@@ -33,13 +33,14 @@ def _clean(o: Any) -> Any:
 def build_summary(stats, layer_ids, opts, provenance, sample_ids, n_total, skipped, timing) -> dict:
     last = layer_ids[-1]
     layers = []
+    seps = {}  # the last layer's, with its permutation test, goes to the top level in full
     for L in layer_ids:
         st = stats[L]
         n, c = st.svd.shape
         entry = {"layer": L, "tokens": n, "channels": c, "svd": st.svd.compute(), "pca": st.pca.compute()}
         if st.curves is not None:
             entry["pca"].update(st.curves.compute())
-        sep = st.sep.compute(opts.sep_mode, opts.bootstrap, opts.seed)  # the last layer's is kept
+        sep = seps[L] = st.sep.compute(opts.sep_mode, opts.bootstrap, opts.seed)
         entry["sep"] = {k: sep[k] for k in ("mode", "D", "d", "d_over_D")}
         entry["sep"]["folded"] = {k: sep["folded"][k] for k in ("bins", "d", "d_over_D")}
         layers.append(entry)
@@ -62,7 +63,7 @@ def build_summary(stats, layer_ids, opts, provenance, sample_ids, n_total, skipp
         "total_tokens": int(top["pca"]["tokens"]),
         "svd": top["svd"],
         "pca": top["pca"],
-        "sep": sep,
+        "sep": seps[last],
         "rotation": rotation,
         "layers": layers,
         "options": asdict(opts),

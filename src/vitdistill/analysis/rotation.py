@@ -68,7 +68,8 @@ class SubspaceRotation:
         self.max_pairs = int(max_pairs)
         self.seed = int(seed)
         self.samples: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._computed: tuple[tuple, tuple[dict, dict]] | None = None  # compute() until the next update
+        # (basis, sample count, result) of the last compute(); the basis is held, so `is` is safe
+        self._computed: tuple[torch.Tensor | None, int, tuple[dict, dict]] | None = None
 
     def update(self, x: torch.Tensor, ids: torch.Tensor) -> None:
         pick = [b for b, i in enumerate(ids.tolist()) if i in self.sample]
@@ -96,10 +97,10 @@ class SubspaceRotation:
 
     def compute(self, pca_basis: torch.Tensor | None = None) -> tuple[dict, dict]:
         """Summary dict and raw arrays (overlaps, angles, captures) for plots (kept until an update)."""
-        key = (id(pca_basis), len(self.samples))
-        if self._computed is None or self._computed[0] != key:
-            self._computed = (key, self._compute(pca_basis))
-        return self._computed[1]
+        c = self._computed
+        if c is None or c[0] is not pca_basis or c[1] != len(self.samples):
+            c = self._computed = (pca_basis, len(self.samples), self._compute(pca_basis))
+        return c[2]
 
     def _compute(self, pca_basis: torch.Tensor | None) -> tuple[dict, dict]:
         vs = {i: v.double() for i, (v, _) in self.samples.items()}
