@@ -189,3 +189,16 @@ def test_transforms_use_the_models_real_input_size(tmp_path):
         train_transform(model, hlfip=0.5)
     t = train_transform({"img_size": 48})
     assert t(Image.new("RGB", (50, 70))).shape == (3, 48, 48)
+
+
+def test_folder_order_is_natural_and_case_blind(tmp_path):
+    """Classes and files sort as people number them: c2 before c10, img2 before img10, B after a."""
+    root = tmp_path / "data"
+    for cls in ("c10", "c2", "C1"):
+        for name in ("img10.png", "img2.png", "Img1.png"):
+            _save(root / cls / name, _rgb((5, 5, 5)))
+    ds = build_dataset(str(root), "train")
+    assert ds.classes == ["C1", "c2", "c10"]
+    names = [p.split("data/")[1] for p in ds.sample_ids]
+    assert names[:3] == ["C1/Img1.png", "C1/img2.png", "C1/img10.png"]
+    assert [n.split("/")[0] for n in names] == ["C1"] * 3 + ["c2"] * 3 + ["c10"] * 3

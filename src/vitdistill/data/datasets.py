@@ -17,32 +17,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from timm.utils.misc import natural_key
 from torch.utils.data import Dataset
 
 from vitdistill.data.images import load_rgb, pil_to_tensor
+from vitdistill.data.subset import subset_positions
 from vitdistill.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 SPLIT_ALIASES = {"train": ("train", "training"), "val": ("val", "validation", "valid"), "test": ("test",)}
 
 
-def _natural_key(s: str) -> list:
-    import re
-
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
-
-
 def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-
-
-def _subset_positions(n: int, max_images: int | None) -> np.ndarray:
-    """Evenly spaced positions, so a subset of a class-sorted list still covers every class."""
-    if max_images is None or max_images >= n:
-        return np.arange(n)
-    if max_images <= 0:
-        raise UserError(f"max_images must be a positive number (got {max_images})")
-    return np.unique(np.floor(np.arange(max_images) * (n / max_images)).astype(np.int64))
 
 
 class ImageFileDataset(Dataset):
@@ -131,7 +118,7 @@ def _folder_for_split(root: Path, split: str) -> tuple[Path, str | None]:
 def _class_dirs(folder: Path) -> list[str]:
     return sorted(
         (d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")),
-        key=_natural_key,
+        key=natural_key,
     )
 
 
@@ -140,7 +127,7 @@ def _images_under(folder: Path) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         found.extend(os.path.join(dirpath, f) for f in filenames if _is_image(f))
-    return sorted(found, key=_natural_key)
+    return sorted(found, key=natural_key)
 
 
 def image_folder(
@@ -165,7 +152,7 @@ def image_folder(
     folder, split_dir = _folder_for_split(root, split)
     if split_dir is not None:
         split_roots = [root / n for g in SPLIT_ALIASES.values() for n in g if (root / n).is_dir()]
-        classes = sorted({c for r in split_roots for c in _class_dirs(r)}, key=_natural_key)
+        classes = sorted({c for r in split_roots for c in _class_dirs(r)}, key=natural_key)
     else:
         classes = _class_dirs(folder)
     paths: list[str] = []
@@ -177,16 +164,14 @@ def image_folder(
                 paths += imgs
                 labels += [i] * len(imgs)
     else:
-        paths = [
-            os.path.join(folder, f) for f in sorted(os.listdir(folder), key=_natural_key) if _is_image(f)
-        ]
+        paths = [os.path.join(folder, f) for f in sorted(os.listdir(folder), key=natural_key) if _is_image(f)]
         labels = [0] * len(paths)
         classes = [folder.name] if paths else []
     if not paths:
         raise UserError(
             f"no images found in {folder} (expected class subfolders holding {', '.join(IMAGE_EXTENSIONS[:4])}... files)"
         )
-    keep = _subset_positions(len(paths), max_images)
+    keep = subset_positions(len(paths), max_images)
     info = {
         "kind": "folder",
         "spec": str(root),
@@ -241,7 +226,7 @@ def image_list(
             classes = [str(k) for k in range(max(ints) + 1)]
             labels = ints
         else:
-            classes = sorted(set(names), key=_natural_key)
+            classes = sorted(set(names), key=natural_key)
             index = {c: i for i, c in enumerate(classes)}
             labels = [index[n] for n in names]
     else:
@@ -252,7 +237,7 @@ def image_list(
         raise UserError(
             f"image list {list_file}: {len(missing)} listed file(s) do not exist, e.g. {missing[0]}"
         )
-    keep = _subset_positions(len(paths), max_images)
+    keep = subset_positions(len(paths), max_images)
     info = {
         "kind": "list",
         "spec": str(list_file),

@@ -37,6 +37,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from vitdistill.data.images import pil_to_tensor
+from vitdistill.data.subset import subset_positions
 from vitdistill.errors import UserError, closest_names
 
 GENERATOR_VERSION = 1
@@ -129,9 +130,7 @@ class ShapesDataset(Dataset):
         total = int(opts["n"]) if split == "train" else int(opts["n_val"])
         if total <= 0:
             raise UserError(f"synthetic:{self.name}: n and n_val must be positive")
-        from vitdistill.data.datasets import _subset_positions
-
-        self._positions = _subset_positions(total, max_images)
+        self._positions = subset_positions(total, max_images)
         self.max_images = max_images
         self.transform = transform
         self._seed = int(opts["seed"])
