@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from vitdistill.errors import UserError
+from vitdistill.utils.overrides import parse_sets
 
 
 def _percent_list(text: str, name: str) -> tuple[float, ...]:
@@ -18,20 +18,6 @@ def _percent_list(text: str, name: str) -> tuple[float, ...]:
     if not vals:
         raise UserError(f"{name} names no value")
     return vals
-
-
-def parse_set(items: list[str]) -> dict:
-    """--set key=value pairs -> model kwargs (values parsed as JSON when they can be: 32, true, [1,2])."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise UserError(f"--set expects key=value (got {item!r})")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.strip()] = v
-    return out
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -129,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         pretrained=args.pretrained,
         num_classes=args.num_classes,
-        model_kwargs=parse_set(args.set),
+        model_kwargs=parse_sets(args.set),
         layers=args.layers,
         images=args.images,
         batch_size=args.batch_size,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
-
-from vitdistill.errors import UserError
+from vitdistill.utils.overrides import parse_sets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,21 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the rows as JSON")
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``['img_size=32', 'qkv_bias=false']`` -> ``{'img_size': 32, 'qkv_bias': False}`` (YAML scalars)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise UserError(f"--set expects KEY=VALUE with a Python identifier as KEY, got {item!r}")
-        try:
-            out[key] = yaml.safe_load(value) if value.strip() else None
-        except yaml.YAMLError as e:
-            raise UserError(f"--set {key}: cannot parse value {value!r}: {e}") from e
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from vitdistill.models.profile import format_table, inspect_models
     from vitdistill.utils.io import atomic_write_json
@@ -68,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         num_classes=args.num_classes,
         throughput=not args.no_throughput,
-        model_kwargs=parse_overrides(args.overrides),
+        model_kwargs=parse_sets(args.overrides),
         warmup=args.warmup,
         iters=args.iters,
         amp=args.amp,

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from vitdistill.errors import UserError, closest_names
+from vitdistill.utils.overrides import parse_set
 
 
 @dataclass(frozen=True)
@@ -290,15 +291,8 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value read as YAML (``loss.pairs=[[-1,-1]]``, ``amp=bf16``)."""
-    if "=" not in text:
-        raise UserError(f"override {text!r} must look like key=value (e.g. loss.alpha=0.9)")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+    """``key=value`` by the one ``--set`` rule (:mod:`vitdistill.utils.overrides`), with shorthand keys."""
+    key, value = parse_set(text)
     if key in SHORTHAND and isinstance(value, str):
         key = SHORTHAND[key]
     return key, value
