@@ -153,9 +153,12 @@ SCHEMA: dict[str, Key] = {
     "loss.projector": _k(
         "auto",
         str,
-        "auto: a trainable Linear student->teacher when widths differ (discarded at "
-        "export); none: widths must match",
-        ("auto", "none"),
+        "how student and teacher tokens of different widths meet: pool (the paper's baseline: "
+        "adaptive average pooling of the teacher's channels down to the student's width, nothing "
+        "learned), linear (a trainable Linear student->teacher, discarded at export; FitNets style), "
+        "none (widths must match); auto: pool when the teacher is wider, none when equal, linear "
+        "when the student is wider",
+        ("auto", "pool", "linear", "none"),
     ),
     # optimizer
     "optim.opt": _k("adamw", str, "timm optimizer name (create_optimizer_v2)"),
