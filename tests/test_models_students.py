@@ -9,7 +9,7 @@ import torch
 from timm.models.vision_transformer import Block
 from timm.optim import create_optimizer_v2
 
-import vitdistill  # noqa: F401  (registers the students)
+import vitdistill.models  # registers the students
 from vitdistill.errors import UserError
 from vitdistill.models import (
     LiftVisionTransformer,
@@ -240,3 +240,27 @@ def test_widelast_num_wide_two_keeps_indices():
     assert type(m.blocks[11]) is Block and m.blocks[11].attn.num_heads == 6
     assert m.block_widths() == [192] * 10 + [384] * 2
     assert [f["num_chs"] for f in m.feature_info][-3:] == [192, 384, 384]
+
+
+@pytest.mark.parametrize(
+    "name", list(vitdistill.models.STUDENT_MODELS) + ["widelast:vit_tiny_patch16_224:256:2"]
+)
+def test_students_script_and_export_like_eager(name):
+    """timm's model battery: TorchScript and torch.export give the eager logits (eval mode)."""
+    kw = dict(img_size=32, patch_size=8, num_classes=5)
+    model = vitdistill.models.build_model(name, **kw).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x)
+        scripted = torch.jit.script(model)
+        torch.testing.assert_close(scripted(x), ref)
+        exported = torch.export.export(model, (x,))
+        torch.testing.assert_close(exported.module()(x), ref)
+
+
+def test_wide_entry_block_is_timm_block_on_projected_tokens():
+    """The written-out forward of WideEntryBlock equals timm's Block.forward after the entry projection."""
+    blk = WideEntryBlock(in_dim=16, dim=32, num_heads=2, init_values=0.5).eval()
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(blk(x), Block.forward(blk, blk.entry(x)))

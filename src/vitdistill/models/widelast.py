@@ -35,7 +35,12 @@ class WideEntryBlock(Block):
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
-        return super().forward(self.entry(x), attn_mask=attn_mask, is_causal=is_causal)
+        # timm's Block.forward written out (TorchScript cannot compile ``super().forward``);
+        # a test checks it against Block.forward on the projected tokens.
+        x = self.entry(x)
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal)))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x
 
 
 class _WideBlocks:
