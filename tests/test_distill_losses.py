@@ -146,3 +146,30 @@ def test_every_shipped_recipe_loads(path):
         assert cfg["aug"]["repeated_aug"] == 3 and cfg["aug"]["reprob"] == 0.25
         assert cfg["loss"]["smoothing"] == 0.1 and cfg["sched"]["warmup_epochs"] == 5
         assert cfg["model"]["kwargs"].get("drop_path_rate", 0.0) == 0.0
+
+
+def _pool_reference(x: np.ndarray, channels: int) -> np.ndarray:
+    """Per-output-bin mean with adaptive pooling's bin edges [floor(i*C/c), ceil((i+1)*C/c))."""
+    c_t = x.shape[-1]
+    out = np.empty(x.shape[:-1] + (channels,), dtype=np.float64)
+    for i in range(channels):
+        lo, hi = (i * c_t) // channels, -((-(i + 1) * c_t) // channels)
+        out[..., i] = x[..., lo:hi].astype(np.float64).mean(axis=-1)
+    return out
+
+
+@pytest.mark.parametrize("c_t,c", [(384, 192), (384, 219), (12, 5), (32, 16), (7, 7), (10, 1)])
+def test_pool_channels_matches_binned_means(c_t, c):
+    x = torch.randn(2, 3, c_t, generator=torch.Generator().manual_seed(c_t + c), dtype=torch.float64)
+    got = L.pool_channels(x, c)
+    assert got.shape == (2, 3, c)
+    np.testing.assert_allclose(got.numpy(), _pool_reference(x.numpy(), c), rtol=1e-12, atol=1e-12)
+
+
+def test_pool_channels_halving_is_adjacent_pair_mean_and_widening_is_refused():
+    x = torch.arange(8.0).view(1, 8)
+    torch.testing.assert_close(L.pool_channels(x, 4), torch.tensor([[0.5, 2.5, 4.5, 6.5]]))
+    # 8 -> 3: bins [0,3), [2,6), [5,8) (boundary channels shared)
+    torch.testing.assert_close(L.pool_channels(x, 3), torch.tensor([[1.0, 3.5, 6.0]]))
+    with pytest.raises(ValueError, match="only narrows"):
+        L.pool_channels(x, 9)

@@ -58,19 +58,19 @@ def test_forward_with_taps_matches_separate_passes():
     torch.testing.assert_close(ft[0], token_features(cait, x, [1])[0])
 
 
-@pytest.mark.parametrize("kind", ["projector", "lift", "widelast"])
+@pytest.mark.parametrize("kind", ["projector", "pool", "lift", "widelast"])
 def test_gradients_reach_trainable_parts_and_not_the_teacher(kind):
     teacher = _teacher()
     base = {k: v for k, v in S_KW.items()}
-    if kind == "projector":
+    if kind in ("projector", "pool"):
         student = timm.create_model("vit_tiny_patch16_224", **base)
     elif kind == "lift":
         student = vm.create_lift("vit_tiny_patch16_224", 32, **base)
     else:
         student = vm.create_widelast("vit_tiny_patch16_224", 32, num_wide=1, **base)
-    task = DistillTask(
-        student, teacher, _loss_cfg(alpha=0.5, feat_weight=1.0, feat_loss="spectral"), (3, 16, 16), 5
-    )
+    proj = {"projector": "linear", "pool": "pool"}.get(kind, "auto")
+    cfg = _loss_cfg(alpha=0.5, feat_weight=1.0, feat_loss="spectral", projector=proj)
+    task = DistillTask(student, teacher, cfg, (3, 16, 16), 5)
     x, y = _batch()
     terms = task(x, y)
     assert set(terms) == {"ce", "kd", "feat", "loss"}
@@ -79,6 +79,8 @@ def test_gradients_reach_trainable_parts_and_not_the_teacher(kind):
     assert _grad_norm(student.blocks[0]) > 0 and _grad_norm(student.patch_embed) > 0
     if kind == "projector":
         assert len(task.trainable.projectors) == 1 and _grad_norm(task.trainable.projectors) > 0
+    elif kind == "pool":
+        assert not list(task.trainable.projectors.parameters()) and task.projector_modes == ["pool"]
     elif kind == "lift":
         assert len(task.trainable.projectors) == 0 or all(
             isinstance(p, torch.nn.Identity) for p in task.trainable.projectors
@@ -89,9 +91,12 @@ def test_gradients_reach_trainable_parts_and_not_the_teacher(kind):
     # the feature term alone must also push gradients into the parts that produce distilled tokens
     task.zero_grad(set_to_none=True)
     task(x, y)["feat"].backward()
-    target = {"projector": task.trainable.projectors, "lift": student.norm, "widelast": student.blocks[-1]}[
-        kind
-    ]
+    target = {
+        "projector": task.trainable.projectors,
+        "pool": student.blocks[-1],
+        "lift": student.norm,
+        "widelast": student.blocks[-1],
+    }[kind]
     assert _grad_norm(target) > 0
 
 
@@ -161,3 +166,37 @@ def test_grid_mismatch_and_class_mismatch_are_user_errors():
     student = timm.create_model("vit_tiny_patch16_224", **S_KW)
     with pytest.raises(UserError, match="projector"):
         DistillTask(student, _teacher(), _loss_cfg(feat_weight=1.0, projector="none"), (3, 16, 16), 5)
+
+
+@pytest.mark.parametrize("choice", ["auto", "pool"])
+def test_pool_projector_regresses_the_channel_pooled_teacher(choice):
+    """The feature term equals MSE(student tokens, teacher tokens averaged in channel pairs 32 -> 16)."""
+    teacher = _teacher()
+    student = timm.create_model("vit_tiny_patch16_224", **S_KW)
+    task = DistillTask(student, teacher, _loss_cfg(feat_weight=1.0, projector=choice), (3, 16, 16), 5)
+    assert task.projector_modes == ["pool"] and task.trainable.state_dict().keys() == {
+        f"student.{k}" for k in student.state_dict()
+    }
+    x, y = _batch()
+    with torch.no_grad():
+        s_tok = token_features(student, x, [1])[0]
+        t_tok = token_features(teacher, x, [2])[0]
+        pooled = 0.5 * (t_tok[..., 0::2] + t_tok[..., 1::2])
+        want = torch.mean((s_tok - pooled) ** 2)
+        torch.testing.assert_close(task(x, y)["feat"], want)
+
+
+def test_projector_choices_and_width_errors():
+    teacher = _teacher()
+    narrow = timm.create_model("vit_tiny_patch16_224", **S_KW)
+    task = DistillTask(narrow, teacher, _loss_cfg(feat_weight=1.0, projector="linear"), (3, 16, 16), 5)
+    assert task.projector_modes == ["linear"] and task.trainable.projectors[0].weight.shape == (32, 16)
+    wide = timm.create_model("vit_tiny_patch16_224", **{**S_KW, "embed_dim": 48})
+    with pytest.raises(UserError, match="wider than the teacher"):
+        DistillTask(wide, teacher, _loss_cfg(feat_weight=1.0, projector="pool"), (3, 16, 16), 5)
+    assert DistillTask(wide, teacher, _loss_cfg(feat_weight=1.0), (3, 16, 16), 5).projector_modes == [
+        "linear"
+    ]
+    same = timm.create_model("vit_tiny_patch16_224", **{**S_KW, "embed_dim": 32})
+    task = DistillTask(same, teacher, _loss_cfg(feat_weight=1.0), (3, 16, 16), 5)
+    assert task.projector_modes == ["none"] and not list(task.trainable.projectors.parameters())

@@ -9,7 +9,7 @@ import torch
 from timm.models.vision_transformer import Block
 from timm.optim import create_optimizer_v2
 
-import vitdistill  # noqa: F401  (registers the students)
+import vitdistill.models  # registers the students
 from vitdistill.errors import UserError
 from vitdistill.models import (
     LiftVisionTransformer,
@@ -240,3 +240,102 @@ def test_widelast_num_wide_two_keeps_indices():
     assert type(m.blocks[11]) is Block and m.blocks[11].attn.num_heads == 6
     assert m.block_widths() == [192] * 10 + [384] * 2
     assert [f["num_chs"] for f in m.feature_info][-3:] == [192, 384, 384]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.parametrize(
+    "name", list(vitdistill.models.STUDENT_MODELS) + ["widelast:vit_tiny_patch16_224:256:2"]
+)
+def test_students_script_and_export_like_eager(name):
+    """timm's model battery: TorchScript and torch.export give the eager logits (eval mode)."""
+    kw = dict(img_size=32, patch_size=8, num_classes=5)
+    model = vitdistill.models.build_model(name, **kw).eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x)
+        scripted = torch.jit.script(model)
+        torch.testing.assert_close(scripted(x), ref)
+        exported = torch.export.export(model, (x,))
+        torch.testing.assert_close(exported.module()(x), ref)
+
+
+def test_wide_entry_block_is_timm_block_on_projected_tokens():
+    """The written-out forward of WideEntryBlock equals timm's Block.forward after the entry projection."""
+    blk = WideEntryBlock(in_dim=16, dim=32, num_heads=2, init_values=0.5).eval()
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(blk(x), Block.forward(blk, blk.entry(x)))
+
+
+SCHEDULE_MODELS = {
+    "deit_tiny_widelast_patch16_224": ([384], [6]),
+    "deit_tiny_widelast_fixed_step_patch16_224": ([384], [3]),
+    "deit_tiny_widelast_heads_linear_patch16_224": ([256, 320, 384], [4, 5, 6]),
+    "deit_tiny_widelast_fixed_linear_patch16_224": ([240, 312, 384], [3, 3, 3]),
+}
+
+
+def _analytic_macs(m):
+    """Matrix-product MACs per image by hand: linears on every token (head on one), patch conv,
+    and attention's QK^T and AV (2 * N^2 * width per block)."""
+    n = m.patch_embed.num_patches + m.num_prefix_tokens
+    macs = sum(
+        (1 if mod is m.head else n) * mod.in_features * mod.out_features
+        for mod in m.modules()
+        if isinstance(mod, torch.nn.Linear)
+    )
+    pe = m.patch_embed.proj
+    macs += m.patch_embed.num_patches * pe.weight.numel()
+    return macs + sum(2 * n * n * b.attn.num_heads * b.attn.head_dim for b in m.blocks)
+
+
+@pytest.mark.parametrize("name", SCHEDULE_MODELS)
+def test_widelast_schedules_widths_heads_and_costs(name):
+    widths, heads = SCHEDULE_MODELS[name]
+    m = _meta(name)
+    k = len(widths)
+    assert m.block_widths() == [192] * (12 - k) + widths
+    assert [b.attn.num_heads for b in m.blocks] == [3] * (12 - k) + heads
+    assert [b.mlp.fc1.out_features for b in m.blocks[-k:]] == [4 * w for w in widths]
+    # every width change starts with an entry projection from the previous width
+    ins = [192] + widths[:-1]
+    assert [(b.entry.proj.in_features, b.entry.proj.out_features) for b in m.blocks[-k:]] == list(
+        zip(ins, widths, strict=True)
+    )
+    assert m.norm.normalized_shape == (384,) and m.head.in_features == 384
+    assert count_macs(m) == _analytic_macs(m)
+
+
+def test_widelast_schedule_through_the_builder_and_the_train_config():
+    from vitdistill.distill import build, config
+
+    kw = dict(img_size=32, patch_size=8, embed_dim=48, depth=4, num_heads=3, num_classes=5)
+    m = vitdistill.models.create_widelast(
+        "vit_tiny_patch16_224", 96, num_wide=3, schedule="fixed_linear", **kw
+    )
+    assert m.block_widths() == [48, 48, 72, 96] and [b.attn.num_heads for b in m.blocks] == [3] * 4
+    again = vitdistill.models.from_build_spec(m.build_spec)
+    assert again.block_widths() == m.block_widths()
+    cfg = config.resolve(
+        {
+            "model": {
+                "name": "vit_tiny_patch16_224",
+                "remedy": "widelast",
+                "width": 96,
+                "num_wide": 3,
+                "widelast_schedule": "heads_linear",
+                "kwargs": kw,
+            }
+        }
+    )
+    student = build.create_from_spec(build.model_spec(cfg["model"], 5))
+    assert student.block_widths() == [48, 64, 80, 96] and [b.attn.num_heads for b in student.blocks] == [
+        3,
+        4,
+        5,
+        6,
+    ]
+    with pytest.raises(UserError, match="widelast_schedule"):
+        config.resolve(
+            {"model.widelast_schedule": "fixed_step"} and {"model": {"widelast_schedule": "fixed_step"}}
+        )

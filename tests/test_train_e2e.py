@@ -125,6 +125,33 @@ def test_cli_train_eval_export_roundtrip(tmp_path, teacher_run, capsys):
     assert main(["eval", str(tmp_path / "exp"), "--data", DATA]) == 0
 
 
+@pytest.mark.parametrize("projector", ["pool", "linear"])
+def test_pool_run_saves_only_the_student(tmp_path, teacher_run, projector):
+    """A pool run (16 <- 32 channels) trains and saves no projector; a linear run keeps one in its
+    checkpoint (to resume) but not in its export."""
+    cfg = _cfg(
+        epochs=1,
+        **{
+            "teacher": {"checkpoint": str(teacher_run)},
+            "loss.feat_weight": 0.2,
+            "loss.projector": projector,
+            "ema.enabled": True,
+        },
+    )
+    train(cfg, output=tmp_path / "run")
+    ref = timm.create_model("vit_tiny_patch16_224", num_classes=6, **S_KW)
+    plain = set(ref.state_dict())
+    st = ckpt_mod.load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert set(st["student"]) == plain and set(st["ema"]) == plain
+    assert set(st["projectors"]) == (set() if projector == "pool" else {"0.weight"})
+    n_opt = sum(len(g["params"]) for g in st["optimizer"]["param_groups"])
+    assert n_opt == len(list(ref.parameters())) + (projector == "linear")  # what the optimizer trains
+    export(tmp_path / "run", tmp_path / "exp")
+    from safetensors.torch import load_file
+
+    assert set(load_file(tmp_path / "exp" / "model.safetensors")) == plain
+
+
 def test_lift_export_keeps_projector(tmp_path, teacher_run):
     cfg = _cfg(
         epochs=1,

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "eval": "top-1/top-5 of a run or a model on a data set",
     "export": "write a trained run as model.safetensors + config.json loadable by timm",
     "inspect": "parameters, MACs, token grid, widths and throughput of models",
+    "results": "the paper's accuracy table (md, csv, tex) from finished runs, seeds grouped by recipe",
     "demo": "the whole study in miniature on a CPU, ending in report.md / report.html",
 }
 

@@ -1,7 +1,7 @@
 """Build students and teachers from the config, and load weights from local files.
 
-A student is described by a small "model spec" dict (name, remedy, width, num_wide, kwargs,
-num_classes) that is saved in every checkpoint and export, so the exact model can be rebuilt
+A student is described by a small "model spec" dict (name, remedy, width, num_wide,
+widelast_schedule, kwargs, num_classes) that is saved in every checkpoint and export, so the exact model can be rebuilt
 later without the training config.
 """
 
@@ -37,6 +37,7 @@ def model_spec(cfg_model: dict, num_classes: int) -> dict[str, Any]:
         "remedy": cfg_model.get("remedy", "none"),
         "width": cfg_model.get("width"),
         "num_wide": cfg_model.get("num_wide", 1),
+        "widelast_schedule": cfg_model.get("widelast_schedule", "heads_step"),
         "kwargs": dict(cfg_model.get("kwargs") or {}),
         "num_classes": int(num_classes),
     }
@@ -67,7 +68,11 @@ def create_from_spec(spec: dict[str, Any], pretrained: bool = False) -> nn.Modul
             return vm.create_lift(name, int(spec["width"]), **kwargs)
         if remedy == "widelast":
             return vm.create_widelast(
-                name, int(spec["width"]), num_wide=int(spec.get("num_wide", 1)), **kwargs
+                name,
+                int(spec["width"]),
+                num_wide=int(spec.get("num_wide", 1)),
+                schedule=spec.get("widelast_schedule", "heads_step"),
+                **kwargs,
             )
     except TypeError as e:  # unexpected kwargs reach the model constructor
         raise UserError(f"cannot build model {name!r} with kwargs {kwargs}: {e}") from None

@@ -63,7 +63,16 @@ SCHEMA: dict[str, Key] = {
         ("none", "lift", "widelast"),
     ),
     "model.width": _k(None, int, "lift / wide width for a remedy (usually the teacher's width)"),
-    "model.num_wide": _k(1, int, "widelast: how many final blocks run at `width`"),
+    "model.num_wide": _k(
+        1, int, "widelast: how many final blocks are widened (the linear schedules ramp over them)"
+    ),
+    "model.widelast_schedule": _k(
+        "heads_step",
+        str,
+        "widelast: heads_step (blocks at `width`, base head dim), fixed_step (at `width`, base head "
+        "count), heads_linear / fixed_linear (widths ramp up to `width` over the num_wide blocks)",
+        ("heads_step", "fixed_step", "heads_linear", "fixed_linear"),
+    ),
     "model.kwargs": _k(
         {},
         dict,
@@ -154,9 +163,12 @@ SCHEMA: dict[str, Key] = {
     "loss.projector": _k(
         "auto",
         str,
-        "auto: a trainable Linear student->teacher when widths differ (discarded at "
-        "export); none: widths must match",
-        ("auto", "none"),
+        "how student and teacher tokens of different widths meet: pool (the paper's baseline: "
+        "adaptive average pooling of the teacher's channels down to the student's width, nothing "
+        "learned), linear (a trainable Linear student->teacher, discarded at export; FitNets style), "
+        "none (widths must match); auto: pool when the teacher is wider, none when equal, linear "
+        "when the student is wider",
+        ("auto", "pool", "linear", "none"),
     ),
     # optimizer
     "optim.opt": _k("adamw", str, "timm optimizer name (create_optimizer_v2)"),
@@ -347,6 +359,11 @@ def _check_semantics(cfg: dict) -> None:
     if cfg["model"]["remedy"] != "none" and cfg["model"]["width"] is None:
         raise UserError(
             f"model.remedy={cfg['model']['remedy']} needs model.width (e.g. the teacher's width, 384)"
+        )
+    if cfg["model"]["widelast_schedule"] != "heads_step" and cfg["model"]["remedy"] != "widelast":
+        raise UserError(
+            "model.widelast_schedule applies to model.remedy=widelast only (registered WideLast "
+            "students such as deit_tiny_widelast_fixed_step_patch16_224 carry their own schedule)"
         )
     pairs = cfg["loss"]["pairs"]
     if pairs is not None:

@@ -1,7 +1,8 @@
 """Export a trained run as ``model.safetensors`` + a timm-style ``config.json``.
 
-Only the student is written: the feature-KD projectors of the baseline are dropped, while a Lift
-student keeps its lifting projector (it is part of the model). For a plain timm architecture
+Only the student is written: a ``loss.projector=linear`` run's feature-KD projectors are dropped (a
+``pool`` run, the paper's baseline, has none), while a Lift student keeps its lifting projector
+(it is part of the model). For a plain timm architecture
 or a registered student the export loads with::
 
     cfg = json.load(open(DIR / "config.json"))

@@ -76,3 +76,27 @@ def grid_of(num_tokens: int) -> tuple[int, int]:
     if side * side != num_tokens:
         raise ValueError(f"{num_tokens} tokens are not a square grid")
     return side, side
+
+
+def pool_channels(tokens: torch.Tensor, channels: int) -> torch.Tensor:
+    """Shrink the last axis of ``tokens`` from C_t to ``channels`` by adaptive average pooling.
+
+    Output channel ``i`` is the mean of input channels ``floor(i * C_t / channels)`` up to (not
+    including) ``ceil((i + 1) * C_t / channels)``: the bins of adaptive average pooling, so for an
+    integer ratio (384 -> 192) channel ``c`` is the mean of channels ``2c`` and ``2c + 1``, and for a
+    non-integer ratio (384 -> 219) neighbouring bins share a boundary channel. This is how the
+    paper's baseline fits a wide teacher's tokens to a narrow student without a learned projector.
+    ``channels == C_t`` returns ``tokens`` unchanged; ``channels > C_t`` is a ValueError (pooling
+    cannot widen). The result is computed in ``tokens``' dtype with gradients flowing through.
+    """
+    c_t = tokens.shape[-1]
+    channels = int(channels)
+    if channels < 1 or channels > c_t:
+        raise ValueError(
+            f"cannot pool {c_t} channels to {channels}: pooling only narrows (1 <= channels <= {c_t})"
+        )
+    if channels == c_t:
+        return tokens
+    lead = tokens.shape[:-1]
+    flat = tokens.reshape(-1, 1, c_t)
+    return F.adaptive_avg_pool1d(flat, channels).reshape(*lead, channels)

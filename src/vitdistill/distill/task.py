@@ -56,8 +56,40 @@ def teacher_features(model: nn.Module, x: torch.Tensor, layers: list[int], need_
     return forward_with_taps(model, x, layers, norm=False)
 
 
+def projector_mode(choice: str, student_width: int, teacher_width: int) -> str:
+    """How one tap pair bridges widths: ``pool``, ``linear`` or ``none`` (``auto`` resolved).
+
+    ``pool`` (the paper's baseline) averages the teacher's channels down to the student's width and
+    learns nothing; ``linear`` trains a student->teacher Linear that is discarded at export (the
+    FitNets-style variant); ``none`` compares tokens as they are. ``auto`` is ``pool`` when the
+    teacher is wider, ``none`` when the widths match and ``linear`` when the student is wider.
+    """
+    if choice == "auto":
+        if teacher_width > student_width:
+            return "pool"
+        return "none" if teacher_width == student_width else "linear"
+    if choice == "none" and student_width != teacher_width:
+        raise UserError(
+            f"loss.projector=none needs equal widths, but student tokens have {student_width} channels and the "
+            f"teacher's {teacher_width}: use loss.projector=pool (the paper's baseline) or linear, or a remedy "
+            f"(model.remedy=lift / widelast with model.width={teacher_width})"
+        )
+    if choice == "pool" and student_width > teacher_width:
+        raise UserError(
+            f"loss.projector=pool shrinks the teacher's tokens, but the student ({student_width} channels) is "
+            f"wider than the teacher ({teacher_width}): use loss.projector=linear"
+        )
+    if choice not in ("pool", "linear", "none"):
+        raise UserError(f"loss.projector must be auto, pool, linear or none; got {choice!r}")
+    return choice
+
+
 class StudentWithProjectors(nn.Module):
-    """The trainable part: the student and (for feature KD across widths) one Linear per tap pair."""
+    """The trainable part: the student and one Linear per tap pair (Identity when none is learned).
+
+    Only ``loss.projector=linear`` across different widths adds parameters here; a ``pool`` run's
+    projectors are parameter-free, so its checkpoint holds the plain student's tensors only.
+    """
 
     def __init__(
         self,
@@ -126,6 +158,8 @@ class DistillTask(nn.Module):
         s_layers: list[int] = []
         self.t_layers: list[int] = []
         dims: list[tuple[int, int]] = []
+        self.projector_modes: list[str] = []  # per tap pair: pool, linear or none (auto resolved)
+        self.t_pool: list[int | None] = []  # per tap pair: pool the teacher's tokens to this width
         remedy_norm = hasattr(student, "lift_dim")
         choice = loss_cfg.get("student_norm", "auto")
         s_norm = remedy_norm if choice == "auto" else choice == "yes"
@@ -153,12 +187,10 @@ class DistillTask(nn.Module):
                         f"{tuple(input_size[1:])}): give both the same img_size / patch_size "
                         "(model.kwargs and teacher.kwargs)"
                     )
-                if sc != tc and loss_cfg.get("projector", "auto") == "none":
-                    raise UserError(
-                        f"student tokens have {sc} channels, teacher {tc}: set loss.projector=auto, or use a "
-                        f"remedy (model.remedy=lift / widelast with model.width={tc})"
-                    )
-                dims.append((sc, tc))
+                mode = projector_mode(loss_cfg.get("projector", "auto"), sc, tc)
+                self.projector_modes.append(mode)
+                self.t_pool.append(sc if mode == "pool" and sc != tc else None)
+                dims.append((sc, tc) if mode == "linear" else (sc, sc))
             from vitdistill.models.taps import feature_grid
 
             self.grid = tuple(feature_grid(student, tuple(input_size[1:])))
@@ -192,6 +224,10 @@ class DistillTask(nn.Module):
             logits, feats = teacher_features(
                 self.teacher, x, self.t_layers if self.use_feat else [], need_logits=self.use_kd
             )
+            feats = [
+                f if c is None else losses.pool_channels(f, c)
+                for f, c in zip(feats, self.t_pool, strict=True)
+            ]
         return (logits.clone() if logits is not None else None), [f.clone() for f in feats]
 
     def losses(self, trainable_out, teacher_out, target: torch.Tensor) -> dict[str, torch.Tensor]:

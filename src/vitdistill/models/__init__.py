@@ -1,7 +1,8 @@
 """Token taps and the student models (registered with timm on import).
 
-Importing this package registers ``deit_tiny_lift_patch16_224``, ``deit_tiny_widelast_patch16_224``
-and ``deit_tiny_uniform219_patch16_224`` with timm.
+Importing this package registers the students in ``STUDENT_MODELS`` with timm
+(``deit_tiny_lift_patch16_224``, ``deit_tiny_widelast_patch16_224`` and its schedule variants,
+``deit_tiny_uniform219_patch16_224``).
 """
 
 from vitdistill.models.builders import (
@@ -23,7 +24,7 @@ from vitdistill.models.profile import (
     token_grid,
 )
 from vitdistill.models.taps import TokenTaps, check_tappable, num_tap_layers, resolve_layers, token_features
-from vitdistill.models.widelast import WideEntryBlock, WideLastVisionTransformer
+from vitdistill.models.widelast import SCHEDULES, WideEntryBlock, WideLastVisionTransformer, widelast_tail
 
 __all__ = [
     "STUDENT_MODELS",
@@ -36,6 +37,8 @@ __all__ = [
     "TokenProjector",
     "WideEntryBlock",
     "WideLastVisionTransformer",
+    "SCHEDULES",
+    "widelast_tail",
     "build_model",
     "block_widths",
     "count_macs",

@@ -5,6 +5,11 @@ Importing this module registers with timm:
 * ``deit_tiny_lift_patch16_224`` - DeiT-Tiny + lifting projector to 384 (5,983,528 params at 1000 classes)
 * ``deit_tiny_widelast_patch16_224`` - DeiT-Tiny with its last block at 384 (7,313,896 params)
 * ``deit_tiny_uniform219_patch16_224`` - plain ViT at width 219 / 3 heads, the parameter-matched control
+* ``deit_tiny_widelast_fixed_step_patch16_224`` - last block at 384 with 3 heads of 128
+* ``deit_tiny_widelast_heads_linear_patch16_224`` - last 3 blocks 256/4h, 320/5h, 384/6h
+* ``deit_tiny_widelast_fixed_linear_patch16_224`` - last 3 blocks 240, 312, 384, all 3 heads
+
+(``deit_tiny_widelast_patch16_224`` is the ``heads_step`` schedule.)
 
 None of them has published weights; ``pretrained=True`` loads a local file given through
 ``pretrained_cfg_overlay=dict(file=...)``.
@@ -41,6 +46,9 @@ STUDENT_MODELS = (
     "deit_tiny_lift_patch16_224",
     "deit_tiny_widelast_patch16_224",
     "deit_tiny_uniform219_patch16_224",
+    "deit_tiny_widelast_fixed_step_patch16_224",
+    "deit_tiny_widelast_heads_linear_patch16_224",
+    "deit_tiny_widelast_fixed_linear_patch16_224",
 )
 
 
@@ -148,6 +156,49 @@ def deit_tiny_widelast_patch16_224(pretrained: bool = False, **kwargs) -> WideLa
     """DeiT-Tiny whose last block runs at 384 (6 heads of 64) after an entry projection."""
     args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, wide_dim=384, num_wide=1)
     return _create(WideLastVisionTransformer, "deit_tiny_widelast_patch16_224", pretrained, args, kwargs)
+
+
+def _deit_tiny_widelast(variant: str, schedule: str, num_wide: int, pretrained: bool, kwargs: dict):
+    args = dict(
+        patch_size=16,
+        embed_dim=192,
+        depth=12,
+        num_heads=3,
+        wide_dim=384,
+        num_wide=num_wide,
+        schedule=schedule,
+    )
+    return _create(WideLastVisionTransformer, variant, pretrained, args, kwargs)
+
+
+@register_model
+def deit_tiny_widelast_fixed_step_patch16_224(
+    pretrained: bool = False, **kwargs
+) -> WideLastVisionTransformer:
+    """WideLast ``fixed_step``: DeiT-Tiny whose last block runs at 384 with 3 heads of 128."""
+    return _deit_tiny_widelast(
+        "deit_tiny_widelast_fixed_step_patch16_224", "fixed_step", 1, pretrained, kwargs
+    )
+
+
+@register_model
+def deit_tiny_widelast_heads_linear_patch16_224(
+    pretrained: bool = False, **kwargs
+) -> WideLastVisionTransformer:
+    """WideLast ``heads_linear``: 9 blocks at 192, then 256/4 heads, 320/5 heads, 384/6 heads."""
+    return _deit_tiny_widelast(
+        "deit_tiny_widelast_heads_linear_patch16_224", "heads_linear", 3, pretrained, kwargs
+    )
+
+
+@register_model
+def deit_tiny_widelast_fixed_linear_patch16_224(
+    pretrained: bool = False, **kwargs
+) -> WideLastVisionTransformer:
+    """WideLast ``fixed_linear``: 9 blocks at 192, then 240, 312, 384, all with 3 heads."""
+    return _deit_tiny_widelast(
+        "deit_tiny_widelast_fixed_linear_patch16_224", "fixed_linear", 3, pretrained, kwargs
+    )
 
 
 @register_model
@@ -369,13 +420,15 @@ def create_widelast(
 
     The narrow blocks, embeddings and tokens are copied from the base (pretrained if asked); the
     wide blocks, final norm and head are new. ``kwargs`` go to ``timm.create_model(base, ...)``;
-    ``wide_num_heads`` (default: keep the base head dim) is taken out first.
+    ``wide_num_heads`` (default: keep the base head dim) and ``schedule`` (default ``heads_step``;
+    see :func:`vitdistill.models.widelast.widelast_tail`) are taken out first.
     """
     wide_heads = kwargs.pop("wide_num_heads", None)
+    schedule = kwargs.pop("schedule", "heads_step")
     base_model = create_base_model(base, pretrained=pretrained, **kwargs)
     args = _student_kwargs(base_model, base, kwargs)
     student = WideLastVisionTransformer(
-        wide_dim=wide_dim, num_wide=num_wide, wide_num_heads=wide_heads, **args
+        wide_dim=wide_dim, num_wide=num_wide, wide_num_heads=wide_heads, schedule=schedule, **args
     )
     replaced = ("norm", "fc_norm", "head") + tuple(
         f"blocks.{i}" for i in range(student.first_wide, len(student.blocks))
@@ -391,6 +444,7 @@ def create_widelast(
             wide_dim=int(wide_dim),
             num_wide=int(num_wide),
             wide_num_heads=wide_heads,
+            schedule=schedule,
             kwargs=_plain(kwargs),
         ),
     )
@@ -449,6 +503,7 @@ def from_build_spec(spec: dict, pretrained: bool = False, **overrides) -> nn.Mod
         return create_lift(spec["base"], spec["lift_dim"], pretrained=pretrained, **kwargs)
     if spec.get("wide_num_heads") is not None:
         kwargs["wide_num_heads"] = spec["wide_num_heads"]
+    kwargs["schedule"] = spec.get("schedule", "heads_step")
     return create_widelast(
         spec["base"], spec["wide_dim"], spec.get("num_wide", 1), pretrained=pretrained, **kwargs
     )

@@ -1,0 +1,61 @@
+"""Render a list of same-keyed dicts as a markdown, csv or LaTeX table (no dependencies)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+
+def fmt_cell(v: Any) -> str:
+    """None -> '-', floats with up to 6 significant digits (whole floats without decimals)."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.6g}" if not v.is_integer() else f"{v:.2f}".rstrip("0").rstrip(".")
+    return str(v)
+
+
+def tex_escape(s: str) -> str:
+    return (
+        s.replace("\\", "\\textbackslash{}")
+        .replace("%", "\\%")
+        .replace("&", "\\&")
+        .replace("_", "\\_")
+        .replace("#", "\\#")
+        .replace("±", "$\\pm$")
+    )
+
+
+def render(rows: list[dict], fmt: str, caption: str = "", text_cols: tuple[str, ...] = ("Model",)) -> str:
+    """``rows`` as ``fmt`` (md, csv or tex); columns named in ``text_cols`` are left-aligned."""
+    if not rows:
+        return ""
+    cols = list(rows[0].keys())
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([fmt_cell(r.get(c)) for c in cols])
+        return buf.getvalue()
+    if fmt == "md":
+        align = ["|:--" if c in text_cols else "|--:" for c in cols]
+        lines = ["| " + " | ".join(cols) + " |", "".join(align) + "|"]
+        lines += ["| " + " | ".join(fmt_cell(r.get(c)) for c in cols) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+    if fmt == "tex":
+        spec = "".join("l" if c in text_cols else "r" for c in cols)
+        lines = ["\\begin{table}[t]", "\\centering"]
+        if caption:
+            lines.append(f"\\caption{{{tex_escape(caption)}}}")
+        lines += [
+            f"\\begin{{tabular}}{{{spec}}}",
+            "\\hline",
+            " & ".join(tex_escape(c) for c in cols) + " \\\\",
+            "\\hline",
+        ]
+        lines += [" & ".join(tex_escape(fmt_cell(r.get(c))) for c in cols) + " \\\\" for r in rows]
+        lines += ["\\hline", "\\end{tabular}", "\\end{table}"]
+        return "\n".join(lines) + "\n"
+    raise ValueError(f"unknown table format {fmt!r} (md, csv, tex)")
