@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import yaml
-
 from vitdistill.errors import UserError
 
 
@@ -46,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_overrides(items: list[str]) -> dict:
     """``['img_size=32', 'qkv_bias=false']`` -> ``{'img_size': 32, 'qkv_bias': False}`` (YAML scalars)."""
+    import yaml
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
