@@ -86,3 +86,21 @@ def test_inspect_user_errors(argv, needle, capsys):
 def test_inspect_cuda_without_cuda(capsys):
     assert main(["inspect", "vit_tiny_patch16_224", "--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, widths",
+    [
+        (["cait_xxs24_224", "--set", "img_size=32", "--set", "patch_size=8", "--set", "depth=2"], "192x2"),
+        (["pit_ti_224"], "64x2 + 128x6 + 256x4"),
+        (["levit_128s"], "128x2 + 256x3 + 384x4"),
+        (["swin_tiny_patch4_window7_224"], "96x2 + 192x2 + 384x6 + 768x2"),
+    ],
+)
+def test_inspect_staged_and_class_attention_families(argv, widths, capsys):
+    # cait and pit ended in a traceback from torch's module tracker; Swin showed one block per stage
+    assert main(["inspect", *argv, "--no-throughput"]) == 0
+    out, err = capsys.readouterr()
+    row = out.splitlines()[2]
+    assert widths in row and row.split()[0] == argv[0] and err == ""
+    assert row.split()[2].endswith(("M", "G"))  # a MAC figure, not '-'

@@ -1,4 +1,4 @@
-"""Representation analysis of ViT token features (PAPER.md section 2).
+"""Representation analysis of ViT token features (arXiv 2511.15572, analysis).
 
 >>> from vitdistill.analysis import analyze, compare
 >>> summary = analyze("deit_tiny_patch16_224", "synthetic:shapes", out="runs/analysis/deit_tiny", images=200)

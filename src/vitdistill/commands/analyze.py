@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--layers", default="all", help="all | last | comma list like 0,5,11 (negatives from the end)"
     )
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument(
@@ -63,7 +63,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--permutations", type=int, default=50, help="channel permutations for SEP robustness (0 = off)"
     )
-    p.add_argument("--permutation-layers", default="last", choices=["last", "all"])
+    p.add_argument(
+        "--permutation-layers",
+        default="last",
+        choices=["last", "all"],
+        help="layers that get the SEP channel-permutation test (default last)",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples for the permutation CI")
     p.add_argument(
         "--rotation-images", type=int, default=64, help="images whose subspaces are kept (0 = off)"
@@ -84,10 +89,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--crop-pct", type=float, help="override the eval transform's crop_pct (1.0 keeps the whole image)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed for random weights, permutations and image sampling (default 0)",
+    )
     p.add_argument("--out", help="result folder (default analysis/MODEL)")
     p.add_argument("--pdf", action="store_true", help="also write plots as PDF")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-plots", action="store_true", help="write the tables and JSON only, no figures")
     p.add_argument(
         "--strict", action="store_true", help="an unreadable image is an error (default: skip and count)"
     )
@@ -100,8 +110,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--save-features", action="store_true", help="keep the token features (see docs/analysis.md)"
     )
-    p.add_argument("--features-dtype", default="float16", choices=["float16", "float32"])
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--features-dtype",
+        default="float16",
+        choices=["float16", "float32"],
+        help="dtype of the features kept by --save-features (default float16)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,11 +14,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", default="val", help="split of --data to evaluate (default: val)")
     parser.add_argument("--checkpoint", help="weights file (a run's checkpoint, .pt or .safetensors)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     parser.add_argument("--ema", action="store_true", help="use the run's EMA weights")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--max-images", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument(
+        "--device", default="auto", help="cpu | cuda | cuda:N | auto (default: cuda when available)"
+    )
+    parser.add_argument(
+        "--max-images", type=int, default=None, help="evaluate at most N images (default: all)"
+    )
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     parser.add_argument("--strict", action="store_true", help="an unreadable image is fatal")
     parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vitdistill.utils.overrides import parse_sets
 
@@ -57,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         amp=args.amp,
     )
     print(format_table(rows))
+    for r in rows:
+        if r.get("macs_error"):
+            print(f"vitdistill inspect: {r['model']}: MACs not counted ({r['macs_error']})", file=sys.stderr)
     if args.json:
         atomic_write_json(args.json, rows)
     return 0

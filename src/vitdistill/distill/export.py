@@ -11,8 +11,10 @@ or a registered student the export loads with::
                                                   num_classes=cfg["num_classes"]),
                       **cfg["model_args"])
 
-(``num_classes`` in the overlay stops timm from discarding the head as "adapted"). Students
-built by a remedy on a custom base have no timm name; rebuild them with :func:`load_exported`.
+(``num_classes`` in the overlay stops timm from discarding the head as "adapted"), or in short
+``timm.create_model(f"local-dir:{DIR}", pretrained=True)``. A student built by a remedy on any base
+is recorded as ``vitdistill_lift`` / ``vitdistill_widelast`` with its base in ``model_args``;
+:func:`load_exported` rebuilds every export from the vitdistill model spec.
 """
 
 from __future__ import annotations
@@ -60,9 +62,17 @@ def load_run_model(run: str | os.PathLike, checkpoint=None, ema: bool = False) -
     return model, spec
 
 
-def _timm_name(spec: dict) -> str | None:
-    """The timm architecture that rebuilds this student, or None for remedy-on-base students."""
-    return spec["name"].split(".")[0] if spec.get("remedy", "none") == "none" else None
+def _timm_name_and_args(spec: dict) -> tuple[str, dict[str, Any]]:
+    """The timm architecture and ``model_args`` that rebuild this student (remedies on any base
+    are registered as ``vitdistill_lift`` / ``vitdistill_widelast``)."""
+    kwargs = dict(spec.get("kwargs") or {})
+    remedy = spec.get("remedy", "none")
+    if remedy == "lift":
+        return "vitdistill_lift", dict(base=spec["name"], lift_dim=int(spec["width"]), **kwargs)
+    if remedy == "widelast":
+        args = dict(base=spec["name"], wide_dim=int(spec["width"]), num_wide=int(spec.get("num_wide", 1)))
+        return "vitdistill_widelast", dict(args, **kwargs)
+    return spec["name"].split(".")[0], kwargs
 
 
 def export(
@@ -79,7 +89,7 @@ def export(
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     atomic_write_with(out / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     data_cfg = resolve_data_config(model)
-    arch = _timm_name(spec)
+    arch, model_args = _timm_name_and_args(spec)
     pretrained_cfg = {
         "num_classes": spec["num_classes"],
         "input_size": list(data_cfg["input_size"]),
@@ -94,7 +104,7 @@ def export(
         "architecture": arch,
         "num_classes": spec["num_classes"],
         "num_features": int(getattr(model, "num_features", 0) or 0),
-        "model_args": dict(spec.get("kwargs") or {}),
+        "model_args": model_args,
         "pretrained_cfg": pretrained_cfg,
         "vitdistill": {
             "model_spec": spec,

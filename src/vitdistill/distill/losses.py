@@ -1,4 +1,4 @@
-"""Loss terms of distillation, each a plain function of tensors (PAPER.md section 3).
+"""Loss terms of distillation, each a plain function of tensors (arXiv 2511.15572, distillation losses).
 
 Kept free of models and config so each can be checked against a hand computation.
 """

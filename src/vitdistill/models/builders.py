@@ -5,6 +5,9 @@ Importing this module registers with timm:
 * ``deit_tiny_lift_patch16_224`` - DeiT-Tiny + lifting projector to 384 (5,983,528 params at 1000 classes)
 * ``deit_tiny_widelast_patch16_224`` - DeiT-Tiny with its last block at 384 (7,313,896 params)
 * ``deit_tiny_uniform219_patch16_224`` - plain ViT at width 219 / 3 heads, the parameter-matched control
+* ``vitdistill_lift`` / ``vitdistill_widelast`` - a remedy on any timm ViT (``base=``, ``lift_dim=`` /
+  ``wide_dim=``, ``num_wide=``): the architecture that exports of such students record, so that
+  ``timm.create_model("local-dir:EXPORT_DIR", pretrained=True)`` rebuilds them
 * ``deit_tiny_widelast_fixed_step_patch16_224`` - last block at 384 with 3 heads of 128
 * ``deit_tiny_widelast_heads_linear_patch16_224`` - last 3 blocks 256/4h, 320/5h, 384/6h
 * ``deit_tiny_widelast_fixed_linear_patch16_224`` - last 3 blocks 240, 312, 384, all 3 heads
@@ -71,7 +74,9 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
     }
 
 
-default_cfgs = generate_default_cfgs({name: _cfg() for name in STUDENT_MODELS})
+REMEDY_MODELS = ("vitdistill_lift", "vitdistill_widelast")
+
+default_cfgs = generate_default_cfgs({name: _cfg() for name in STUDENT_MODELS + REMEDY_MODELS})
 
 
 def _has_weight_source(kwargs: dict) -> bool:
@@ -126,11 +131,12 @@ def _create(model_cls, variant: str, pretrained: bool, model_args: dict, kwargs:
     overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
     if pretrained and overlay.get("file") and "num_classes" not in overlay:
         # timm drops the head whenever num_classes differs from the cfg's 1000; a file whose head
-        # already has the requested size (e.g. a 10-class export) must keep its trained head.
+        # has the requested size (or any size, when none is requested: the short load form of a
+        # 10-class export) must keep its trained head.
         rows = _checkpoint_head_rows(overlay["file"])
-        if rows is not None and rows == kwargs.get("num_classes", 1000):
+        if rows is not None and rows == kwargs.get("num_classes", rows):
             overlay["num_classes"] = rows
-            kwargs = dict(kwargs, pretrained_cfg_overlay=overlay)
+            kwargs = dict(kwargs, num_classes=rows, pretrained_cfg_overlay=overlay)
     out_indices = kwargs.pop("out_indices", 3)
     model = build_model_with_cfg(
         model_cls,
@@ -225,6 +231,57 @@ _PASSTHROUGH = (
     "device",
     "dtype",
 )
+
+
+def _cfg_value(key: str, overlay: dict, cfg: Any) -> Any:
+    """``key`` from the pretrained cfg overlay, else from the pretrained cfg (a dict or timm's dataclass)."""
+    if overlay.get(key) is not None:
+        return overlay[key]
+    return cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None)
+
+
+def _remedy_entry(build, pretrained: bool, kwargs: dict, *args) -> nn.Module:
+    """``build(*args, **kwargs)`` as a timm entry point: ``pretrained=True`` loads the weights file, or
+    the ``model.safetensors`` of the folder, named by the pretrained cfg (``local-dir:`` gives one)."""
+    cfg = kwargs.pop("pretrained_cfg", None)
+    overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
+    for k in ("cache_dir", "pretrained_model_args"):
+        kwargs.pop(k, None)
+    if pretrained and _cfg_value("num_classes", overlay, cfg) is not None:
+        kwargs.setdefault("num_classes", _cfg_value("num_classes", overlay, cfg))  # the file's head
+    model = build(*args, **kwargs)
+    if pretrained:
+        src = _cfg_value("file", overlay, cfg)
+        if not src:
+            raise UserError(
+                f"{build.__name__}({args[0]}) has no published weights; load an export folder with "
+                "timm.create_model('local-dir:DIR', pretrained=True)"
+            )
+        from vitdistill.checkpoints import read_state_dict
+
+        state, _ = read_state_dict(src)  # a weights file or an export folder
+        model.load_state_dict(state)
+    return model
+
+
+@register_model
+def vitdistill_lift(
+    pretrained: bool = False, base: str = "deit_tiny_patch16_224", lift_dim: int = 384, **kwargs
+) -> LiftVisionTransformer:
+    """Lift on any timm ViT ``base`` (kwargs go to ``timm.create_model(base, ...)``)."""
+    return _remedy_entry(create_lift, pretrained, kwargs, base, lift_dim)
+
+
+@register_model
+def vitdistill_widelast(
+    pretrained: bool = False,
+    base: str = "deit_tiny_patch16_224",
+    wide_dim: int = 384,
+    num_wide: int = 1,
+    **kwargs,
+) -> WideLastVisionTransformer:
+    """WideLast on any timm ViT ``base`` (kwargs go to ``timm.create_model(base, ...)``)."""
+    return _remedy_entry(create_widelast, pretrained, kwargs, base, wide_dim, num_wide)
 
 
 def create_base_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:

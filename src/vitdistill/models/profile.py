@@ -1,10 +1,14 @@
 """Size and speed of models: parameters, MACs, token grid, per-block widths, throughput.
 
-MACs are counted with ``torch.utils.flop_counter.FlopCounterMode`` on one image at the model's
-input size and halved (FLOPs = 2 x MACs). It counts the matrix products: linear layers
-(``mm``/``addmm``), convolutions (the patch embedding), batched matmuls and fused
-scaled-dot-product attention (QK^T and AV). Normalisation, activations, softmax, residual adds and
-pooling are not counted, as is usual for ViT MAC figures (DeiT-Tiny: 1.25 GMACs).
+MACs are counted on one image at the model's input size by a small ``TorchDispatchMode`` that sees
+every aten operator the forward pass runs and charges the matrix products from their shapes:
+linear layers (``mm``/``addmm``), convolutions (the patch embedding), batched matmuls (attention
+written out, talking heads) and every fused scaled-dot-product attention kernel (QK^T and AV:
+``B * heads * Lq * Lk * (d_qk + d_v)``). Counting the fused kernels by name, rather than relying on
+``torch.utils.flop_counter``, keeps the figure the same on every torch version: whether the attention
+runs fused or as plain matmuls depends on the version, the device and the grad mode. Normalisation,
+activations, softmax, residual adds and pooling are not counted, as is usual for ViT MAC figures
+(DeiT-Tiny: 1.254 GMACs).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from vitdistill.errors import UserError
 
@@ -76,16 +80,93 @@ def _eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _conv_macs(args: Sequence[Any], out: torch.Tensor) -> int:
+    # aten.convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+    x, w = args[0], args[1]
+    transposed = bool(args[6]) if len(args) > 6 else False
+    kernel = _numel(w.shape[2:])
+    if transposed:  # every input element is spread over out_channels/groups * kernel outputs
+        return x.numel() * int(w.shape[1]) * kernel
+    return out.numel() * int(w.shape[1]) * kernel  # w: (out, in/groups, *kernel)
+
+
+def _sdpa_macs(args: Sequence[Any], out: Any) -> int:
+    q, k, v = args[0], args[1], args[2]
+    batch = _numel(q.shape[:-2])  # batch x query heads (grouped kv heads are broadcast)
+    return batch * int(q.shape[-2]) * int(k.shape[-2]) * (int(q.shape[-1]) + int(v.shape[-1]))
+
+
+def _mm_macs(args: Sequence[Any], out: torch.Tensor) -> int:  # mm(a, b), bmm(a, b)
+    return out.numel() * int(args[0].shape[-1])
+
+
+def _addmm_macs(args: Sequence[Any], out: torch.Tensor) -> int:  # addmm(bias, a, b), baddbmm(c, a, b)
+    return out.numel() * int(args[1].shape[-1])
+
+
+_MAC_RULES = {
+    "mm": _mm_macs,
+    "bmm": _mm_macs,
+    "addmm": _addmm_macs,
+    "baddbmm": _addmm_macs,
+    "_addmm_activation": _addmm_macs,
+    "convolution": _conv_macs,
+    "_convolution": _conv_macs,
+}
+
+
+def _mac_rule(op_name: str):
+    """How to count an aten operator (by overload packet name), or None for ops that are not counted."""
+    if op_name.startswith("_scaled_dot_product_") and not op_name.endswith("_backward"):
+        return _sdpa_macs  # every fused attention kernel: flash, efficient, cudnn, CPU flash, ...
+    return _MAC_RULES.get(op_name)
+
+
+class _MacCounter(TorchDispatchMode):
+    """Adds up the multiply-accumulates of the matrix products a forward pass runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.macs = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rule = _mac_rule(func._overloadpacket.__name__)
+        if rule is None:
+            # Composite ops (linear, matmul, scaled_dot_product_attention) arrive here whole under
+            # inference mode: run their decomposition with this counter active so their parts count.
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
+        if rule is not None:
+            self.macs += int(rule(args, out[0] if isinstance(out, tuple | list) else out))
+        return out
+
+
 def count_macs(model: nn.Module, input_size: Sequence[int] | None = None) -> int:
-    """Multiply-accumulates for one image of ``input_size`` (C, H, W; default the model's own)."""
+    """Multiply-accumulates for one image of ``input_size`` (C, H, W; default the model's own).
+
+    A model whose forward pass fails on a zero image raises the error unchanged (callers that
+    want a table row anyway, like :func:`inspect_models`, report it and go on).
+    """
     size = tuple(input_size) if input_size is not None else model_input_size(model)
     if len(size) != 3:
         raise UserError(f"input_size must be (C, H, W), got {size}")
     device, dtype = _param_device_dtype(model)
     x = torch.zeros(1, *size, device=device, dtype=dtype)
-    with _eval_mode(model), torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    counter = _MacCounter()
+    with _eval_mode(model), torch.no_grad(), counter:
         model(x)
-    return int(counter.get_total_flops()) // 2
+    return counter.macs
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -168,21 +249,50 @@ def token_grid(model: nn.Module) -> tuple[int, int]:
     return tuple(feature_grid(model))
 
 
+def _is_block(module: nn.Module) -> bool:
+    """A transformer block in timm's convention: it owns an ``attn`` and an ``mlp`` module."""
+    return isinstance(getattr(module, "attn", None), nn.Module) and isinstance(
+        getattr(module, "mlp", None), nn.Module
+    )
+
+
+def _block_width(block: nn.Module) -> int | None:
+    """Output channels of a block: those of the last linear or convolution layer of its MLP."""
+    width = None
+    for m in block.mlp.modules():
+        if isinstance(m, nn.Linear):
+            width = m.out_features
+        elif isinstance(m, nn.Conv1d | nn.Conv2d):
+            width = m.out_channels
+    return width
+
+
+def _outermost_blocks(model: nn.Module) -> list[nn.Module]:
+    found: list[nn.Module] = []
+    inside: set[str] = set()
+    for name, m in model.named_modules():
+        if any(name.startswith(p + ".") for p in inside) or not _is_block(m):
+            continue
+        found.append(m)
+        inside.add(name)
+    return found
+
+
 def block_widths(model: nn.Module) -> list[int]:
-    """Channel width of every tappable block output (ViT blocks, CaiT SA blocks, Swin stages)."""
+    """Channel width of every transformer block, in order; staged models (Swin, PiT, LeViT) list
+    each stage's blocks, and CaiT / XCiT their self-attention ``blocks`` (the tappable ones)."""
     widths = getattr(model, "block_widths", None)
     if callable(widths):
         return list(widths())
     blocks = getattr(model, "blocks", None)
-    if isinstance(blocks, nn.Sequential) and all(hasattr(b, "mlp") and hasattr(b.mlp, "fc2") for b in blocks):
-        return [int(b.mlp.fc2.out_features) for b in blocks]
-    from vitdistill.models.taps import token_features
-
-    device, dtype = _param_device_dtype(model)
-    x = torch.zeros(1, *model_input_size(model), device=device, dtype=dtype)
-    with _eval_mode(model), torch.inference_mode():
-        feats = token_features(model, x, "all")
-    return [int(f.shape[-1]) for f in feats]
+    if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) and all(map(_is_block, blocks)):
+        found = list(blocks)
+    else:
+        found = _outermost_blocks(model)
+    out = [_block_width(b) for b in found]
+    if not out or any(w is None for w in out):
+        raise UserError(f"{_model_label(model)} has no transformer blocks (modules with attn and mlp)")
+    return [int(w) for w in out]
 
 
 def format_widths(widths: Iterable[int]) -> str:
@@ -194,6 +304,14 @@ def format_widths(widths: Iterable[int]) -> str:
         else:
             runs.append([w, 1])
     return " + ".join(f"{w}x{n}" for w, n in runs)
+
+
+def _or_none(fn):
+    """``fn()``, or None when it raises a UserError (e.g. the token grid of a CNN)."""
+    try:
+        return fn()
+    except UserError:
+        return None
 
 
 def _model_label(model: nn.Module) -> str:
@@ -215,6 +333,9 @@ def inspect_models(
 ) -> list[dict[str, Any]]:
     """One row per model: params, MACs per image, token grid, block widths, images/s.
 
+    A model whose forward pass fails gets ``macs`` None, the reason in ``macs_error`` (one line)
+    and no throughput; its other columns are filled as usual.
+
     ``models`` are timm names (vitdistill's students included), builder specs such as
     ``lift:vit_small_patch16_224:768`` / ``widelast:deit_tiny_patch16_224:384:2`` (see
     :func:`vitdistill.models.build_model`), or model instances (measured as they are).
@@ -233,26 +354,26 @@ def inspect_models(
             if num_classes is not None:
                 kw["num_classes"] = num_classes
             model, name = build_model(item, **kw), str(item)
-        try:
-            widths: list[int] | None = block_widths(model)
-            grid: list[int] | None = list(token_grid(model))
-        except UserError:  # not a token model (e.g. a CNN): size and speed still apply
-            widths, grid = None, None
         row: dict[str, Any] = {
             "model": labels[i] if labels is not None else name,
             "params": count_params(model),
-            "macs": count_macs(model),
+            "macs": None,
+            "macs_error": None,
             "input_size": list(model_input_size(model)),
-            "token_grid": grid,
-            "block_widths": widths,
-            "widths": format_widths(widths) if widths else "-",
+            "token_grid": _or_none(lambda m=model: list(token_grid(m))),
+            "block_widths": _or_none(lambda m=model: block_widths(m)),
             "head_width": int(getattr(model, "head_hidden_size", getattr(model, "num_features", 0)) or 0),
             "num_classes": int(getattr(model, "num_classes", 0) or 0),
             "throughput": None,
             "batch_size": batch_size if throughput else None,
             "device": str(dev) if dev is not None else None,
         }
-        if throughput:
+        row["widths"] = format_widths(row["block_widths"]) if row["block_widths"] else "-"
+        try:
+            row["macs"] = count_macs(model)
+        except Exception as e:  # any failure of this model's forward pass: report it, keep the row
+            row["macs_error"] = (f"{type(e).__name__}: {e}".splitlines() or ["?"])[0]
+        if throughput and row["macs_error"] is None:
             row["throughput"] = measure_throughput(
                 model, batch_size=batch_size, device=dev, warmup=warmup, iters=iters, amp=amp
             )
@@ -281,7 +402,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             [
                 r["model"],
                 f"{r['params']:,}",
-                _human(r["macs"]),
+                "-" if r.get("macs") is None else _human(r["macs"]),
                 "x".join(str(s) for s in r["input_size"][1:]),
                 "x".join(str(s) for s in r["token_grid"]) if r.get("token_grid") else "-",
                 r["widths"],
