@@ -39,8 +39,21 @@ def _is_tty(stream) -> bool:
         return False
 
 
+def _bar_class(stream, tty: bool | None):
+    """tqdm on a terminal, tqdm's notebook widget under Jupyter, else None (plain lines)."""
+    if tty if tty is not None else _is_tty(stream):
+        from tqdm import tqdm
+
+        return tqdm
+    if tty is None and "ipykernel" in sys.modules:
+        from tqdm.auto import tqdm
+
+        return tqdm
+    return None
+
+
 class Progress:
-    """A tqdm bar on a terminal; otherwise a plain line every ``every_s`` seconds and at the end.
+    """A tqdm bar on a terminal (a widget in a notebook); else a line every ``every_s`` s and at the end.
 
     ``enabled=False`` shows nothing. ``tty`` overrides the terminal check; ``final_line=False``
     skips the closing line (for callers that print their own summary right after).
@@ -67,10 +80,9 @@ class Progress:
         self.postfix = ""
         self.t_start = self.t_last = clock()
         self.bar = None
-        if enabled and (_is_tty(self.file) if tty is None else tty):
-            from tqdm import tqdm
-
-            self.bar = tqdm(
+        bar_class = _bar_class(self.file, tty)
+        if enabled and bar_class is not None:
+            self.bar = bar_class(
                 total=total,
                 desc=desc,
                 unit=unit,
