@@ -673,6 +673,8 @@ class Trainer:
     def _save_in_epoch(self, epoch: int, steps_done: int, stats: EpochStats) -> None:
         """Mid-epoch last.pt: the epoch-end state plus the position and each rank's RNG and sums."""
         ranks = dist_mod.all_gather_object({"rng": ckpt_mod.rng_state(), "stats": stats.state_dict()})
+        for r in ranks:  # never checkpoint past a non-finite loss; every rank stops alike
+            self._check_finite(r["stats"]["first_bad"], r["stats"]["names"])
         if not self.main:
             return
         state = self._state(epoch)
@@ -779,38 +781,25 @@ class Trainer:
             final_line=False,  # the epoch line follows
         )
         t_start = time.time() - stats.elapsed
-        window_start, window_images = time.time(), stats.n_images
+        self.window = (time.time(), stats.n_images)  # start of the images/s window of the step records
         self.optimizer.zero_grad(set_to_none=True)
-        for i, (images, labels, _idx, n_skip) in enumerate(self.train_loader, start=steps_done * acc):
-            stats.skipped += n_skip
-            last_micro = i % acc == acc - 1
-            vals = self._micro_step(images, labels, last_micro, acc, stats)
-            if vals is None or not last_micro:
-                continue
-            self._optimizer_step()
-            stats.n_steps += 1
-            steps_done = i // acc + 1
-            bar.update(1)
-            if self.num_updates % interval == 0:
-                self._check_finite(stats.first_bad, stats.names)
-                now = time.time()
-                rec = {
-                    "kind": "step",
-                    "epoch": epoch,
-                    "step": self.num_updates,
-                    **{k: v for k, v in zip(stats.names, vals.tolist(), strict=True)},
-                    "lr": self.lr_used,
-                    "images_per_s": (stats.n_images - window_images)
-                    * self.dinfo.world_size
-                    / max(now - window_start, 1e-9),
-                }
-                self.log(rec)
-                bar.set_postfix(f"loss {rec['loss']:.4f}")
-                window_start, window_images = now, stats.n_images
-            if ckpt_every and steps_done % ckpt_every == 0 and steps_done < self.steps_per_epoch:
-                stats.elapsed = time.time() - t_start
-                self._save_in_epoch(epoch, steps_done, stats)
-        bar.close()
+        with bar:
+            for i, (images, labels, _idx, n_skip) in enumerate(self.train_loader, start=steps_done * acc):
+                stats.skipped += n_skip
+                last_micro = i % acc == acc - 1
+                vals = self._micro_step(images, labels, last_micro, acc, stats)
+                if vals is None or not last_micro:
+                    continue
+                self._optimizer_step()
+                stats.n_steps += 1
+                steps_done = i // acc + 1
+                bar.update(1)
+                if self.num_updates % interval == 0:
+                    self._check_finite(stats.first_bad, stats.names)
+                    bar.set_postfix(f"loss {self._log_step(epoch, vals, stats):.4f}")
+                if ckpt_every and steps_done % ckpt_every == 0 and steps_done < self.steps_per_epoch:
+                    stats.elapsed = time.time() - t_start
+                    self._save_in_epoch(epoch, steps_done, stats)
         if stats.names is None:
             raise UserError(
                 f"epoch {epoch}: no usable training images (all {stats.skipped} skipped as unreadable)"
@@ -818,6 +807,21 @@ class Trainer:
         self._check_finite(stats.first_bad, stats.names)
         stats.elapsed = time.time() - t_start
         return stats.reduce(self.optimizer.param_groups[0]["lr"])
+
+    def _log_step(self, epoch: int, vals: torch.Tensor, stats: EpochStats) -> float:
+        """A ``kind: step`` record (this rank's last micro-batch); returns its loss."""
+        now, (t0, n0) = time.time(), self.window
+        rec = {
+            "kind": "step",
+            "epoch": epoch,
+            "step": self.num_updates,
+            **{k: v for k, v in zip(stats.names, vals.tolist(), strict=True)},
+            "lr": self.lr_used,
+            "images_per_s": (stats.n_images - n0) * self.dinfo.world_size / max(now - t0, 1e-9),
+        }
+        self.log(rec)
+        self.window = (now, stats.n_images)
+        return rec["loss"]
 
     def _micro_step(self, images, labels, last_micro: bool, acc: int, stats: EpochStats):
         """Forward and backward one micro-batch; returns its loss terms (None for an empty batch)."""
