@@ -467,9 +467,9 @@ def _kill_after_mid_epoch_checkpoint(cmd: list[str], run: Path, past_update: int
     return ckpt_mod.load(last)["num_updates"], _logged_step(run)
 
 
-def _assert_same_run(a: Path, b: Path) -> None:
+def _assert_same_run(a: Path, b: Path, epochs: int = 3) -> None:
     sa, sb = ckpt_mod.load(a / "checkpoints" / "last.pt"), ckpt_mod.load(b / "checkpoints" / "last.pt")
-    assert sa["epoch"] == sb["epoch"] == 3 and sa["num_updates"] == sb["num_updates"] == 18
+    assert sa["epoch"] == sb["epoch"] == epochs and sa["num_updates"] == sb["num_updates"] == 6 * epochs
     assert sb["in_epoch"] is None
     for part in ("student", "ema"):
         for k in sa[part]:
@@ -510,6 +510,25 @@ def test_sigkill_mid_epoch_and_resume_is_bitwise_identical(tmp_path, uninterrupt
     subprocess.run(_train_cmd(path, run) + ["--resume", "auto"], check=True, env=_env(), capture_output=True)
     print(f"workers={workers}: {len(kill_after)} kill(s), optimizer steps redone per kill: {redone}")
     _assert_same_run(full, run)
+
+
+def test_two_process_sigkill_mid_epoch_and_resume_is_bitwise_identical(tmp_path):
+    """torchrun (gloo): the mid-epoch checkpoint holds every rank's RNG states and loss sums."""
+    cfg = _mid_epoch_cfg()
+    cfg["epochs"] = 2
+    path = _write(tmp_path / "c.yaml", cfg)
+
+    def cmd(out: Path, *extra: str) -> list[str]:
+        run = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        return [sys.executable, *run, *_train_cmd(path, out)[1:], *extra]
+
+    subprocess.run(cmd(tmp_path / "full"), check=True, env=_env(), capture_output=True)
+    kept, logged = _kill_after_mid_epoch_checkpoint(cmd(tmp_path / "run"), tmp_path / "run", 6)
+    assert kept % 6 and 0 <= logged - kept <= MID_STEPS
+    assert len(ckpt_mod.load(tmp_path / "run" / "checkpoints" / "last.pt")["in_epoch"]["ranks"]) == 2
+    p = subprocess.run(cmd(tmp_path / "run", "--resume", "auto"), env=_env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    _assert_same_run(tmp_path / "full", tmp_path / "run", epochs=2)
 
 
 def test_train_logs_one_line_per_epoch_to_a_file(uninterrupted):
