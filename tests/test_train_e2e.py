@@ -558,3 +558,25 @@ def test_sampler_resumes_at_a_step_without_the_skipped_images():
     assert len(set(seeds)) == 40
     a.set_epoch(1)
     assert not {x[1] for x in a} & set(seeds)
+
+
+def test_seeded_samples_depend_on_the_key_only_and_keep_the_process_rng():
+    import random
+
+    import numpy as np
+
+    from vitdistill.data import build_dataset, train_transform
+    from vitdistill.distill.trainer import SeededSamples
+
+    m = timm.create_model("vit_tiny_patch16_224", **S_KW)
+    ds = build_dataset("synthetic:shapes?n=8&size=16", "train")
+    ds.transform = train_transform(m, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.5, scale=(0.08, 1.0))
+    s = SeededSamples(ds)
+    torch.manual_seed(0)
+    before = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    pair = s.__getitems__([(3, 11), (5, 12)])  # what the DataLoader calls with a batch of keys
+    after = torch.get_rng_state(), random.getstate(), np.random.get_state()[1]
+    assert torch.equal(before[0], after[0]) and before[1] == after[1] and (before[2] == after[2]).all()
+    alone = s[(5, 12)]  # read on its own, after other reads: the same augmented image
+    assert torch.equal(pair[1][0], alone[0]) and pair[1][1:] == alone[1:]
+    assert not torch.equal(alone[0], s[(5, 13)][0])  # another seed, another augmentation

@@ -163,24 +163,26 @@ class SeededSamples(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, key):
-        index, seed = key
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list) -> list:
+        """A batch at once (the DataLoader calls this): the main process saves its RNGs once."""
         if get_worker_info() is not None:
-            _seed_cpu_rngs(seed)
-            return self.dataset[index]
+            return [self._read(key) for key in keys]
         saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
         try:
-            _seed_cpu_rngs(seed)
-            return self.dataset[index]
+            return [self._read(key) for key in keys]
         finally:
             random.setstate(saved[0])
             np.random.set_state(saved[1])
             torch.set_rng_state(saved[2])
 
-
-def _seed_cpu_rngs(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.default_generator.manual_seed(seed)  # the CPU generator only: the CUDA ones belong to the model
+    def _read(self, key):
+        index, seed = key
+        random.seed(seed)
+        np.random.seed(seed % (2**32))
+        torch.default_generator.manual_seed(seed)  # the CPU generator only: the CUDA ones are the model's
+        return self.dataset[index]
 
 
 class ShardSampler(Sampler[int]):
