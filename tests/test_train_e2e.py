@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -196,7 +198,8 @@ def test_config_error_exits_2_naming_the_key(tmp_path, capsys):
     assert "vit_tiny_patch16_224" in capsys.readouterr().err
 
 
-def test_nan_loss_names_step_and_term_and_keeps_checkpoint(tmp_path, teacher_run):
+@pytest.mark.parametrize("checkpoint_steps", [0, 1])
+def test_nan_loss_names_step_and_term_and_keeps_checkpoint(tmp_path, teacher_run, checkpoint_steps):
     from safetensors.torch import save_file
 
     good = _cfg(
@@ -218,6 +221,8 @@ def test_nan_loss_names_step_and_term_and_keeps_checkpoint(tmp_path, teacher_run
         **good,
         "epochs": 2,
         "teacher": {**good["teacher"], "checkpoint": str(tmp_path / "nan.safetensors")},
+        # no step-record check: the NaN is caught at the epoch end, or at the mid-epoch save
+        "log": {**good["log"], "interval": 50, "checkpoint_steps": checkpoint_steps},
     }
     with pytest.raises(UserError) as e:
         train(bad, output=run, resume="auto")
@@ -408,3 +413,197 @@ def test_fp16_uses_a_grad_scaler_and_checkpoints_it(tmp_path):
     st = ckpt_mod.load(tmp_path / "run" / "checkpoints" / "last.pt")
     assert st["scaler"] is not None and st["scaler"]["scale"] > 0
     assert all(torch.isfinite(v).all() for v in st["student"].values() if v.is_floating_point())
+
+
+# ------------------------------------------------------------------ mid-epoch resume and progress lines
+MID_STEPS = 2  # log.checkpoint_steps of the mid-epoch runs
+TIMING = ("images_per_s", "epoch_time_s")
+
+
+def _mid_epoch_cfg(**over):
+    return _cfg(
+        epochs=3,
+        deterministic=True,
+        **{
+            "data.train": "synthetic:shapes?n=96&n_val=16&size=16&types=3",  # 6 optimizer steps per epoch
+            "aug.enabled": True,
+            "aug.auto_augment": "rand-m9-mstd0.5-inc1",
+            "aug.reprob": 0.25,
+            "aug.mixup": 0.8,
+            "aug.cutmix": 1.0,
+            "aug.repeated_aug": 2,
+            "ema.enabled": True,
+            "optim.grad_accum": 2,
+            "optim.clip_grad": 1.0,
+            "model.kwargs": {**S_KW, "drop_path_rate": 0.1},
+            "log.checkpoint_steps": MID_STEPS,
+            **over,
+        },
+    )
+
+
+def _train_cmd(path: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "vitdistill", "train", "--config", str(path), "--output", str(out)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The reference: a mid-epoch-checkpointing run that nobody kills, its stderr sent to a file."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    log = root / "log.txt"
+    with open(log, "w") as f:
+        subprocess.run(
+            _train_cmd(_write(root / "c.yaml", _mid_epoch_cfg()), root / "run"),
+            check=True,
+            env=_env(),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
+    return root / "run", log
+
+
+def _logged_step(run: Path) -> int:
+    """The last optimizer step in metrics.jsonl (a line cut by the kill is ignored)."""
+    steps = [0]
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            steps.append(json.loads(line)["step"])
+    return max(steps)
+
+
+def _kill_after_mid_epoch_checkpoint(cmd: list[str], run: Path, past_update: int) -> tuple[int, int]:
+    """Start ``cmd``; SIGKILL it once last.pt is a mid-epoch checkpoint past ``past_update`` AND
+    the run has logged a step after that checkpoint (so the resumed run has steps to redo).
+
+    Returns (updates in last.pt after the kill, the last optimizer step the run had logged).
+    """
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last, seen, kept, deadline = run / "checkpoints" / "last.pt", None, None, time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        if kept is not None and _logged_step(run) > kept:
+            break
+        with contextlib.suppress(FileNotFoundError):
+            if kept is None and last.stat().st_mtime_ns != seen:
+                seen = last.stat().st_mtime_ns
+                st = ckpt_mod.load(last)
+                if st["in_epoch"] is not None and st["num_updates"] > past_update:
+                    kept = st["num_updates"]
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    return ckpt_mod.load(last)["num_updates"], _logged_step(run)
+
+
+def _assert_same_run(a: Path, b: Path, epochs: int = 3) -> None:
+    sa, sb = ckpt_mod.load(a / "checkpoints" / "last.pt"), ckpt_mod.load(b / "checkpoints" / "last.pt")
+    assert sa["epoch"] == sb["epoch"] == epochs and sa["num_updates"] == sb["num_updates"] == 6 * epochs
+    assert sb["in_epoch"] is None
+    for part in ("student", "ema"):
+        for k in sa[part]:
+            assert torch.equal(sa[part][k], sb[part][k]), f"{part}.{k} differs"
+    for pa, pb in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values(), strict=True):
+        assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    # the metrics are the uninterrupted run's, step by step, timings aside (the resumed epochs' means too)
+    ra, rb = (
+        [
+            {k: v for k, v in json.loads(x).items() if k not in TIMING}
+            for x in (r / "metrics.jsonl").read_text().splitlines()
+        ]
+        for r in (a, b)
+    )
+    assert ra == rb
+    ja, jb = json.loads((a / "summary.json").read_text()), json.loads((b / "summary.json").read_text())
+    assert ja["last"] == jb["last"] and ja["best"] == jb["best"]
+    assert not [p for p in (b / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+@pytest.mark.parametrize("workers,kill_after", [(0, [0, 13]), (2, [7])])
+def test_sigkill_mid_epoch_and_resume_is_bitwise_identical(tmp_path, uninterrupted, workers, kill_after):
+    """SIGKILL inside an epoch after a mid-epoch checkpoint; --resume auto ends bitwise equal.
+
+    Each kill waits for a mid-epoch last.pt past the given optimizer step (6 steps per epoch). With
+    DataLoader workers the augmentation is still seeded per image, so the killed run with 2 workers
+    equals the uninterrupted run with none.
+    """
+    full, _ = uninterrupted
+    path = _write(tmp_path / "c.yaml", _mid_epoch_cfg(**{"data.num_workers": workers}))
+    run = tmp_path / "run"
+    redone = []
+    for k, after in enumerate(kill_after):
+        cmd = _train_cmd(path, run) + (["--resume", "auto"] if k else [])
+        kept, logged = _kill_after_mid_epoch_checkpoint(cmd, run, after)
+        assert kept % 6 and 0 <= logged - kept <= MID_STEPS  # mid-epoch; a kill loses <= checkpoint_steps
+        redone.append(logged - kept)
+    subprocess.run(_train_cmd(path, run) + ["--resume", "auto"], check=True, env=_env(), capture_output=True)
+    print(f"workers={workers}: {len(kill_after)} kill(s), optimizer steps redone per kill: {redone}")
+    _assert_same_run(full, run)
+
+
+def test_two_process_sigkill_mid_epoch_and_resume_is_bitwise_identical(tmp_path):
+    """torchrun (gloo): the mid-epoch checkpoint holds every rank's RNG states and loss sums."""
+    cfg = _mid_epoch_cfg()
+    cfg["epochs"] = 2
+    path = _write(tmp_path / "c.yaml", cfg)
+
+    def cmd(out: Path, *extra: str) -> list[str]:
+        run = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+        return [sys.executable, *run, *_train_cmd(path, out)[1:], *extra]
+
+    subprocess.run(cmd(tmp_path / "full"), check=True, env=_env(), capture_output=True)
+    kept, logged = _kill_after_mid_epoch_checkpoint(cmd(tmp_path / "run"), tmp_path / "run", 6)
+    assert kept % 6 and 0 <= logged - kept <= MID_STEPS
+    assert len(ckpt_mod.load(tmp_path / "run" / "checkpoints" / "last.pt")["in_epoch"]["ranks"]) == 2
+    p = subprocess.run(cmd(tmp_path / "run", "--resume", "auto"), env=_env(), capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    _assert_same_run(tmp_path / "full", tmp_path / "run", epochs=2)
+
+
+def test_train_logs_one_line_per_epoch_to_a_file(uninterrupted):
+    _, log = uninterrupted
+    lines = [x for x in log.read_text().splitlines() if x.startswith("epoch ")]
+    pat = (
+        r"epoch (\d)/3  train loss \d+\.\d{4} \(ce \d+\.\d{4}\)  val top-1 \d+\.\d\d \(EMA \d+\.\d\d\)"
+        r"  \d+ img/s  ETA \d+(s|m\d\ds)"
+    )
+    assert [re.fullmatch(pat, x).group(1) for x in lines] == ["1", "2", "3"], lines
+    assert "\r" not in log.read_text()  # no progress bar written into a file
+    assert lines[-1].endswith("ETA 0s")
+
+
+def test_sampler_resumes_at_a_step_without_the_skipped_images():
+    for world, rank in ((1, 0), (2, 1)):
+        s = EpochSampler(40, 8, world, rank, 2, repeats=2, seed=3, seeded=True)
+        s.set_epoch(4)
+        whole = list(s)
+        per_step = len(whole) // s.steps
+        for start in range(s.steps + 1):
+            s.set_epoch(4, start_step=start)
+            assert list(s) == whole[start * per_step :] and len(s) == len(whole) - start * per_step
+    # the seeds are a function of (seed, epoch, position): ranks and epochs do not share them
+    a, b = EpochSampler(40, 8, 2, 0, 1, seeded=True), EpochSampler(40, 8, 2, 1, 1, seeded=True)
+    seeds = [x[1] for x in list(a) + list(b)]
+    assert len(set(seeds)) == 40
+    a.set_epoch(1)
+    assert not {x[1] for x in a} & set(seeds)
+
+
+def test_seeded_samples_depend_on_the_key_only_and_keep_the_process_rng():
+    import random
+
+    import numpy as np
+
+    from vitdistill.data import build_dataset, train_transform
+    from vitdistill.distill.trainer import SeededSamples
+
+    m = timm.create_model("vit_tiny_patch16_224", **S_KW)
+    ds = build_dataset("synthetic:shapes?n=8&size=16", "train")
+    ds.transform = train_transform(m, auto_augment="rand-m9-mstd0.5-inc1", re_prob=0.5, scale=(0.08, 1.0))
+    s = SeededSamples(ds)
+    torch.manual_seed(0)
+    before = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    pair = s.__getitems__([(3, 11), (5, 12)])  # what the DataLoader calls with a batch of keys
+    after = torch.get_rng_state(), random.getstate(), np.random.get_state()[1]
+    assert torch.equal(before[0], after[0]) and before[1] == after[1] and (before[2] == after[2]).all()
+    alone = s[(5, 12)]  # read on its own, after other reads: the same augmented image
+    assert torch.equal(pair[1][0], alone[0]) and pair[1][1:] == alone[1:]
+    assert not torch.equal(alone[0], s[(5, 13)][0])  # another seed, another augmentation

@@ -15,7 +15,6 @@ Under torchrun each rank takes every K-th image; states are merged with
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -39,6 +38,7 @@ from vitdistill.errors import UserError
 from vitdistill.utils import dist
 from vitdistill.utils.io import atomic_torch_save
 from vitdistill.utils.malloc import keep_large_buffers
+from vitdistill.utils.progress import Progress
 
 
 @dataclass
@@ -384,7 +384,7 @@ def analyze(
     )
 
     t0 = time.perf_counter()
-    bar = _progress(len(todo), info.is_main and opts.progress, f"analyze {prov['model']}")
+    bar = Progress(len(todo), f"analyze {prov['model']}", unit="img", enabled=info.is_main and opts.progress)
     n_batches = 0
     for images, _labels, idx, n_skip in loader:
         skipped += int(n_skip)
@@ -471,12 +471,3 @@ def _merge_layer(states: list[dict]) -> dict:
     if "rotation" in states[0]:
         out["rotation"] = merge_states([s["rotation"] for s in states])
     return out
-
-
-def _progress(total: int, enabled: bool, desc: str):
-    try:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, unit="img", disable=None if enabled else True, dynamic_ncols=True)
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()

@@ -371,18 +371,19 @@ class Study:
         return {"images": summary["images"]}, line
 
     def stage_students(self, folder: Path):
-        from tqdm.auto import tqdm
+        from vitdistill.utils.progress import Progress
 
         jobs = [(m, seed, d) for m, dirs in self.run_dirs().items() for seed, d in enumerate(dirs)]
         results: dict[str, list[float]] = {}
-        bar = tqdm(
-            jobs, desc="students", unit="run", disable=None if self.progress else True, file=self.stream
+        bar = Progress(
+            len(jobs), "students", unit="run", enabled=self.progress, file=self.stream, final_line=False
         )
-        for key, seed, run_dir in bar:
+        for key, seed, run_dir in jobs:
             method = next(m for m in METHODS if m.key == key)
-            bar.set_postfix_str(f"{key} seed {seed}")
+            bar.set_postfix(f"{key} seed {seed}")
             summary = self.train_run(method, seed, self.s.epochs, run_dir)
             results.setdefault(key, []).append(summary["last"]["top1"])
+            bar.update(1)
         bar.close()
         best = max(results, key=lambda k: sum(results[k]) / len(results[k]))
         line = (

@@ -1,8 +1,10 @@
 """Training checkpoints: everything needed to continue a run exactly, written atomically.
 
 A checkpoint holds the student, the feature-KD projectors, optimizer, scheduler, EMA, grad
-scaler, the epoch/step counters, best-so-far metrics, RNG states and the resolved config. All
-of it is plain tensors / Python containers, so ``torch.load(weights_only=True)`` reads it.
+scaler, the epoch/step counters, best-so-far metrics, RNG states and the resolved config. A
+mid-epoch checkpoint (``log.checkpoint_steps``) adds ``in_epoch``: the optimizer steps done in the
+unfinished epoch and, per rank, the RNG states and running loss sums. All of it is plain tensors
+/ Python containers, so ``torch.load(weights_only=True)`` reads it.
 """
 
 from __future__ import annotations

@@ -199,10 +199,18 @@ SCHEMA: dict[str, Key] = {
         1, int, "evaluate every N epochs (the last epoch is always evaluated); 0: last only"
     ),
     "log.save_every": _k(0, int, "also keep checkpoints/epoch_N.pt every N epochs (0: off)"),
+    "log.checkpoint_steps": _k(
+        0,
+        int,
+        "also write checkpoints/last.pt every N optimizer steps inside an epoch, for an exact "
+        "mid-epoch resume (0: at epoch ends only)",
+    ),
     "log.tensorboard": _k(
         False, bool, "also write TensorBoard events to RUN/tb (needs the tensorboard extra)"
     ),
-    "log.progress": _k(True, bool, "tqdm progress bar on rank 0 (only on a terminal)"),
+    "log.progress": _k(
+        True, bool, "progress inside an epoch on rank 0: a tqdm bar on a terminal, else a line every ~30 s"
+    ),
 }
 
 SECTIONS = sorted({k.split(".")[0] for k in SCHEMA if "." in k})
@@ -348,6 +356,10 @@ def _check_semantics(cfg: dict) -> None:
     for key in ("epochs", "data.batch_size", "optim.grad_accum", "aug.repeated_aug", "log.interval"):
         if get(cfg, key) < 1:
             raise UserError(f"config key {key!r} must be >= 1, got {get(cfg, key)}")
+    if get(cfg, "log.checkpoint_steps") < 0:
+        raise UserError(
+            f"config key 'log.checkpoint_steps' must be >= 0, got {get(cfg, 'log.checkpoint_steps')}"
+        )
     for key in ("loss.alpha",):
         if not 0.0 <= get(cfg, key) <= 1.0:
             raise UserError(f"config key {key!r} must be in [0, 1], got {get(cfg, key)}")

@@ -5,9 +5,12 @@ Read top to bottom: :func:`train` resolves the config and builds a :class:`Train
 epochs (``_train_epoch``), evaluates, writes ``metrics.jsonl`` and checkpoints.
 
 Reproducibility: every epoch reseeds torch / numpy / random and the sampler from
-(seed, rank, epoch), so a run resumed from an epoch-boundary checkpoint replays the remaining
-epochs exactly (bitwise on CPU with ``deterministic: true``). Resume is at epoch boundaries:
-a run killed mid-epoch repeats that epoch from its start.
+(seed, rank, epoch), and each image's augmentation is seeded from (seed, epoch, position in the
+epoch's order) (:class:`SeededSamples`), whatever the number of DataLoader workers. A run resumed
+from ``last.pt`` replays the rest exactly (bitwise on CPU with ``deterministic: true``).
+``last.pt`` is written at each epoch end and, with ``log.checkpoint_steps: N``, every N optimizer
+steps inside an epoch too (with each rank's RNG states and loss sums): the resumed epoch's
+sampler starts at that step, so the images before it are not read again.
 
 Batches: ``data.batch_size`` is the GLOBAL batch per optimizer step. Each step takes the next
 ``batch_size`` indices of one shared permutation and splits them into ``world_size x grad_accum``
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from vitdistill.distill import build as build_mod
 from vitdistill.distill import checkpoint as ckpt_mod
@@ -38,6 +41,7 @@ from vitdistill.errors import UserError
 from vitdistill.models.profile import count_params
 from vitdistill.utils import dist as dist_mod
 from vitdistill.utils.io import atomic_write_json, atomic_write_text
+from vitdistill.utils.progress import Progress, fmt_duration
 
 
 def train(
@@ -86,6 +90,10 @@ class EpochSampler(Sampler[int]):
     list is cut back to the data set length, so an epoch keeps its length. Only whole global
     batches are used. Step s, micro-step a, rank k reads the slice
     ``[s*G + (a*W + k)*m, ... + m)`` with G the global batch, W ranks and m the micro-batch.
+
+    ``set_epoch(e, start_step=s)`` starts the epoch at optimizer step s (a mid-epoch resume):
+    the skipped images are never read. With ``seeded=True`` each item is ``(index, seed)``, the
+    seed a function of (seed, epoch, position in the epoch's order) for :class:`SeededSamples`.
     """
 
     def __init__(
@@ -99,18 +107,19 @@ class EpochSampler(Sampler[int]):
         shuffle: bool = True,
         seed: int = 0,
         max_steps: int | None = None,
+        seeded: bool = False,
     ):
         self.n, self.G, self.W, self.rank, self.accum = n, global_batch, world, rank, accum
         self.m = global_batch // (world * accum)
-        self.repeats, self.shuffle, self.seed = repeats, shuffle, seed
+        self.repeats, self.shuffle, self.seed, self.seeded = repeats, shuffle, seed, seeded
         self.steps = n // global_batch if max_steps is None else min(n // global_batch, max_steps)
-        self.epoch = 0
+        self.epoch, self.start_step = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
 
     def __len__(self) -> int:
-        return self.steps * self.accum * self.m
+        return (self.steps - self.start_step) * self.accum * self.m
 
     def __iter__(self):
         if self.shuffle:
@@ -121,10 +130,59 @@ class EpochSampler(Sampler[int]):
         if self.repeats > 1:
             order = order.repeat_interleave(self.repeats)[: self.n]
         order = order.tolist()
-        for s in range(self.steps):
+        for s in range(self.start_step, self.steps):
             for a in range(self.accum):
                 start = s * self.G + (a * self.W + self.rank) * self.m
-                yield from order[start : start + self.m]
+                for pos in range(start, start + self.m):
+                    yield (order[pos], sample_seed(self.seed, self.epoch, pos)) if self.seeded else order[pos]
+
+
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    """A 63-bit seed for the image at ``position`` of an epoch's order (splitmix64 of the three)."""
+    mask = (1 << 64) - 1
+    x = ((seed * 1_000_003 + epoch) * (1 << 32) + position + 0x9E3779B97F4A7C15) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return (x ^ (x >> 31)) >> 1
+
+
+class SeededSamples(Dataset):
+    """Reads ``(index, seed)`` keys, seeding the RNGs the transforms draw from before each image.
+
+    An image's augmentation then depends on (seed, epoch, position) only: not on the number of
+    DataLoader workers, nor on which worker reads it or what that worker read before. This is
+    what lets a mid-epoch resume skip to its position without replaying the skipped images. In
+    the main process (``num_workers: 0``) the RNG states are put back afterwards, so the model's
+    own random draws (drop path, mixup) follow one stream whatever the data loading does.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list) -> list:
+        """A batch at once (the DataLoader calls this): the main process saves its RNGs once."""
+        if get_worker_info() is not None:
+            return [self._read(key) for key in keys]
+        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        try:
+            return [self._read(key) for key in keys]
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+
+    def _read(self, key):
+        index, seed = key
+        random.seed(seed)
+        np.random.seed(seed % (2**32))
+        torch.default_generator.manual_seed(seed)  # the CPU generator only: the CUDA ones are the model's
+        return self.dataset[index]
 
 
 class ShardSampler(Sampler[int]):
@@ -144,6 +202,69 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+class EpochStats:
+    """One epoch's running sums of the loss terms, kept on the device: no host sync per step.
+
+    ``first_bad`` holds, per term, the first optimizer step with a non-finite value (-1: none).
+    A mid-epoch checkpoint stores :meth:`state_dict` so a resumed epoch reports the same means.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.names: list[str] | None = None
+        self.sums: torch.Tensor | None = None
+        self.first_bad: torch.Tensor | None = None
+        self.n_steps, self.n_images, self.skipped, self.elapsed = 0, 0, 0, 0.0
+
+    def add(self, terms: dict, n_images: int, acc: int, step: int) -> torch.Tensor:
+        if self.names is None:
+            self.names = list(terms)
+            self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)
+            self.first_bad = torch.full((len(self.names),), -1, dtype=torch.long, device=self.device)
+        vals = torch.stack([terms[k].detach().double() for k in self.names])
+        self.sums += vals / acc
+        self.first_bad = torch.where((~torch.isfinite(vals)) & (self.first_bad < 0), step, self.first_bad)
+        self.n_images += n_images
+        return vals
+
+    def state_dict(self) -> dict:
+        on_cpu = lambda t: None if t is None else t.cpu()  # noqa: E731
+        counts = {"n_steps": self.n_steps, "n_images": self.n_images, "skipped": int(self.skipped)}
+        return {
+            "names": self.names,
+            "sums": on_cpu(self.sums),
+            "first_bad": on_cpu(self.first_bad),
+            **counts,
+            "elapsed": self.elapsed,
+        }
+
+    def load_state_dict(self, st: dict) -> None:
+        self.names = st["names"]
+        self.sums = None if st["sums"] is None else st["sums"].to(self.device)
+        self.first_bad = None if st["first_bad"] is None else st["first_bad"].to(self.device)
+        self.n_steps, self.n_images, self.skipped = st["n_steps"], st["n_images"], st["skipped"]
+        self.elapsed = st["elapsed"]
+
+    def reduce(self, lr: float) -> dict:
+        """The epoch record's training part: per-term means over all ranks' steps, counts, speed."""
+        dev, k = self.device, len(self.names)
+        counts = torch.tensor([self.n_steps, self.n_images, self.skipped], dtype=torch.float64, device=dev)
+        total = dist_mod.all_reduce_sum(torch.cat([self.sums, counts]))
+        out = {
+            f"train_{name}": total[j].item() / max(total[k].item(), 1) for j, name in enumerate(self.names)
+        }
+        out.update(
+            {
+                "lr": lr,
+                "images_per_s": total[k + 1].item() / max(self.elapsed, 1e-9),
+                "train_images": int(total[k + 1].item()),
+                "train_skipped": int(total[k + 2].item()),
+                "epoch_time_s": self.elapsed,
+            }
+        )
+        return out
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -227,6 +348,7 @@ class Trainer:
         self._build_optim()
         self.start_epoch, self.num_updates = 0, 0
         self.best = {"raw": None, "ema": None}
+        self.resume_in_epoch: dict | None = None  # this rank's part of a mid-epoch checkpoint
         self.last_eval: dict[str, Any] = {}
         if self.resume_path is not None:
             self._load(self.resume_path)
@@ -349,12 +471,13 @@ class Trainer:
             True,
             cfg["seed"],
             d["steps_per_epoch"],
+            seeded=True,
         )
         self.steps_per_epoch = self.sampler.steps
         self.loader_gen = torch.Generator()
         nw = d["num_workers"]
         self.train_loader = DataLoader(
-            train_ds,
+            SeededSamples(train_ds),
             batch_size=self.micro,
             sampler=self.sampler,
             num_workers=nw,
@@ -442,13 +565,18 @@ class Trainer:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         cfg_text = config_mod.dump_yaml(self.cfg)
         atomic_write_text(self.run_dir / "config.yaml", cfg_text)
-        # On resume keep only the records of finished epochs (a killed epoch is replayed).
+        # On resume keep only the records up to the checkpoint (the steps after it are replayed).
         kept: list[str] = []
-        if self.start_epoch > 0 and self.metrics_path.exists():
+        if self.num_updates > 0 and self.metrics_path.exists():
             for line in self.metrics_path.read_text().splitlines():
                 with contextlib.suppress(json.JSONDecodeError):
-                    if json.loads(line).get("epoch", 0) < self.start_epoch:
+                    r = json.loads(line)
+                    if r.get("step", 0) <= self.num_updates and (
+                        r.get("kind") != "epoch" or r.get("epoch", 0) < self.start_epoch
+                    ):
                         kept.append(line)
+        for tmp in self.ckpt_dir.glob(".*.tmp"):  # left by a process killed while writing a checkpoint
+            tmp.unlink(missing_ok=True)
         atomic_write_text(self.metrics_path, "".join(x + "\n" for x in kept))
         self.metrics_file = open(self.metrics_path, "a", buffering=1)  # noqa: SIM115 (kept open for the run)
         if self.cfg["log"]["tensorboard"]:
@@ -498,6 +626,7 @@ class Trainer:
             "config": self.cfg,
             "model_spec": self.spec,
             "world_size": self.dinfo.world_size,
+            "in_epoch": None,  # set by a mid-epoch checkpoint: where in the epoch, per-rank RNG and sums
         }
 
     def _load(self, path: Path) -> None:
@@ -518,6 +647,19 @@ class Trainer:
         self.start_epoch, self.num_updates = int(st["epoch"]), int(st["num_updates"])
         self.best = st.get("best") or self.best
         ckpt_mod.set_rng_state(st["rng"])
+        self.resume_in_epoch = self._in_epoch_state(path, st.get("in_epoch"))
+
+    def _in_epoch_state(self, path: Path, ie: dict | None) -> dict | None:
+        """This rank's part of a mid-epoch checkpoint (None for an epoch-end one)."""
+        if ie is None:
+            return None
+        if ie["steps_per_epoch"] != self.steps_per_epoch or len(ie["ranks"]) != self.dinfo.world_size:
+            raise UserError(
+                f"checkpoint {path} was written mid-epoch by {len(ie['ranks'])} process(es) at "
+                f"{ie['steps_per_epoch']} steps per epoch; resume it with the same world size and "
+                f"data settings (now {self.dinfo.world_size} and {self.steps_per_epoch})"
+            )
+        return {"steps_done": int(ie["steps_done"]), **ie["ranks"][self.dinfo.rank]}
 
     def _save(self, epoch: int, improved: bool) -> None:
         if not self.main:
@@ -530,172 +672,206 @@ class Trainer:
         if every and epoch % every == 0:
             ckpt_mod.save(self.ckpt_dir / f"epoch_{epoch}.pt", state)
 
+    def _save_in_epoch(self, epoch: int, steps_done: int, stats: EpochStats) -> None:
+        """Mid-epoch last.pt: the epoch-end state plus the position and each rank's RNG and sums."""
+        ranks = dist_mod.all_gather_object({"rng": ckpt_mod.rng_state(), "stats": stats.state_dict()})
+        for r in ranks:  # never checkpoint past a non-finite loss; every rank stops alike
+            self._check_finite(r["stats"]["first_bad"], r["stats"]["names"])
+        if not self.main:
+            return
+        state = self._state(epoch)
+        state["in_epoch"] = {
+            "steps_done": steps_done,
+            "steps_per_epoch": self.steps_per_epoch,
+            "ranks": ranks,
+        }
+        ckpt_mod.save(self.ckpt_dir / "last.pt", state)
+
     # ------------------------------------------------------------------ loop
     def run(self) -> dict:
         cfg = self.cfg
         E = cfg["epochs"]
-        if self.start_epoch >= E:
-            return self._finish()
+        self.t_loop, self.updates_at_start = time.time(), self.num_updates  # for the ETA
         for epoch in range(self.start_epoch, E):
             seed_all(cfg["seed"] * 1_000_003 + self.dinfo.rank * 10_007 + epoch)
             self.loader_gen.manual_seed(cfg["seed"] * 1_000_003 + self.dinfo.rank * 10_007 + epoch)
-            self.sampler.set_epoch(epoch)
             train_stats = self._train_epoch(epoch)
             every = cfg["log"]["eval_every"]
             do_eval = epoch == E - 1 or (every > 0 and (epoch + 1) % every == 0)
             record = {"kind": "epoch", "epoch": epoch, "step": self.num_updates, **train_stats}
-            improved = False
-            if do_eval:
-                ev = evaluate_loader(
-                    self.task.student, self.val_loader, self.device, self.amp_dtype, cfg["channels_last"]
-                )
-                record.update(
-                    {
-                        "val_top1": ev["top1"],
-                        "val_top5": ev["top5"],
-                        "val_loss": ev["loss"],
-                        "val_n": ev["n"],
-                        "val_skipped": ev["skipped"],
-                    }
-                )
-                self.last_eval = {"epoch": epoch, "top1": ev["top1"], "top5": ev["top5"]}
-                if self.best["raw"] is None or ev["top1"] > self.best["raw"]["top1"]:
-                    self.best["raw"] = dict(self.last_eval)
-                    improved = True
-                if self.ema is not None:
-                    ee = evaluate_loader(
-                        self.ema.module, self.val_loader, self.device, self.amp_dtype, cfg["channels_last"]
-                    )
-                    record.update({"ema_top1": ee["top1"], "ema_top5": ee["top5"]})
-                    self.last_eval.update({"ema_top1": ee["top1"], "ema_top5": ee["top5"]})
-                    if self.best["ema"] is None or ee["top1"] > self.best["ema"]["top1"]:
-                        self.best["ema"] = {"epoch": epoch, "top1": ee["top1"], "top5": ee["top5"]}
+            improved = self._evaluate(epoch, record) if do_eval else False
             self.log(record)
+            self._print_epoch(record)
             self._save(epoch + 1, improved)
             dist_mod.barrier()
         return self._finish()
 
+    def _evaluate(self, epoch: int, record: dict) -> bool:
+        """Validate the student (and its EMA) into ``record``; True when raw top-1 improved."""
+        cfg = self.cfg
+        ev = evaluate_loader(
+            self.task.student, self.val_loader, self.device, self.amp_dtype, cfg["channels_last"]
+        )
+        record.update(
+            {
+                "val_top1": ev["top1"],
+                "val_top5": ev["top5"],
+                "val_loss": ev["loss"],
+                "val_n": ev["n"],
+                "val_skipped": ev["skipped"],
+            }
+        )
+        self.last_eval = {"epoch": epoch, "top1": ev["top1"], "top5": ev["top5"]}
+        improved = self.best["raw"] is None or ev["top1"] > self.best["raw"]["top1"]
+        if improved:
+            self.best["raw"] = dict(self.last_eval)
+        if self.ema is not None:
+            ee = evaluate_loader(
+                self.ema.module, self.val_loader, self.device, self.amp_dtype, cfg["channels_last"]
+            )
+            record.update({"ema_top1": ee["top1"], "ema_top5": ee["top5"]})
+            self.last_eval.update({"ema_top1": ee["top1"], "ema_top5": ee["top5"]})
+            if self.best["ema"] is None or ee["top1"] > self.best["ema"]["top1"]:
+                self.best["ema"] = {"epoch": epoch, "top1": ee["top1"], "top5": ee["top5"]}
+        return improved
+
+    def _print_epoch(self, record: dict) -> None:
+        """One line per epoch on stderr, terminal or log file::
+
+        epoch 3/300  train loss 2.3104 (ce 1.8012 kd 0.5092)  val top-1 45.20 (EMA 46.10)  1234 img/s  ETA 5h02m
+        """
+        if not self.main:
+            return
+        E = self.cfg["epochs"]
+        terms = [
+            k
+            for k in record
+            if k.startswith("train_") and k not in ("train_loss", "train_images", "train_skipped")
+        ]
+        train = f"train loss {record['train_loss']:.4f}"
+        if terms:
+            train += " (" + " ".join(f"{k[6:]} {record[k]:.4f}" for k in terms) + ")"
+        val = f"val top-1 {record['val_top1']:.2f}" if "val_top1" in record else "val -"
+        if "ema_top1" in record:
+            val += f" (EMA {record['ema_top1']:.2f})"
+        done, left = self.num_updates - self.updates_at_start, E * self.steps_per_epoch - self.num_updates
+        eta = (time.time() - self.t_loop) / max(done, 1) * left
+        line = f"epoch {record['epoch'] + 1}/{E}  {train}  {val}  {record['images_per_s']:.0f} img/s"
+        print(f"{line}  ETA {fmt_duration(eta)}", file=sys.stderr, flush=True)
+
     def _train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
-        acc, clip = cfg["optim"]["grad_accum"], cfg["optim"]["clip_grad"]
-        interval = cfg["log"]["interval"]
-        dev = self.device
+        acc, interval = cfg["optim"]["grad_accum"], cfg["log"]["interval"]
+        ckpt_every = cfg["log"]["checkpoint_steps"]
+        resume, self.resume_in_epoch = self.resume_in_epoch, None
+        stats = EpochStats(self.device)
+        steps_done = 0  # sampler steps of this epoch consumed so far
+        if resume is not None:  # continue where the mid-epoch checkpoint left off
+            stats.load_state_dict(resume["stats"])
+            steps_done = resume["steps_done"]
+            ckpt_mod.set_rng_state(resume["rng"])
+        self.sampler.set_epoch(epoch, start_step=steps_done)
         self.task.trainable.train()
         if self.task.teacher is not None:
             self.task.teacher.eval()
-        term_names: list[str] | None = None
-        sums = None  # running per-term sums on device: no host sync per step
-        first_bad = None  # per term: first optimizer step with a non-finite value (-1: none)
-        n_steps, n_images, skipped = 0, 0, 0
-        t_start = time.time()
-        pbar = None
-        if self.main and cfg["log"]["progress"]:
-            from tqdm import tqdm
-
-            pbar = tqdm(
-                total=self.steps_per_epoch,
-                desc=f"epoch {epoch + 1}/{cfg['epochs']}",
-                disable=None,
-                leave=False,
-                file=sys.stderr,
-            )
-        window_start, window_images = time.time(), 0
-        self.optimizer.zero_grad(set_to_none=True)
-        for i, (images, labels, _idx, n_skip) in enumerate(self.train_loader):
-            skipped += n_skip
-            micro_step = i % acc
-            if images.shape[0] == 0:
-                continue
-            images = images.to(dev, non_blocking=True)
-            target = labels.to(dev, non_blocking=True)
-            if self.mixup is not None:
-                if images.shape[0] % 2:  # a skipped unreadable image left an odd batch; mixup pairs images
-                    images, target = images[:-1], target[:-1]
-                if images.shape[0] == 0:
-                    continue
-                images, target = self.mixup(images, target)
-            if cfg["channels_last"]:
-                images = images.contiguous(memory_format=torch.channels_last)
-            last_micro = micro_step == acc - 1
-            sync = contextlib.nullcontext()
-            if self.dinfo.distributed and not last_micro:
-                sync = self.model.no_sync()
-            with sync:
-                with _autocast(dev, self.amp_dtype):
-                    terms = self.task(images, target, trainable=self.model)
-                loss = terms["loss"] / acc
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                else:
-                    loss.backward()
-            if term_names is None:
-                term_names = list(terms)
-                sums = torch.zeros(len(term_names), dtype=torch.float64, device=dev)
-                first_bad = torch.full((len(term_names),), -1, dtype=torch.long, device=dev)
-            vals = torch.stack([terms[k].detach().double() for k in term_names])
-            sums += vals / acc
-            first_bad = torch.where((~torch.isfinite(vals)) & (first_bad < 0), self.num_updates, first_bad)
-            n_images += images.shape[0]
-            window_images += images.shape[0]
-            if not last_micro:
-                continue
-            if self.scaler is not None:
-                if clip:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.task.trainable.parameters(), clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                if clip:
-                    nn.utils.clip_grad_norm_(self.task.trainable.parameters(), clip)
-                self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.num_updates += 1
-            n_steps += 1
-            if self.ema is not None:
-                self.ema.update(self.task.student, step=self.num_updates)
-            lr_used = self.optimizer.param_groups[0]["lr"]
-            self.scheduler.step_update(num_updates=self.num_updates)
-            if pbar is not None:
-                pbar.update(1)
-            if self.num_updates % interval == 0:
-                self._check_finite(first_bad, term_names)
-                now = time.time()
-                rate = window_images * self.dinfo.world_size / max(now - window_start, 1e-9)
-                rec = {
-                    "kind": "step",
-                    "epoch": epoch,
-                    "step": self.num_updates,
-                    **{k: v for k, v in zip(term_names, vals.tolist(), strict=True)},
-                    "lr": lr_used,
-                    "images_per_s": rate,
-                }
-                self.log(rec)
-                if pbar is not None:
-                    pbar.set_postfix(loss=f"{rec['loss']:.4f}")
-                window_start, window_images = now, 0
-        if pbar is not None:
-            pbar.close()
-        if term_names is None:
-            raise UserError(f"epoch {epoch}: no usable training images (all {skipped} skipped as unreadable)")
-        self._check_finite(first_bad, term_names)
-        elapsed = time.time() - t_start
-        stats = torch.cat([sums, torch.tensor([n_steps, n_images, skipped], dtype=torch.float64, device=dev)])
-        dist_mod.all_reduce_sum(stats)
-        out = {
-            f"train_{k}": stats[j].item() / max(stats[len(term_names)].item(), 1)
-            for j, k in enumerate(term_names)
-        }
-        out.update(
-            {
-                "lr": self.optimizer.param_groups[0]["lr"],
-                "images_per_s": stats[len(term_names) + 1].item() / max(elapsed, 1e-9),
-                "train_images": int(stats[len(term_names) + 1].item()),
-                "train_skipped": int(stats[len(term_names) + 2].item()),
-                "epoch_time_s": elapsed,
-            }
+        bar = Progress(
+            self.steps_per_epoch,
+            f"epoch {epoch + 1}/{cfg['epochs']}",
+            unit="step",
+            initial=steps_done,
+            enabled=self.main and cfg["log"]["progress"],
+            final_line=False,  # the epoch line follows
         )
-        return out
+        t_start = time.time() - stats.elapsed
+        self.window = (time.time(), stats.n_images)  # start of the images/s window of the step records
+        self.optimizer.zero_grad(set_to_none=True)
+        with bar:
+            for i, (images, labels, _idx, n_skip) in enumerate(self.train_loader, start=steps_done * acc):
+                stats.skipped += n_skip
+                last_micro = i % acc == acc - 1
+                vals = self._micro_step(images, labels, last_micro, acc, stats)
+                if vals is None or not last_micro:
+                    continue
+                self._optimizer_step()
+                stats.n_steps += 1
+                steps_done = i // acc + 1
+                bar.update(1)
+                if self.num_updates % interval == 0:
+                    self._check_finite(stats.first_bad, stats.names)
+                    bar.set_postfix(f"loss {self._log_step(epoch, vals, stats):.4f}")
+                if ckpt_every and steps_done % ckpt_every == 0 and steps_done < self.steps_per_epoch:
+                    stats.elapsed = time.time() - t_start
+                    self._save_in_epoch(epoch, steps_done, stats)
+        if stats.names is None:
+            raise UserError(
+                f"epoch {epoch}: no usable training images (all {stats.skipped} skipped as unreadable)"
+            )
+        self._check_finite(stats.first_bad, stats.names)
+        stats.elapsed = time.time() - t_start
+        return stats.reduce(self.optimizer.param_groups[0]["lr"])
+
+    def _log_step(self, epoch: int, vals: torch.Tensor, stats: EpochStats) -> float:
+        """A ``kind: step`` record (this rank's last micro-batch); returns its loss."""
+        now, (t0, n0) = time.time(), self.window
+        rec = {
+            "kind": "step",
+            "epoch": epoch,
+            "step": self.num_updates,
+            **{k: v for k, v in zip(stats.names, vals.tolist(), strict=True)},
+            "lr": self.lr_used,
+            "images_per_s": (stats.n_images - n0) * self.dinfo.world_size / max(now - t0, 1e-9),
+        }
+        self.log(rec)
+        self.window = (now, stats.n_images)
+        return rec["loss"]
+
+    def _micro_step(self, images, labels, last_micro: bool, acc: int, stats: EpochStats):
+        """Forward and backward one micro-batch; returns its loss terms (None for an empty batch)."""
+        dev = self.device
+        if images.shape[0] == 0:
+            return None
+        images = images.to(dev, non_blocking=True)
+        target = labels.to(dev, non_blocking=True)
+        if self.mixup is not None:
+            if images.shape[0] % 2:  # a skipped unreadable image left an odd batch; mixup pairs images
+                images, target = images[:-1], target[:-1]
+            if images.shape[0] == 0:
+                return None
+            images, target = self.mixup(images, target)
+        if self.cfg["channels_last"]:
+            images = images.contiguous(memory_format=torch.channels_last)
+        sync = contextlib.nullcontext()
+        if self.dinfo.distributed and not last_micro:
+            sync = self.model.no_sync()
+        with sync:
+            with _autocast(dev, self.amp_dtype):
+                terms = self.task(images, target, trainable=self.model)
+            loss = terms["loss"] / acc
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+        return stats.add(terms, images.shape[0], acc, self.num_updates)
+
+    def _optimizer_step(self) -> None:
+        """Clip, step (through the grad scaler under fp16), update the EMA and the lr schedule."""
+        clip = self.cfg["optim"]["clip_grad"]
+        if self.scaler is not None:
+            if clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.task.trainable.parameters(), clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if clip:
+                nn.utils.clip_grad_norm_(self.task.trainable.parameters(), clip)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.num_updates += 1
+        if self.ema is not None:
+            self.ema.update(self.task.student, step=self.num_updates)
+        self.lr_used = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step_update(num_updates=self.num_updates)
 
     def _check_finite(self, first_bad: torch.Tensor | None, names: list[str] | None) -> None:
         if first_bad is None:
