@@ -10,7 +10,7 @@ import numpy as np
 
 from vitdistill.analysis import plots
 from vitdistill.analysis.report import write_tables
-from vitdistill.errors import UserError
+from vitdistill.errors import UserError, first_line
 from vitdistill.utils.io import atomic_write_json
 
 
@@ -29,8 +29,13 @@ def _load(d: Path) -> tuple[dict, dict]:
             raise UserError(f"{f} lacks '{key}': not written by `vitdistill analyze`")
     curves: dict = {}
     if (d / "curves.npz").is_file():
-        with np.load(d / "curves.npz") as z:
-            curves = {k.replace("__", "/"): z[k] for k in z.files}
+        try:  # plain arrays only: an object array (a pickle) is refused, never unpickled
+            with np.load(d / "curves.npz", allow_pickle=False) as z:
+                curves = {k.replace("__", "/"): z[k] for k in z.files}
+        except Exception as e:  # noqa: BLE001 - whatever numpy says, the file is unusable
+            raise UserError(
+                f"{d / 'curves.npz'} is not a curves file written by `vitdistill analyze` ({first_line(e)})"
+            ) from None
     return summary, curves
 
 

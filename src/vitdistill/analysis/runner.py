@@ -35,7 +35,7 @@ from vitdistill.analysis.rotation import SubspaceRotation, sample_indices
 from vitdistill.analysis.sep import MODES, SEP
 from vitdistill.analysis.spectra import PerImageSVD
 from vitdistill.analysis.stats import merge_states
-from vitdistill.errors import UserError
+from vitdistill.errors import UserError, first_line
 from vitdistill.utils import dist
 from vitdistill.utils.io import atomic_torch_save
 from vitdistill.utils.malloc import keep_large_buffers
@@ -261,6 +261,7 @@ def analyze(
     pretrained: bool = False,
     num_classes: int | None = None,
     model_kwargs: dict | None = None,
+    trust_checkpoint: bool = False,
     **options: Any,
 ) -> dict | None:
     """Analyse a model's token features on a data set; write the result folder ``out``.
@@ -286,7 +287,9 @@ def analyze(
 
     torch.manual_seed(opts.seed)  # identical random-init weights on every rank
     if isinstance(model, str):
-        model, prov = create_model(model, checkpoint, pretrained, num_classes, **(model_kwargs or {}))
+        model, prov = create_model(
+            model, checkpoint, pretrained, num_classes, trust_checkpoint, **(model_kwargs or {})
+        )
     else:
         cfg = getattr(model, "pretrained_cfg", None) or {}
         prov = {
@@ -337,7 +340,7 @@ def analyze(
     done: list[int] = []
     skipped = 0
     if opts.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck = _read_state(ckpt_path)
         if ck["fingerprint"] != fp:
             raise UserError(
                 f"--resume: {ckpt_path} was written with other options, weights, data or process count; "
@@ -464,6 +467,25 @@ def analyze(
     shutil.rmtree(state_dir, ignore_errors=True)
     dist.barrier()
     return summary
+
+
+def _read_state(path: Path) -> dict:
+    """The statistics checkpoint of an interrupted run: tensors and plain containers only, never unpickled."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        ck = "pickled Python objects besides tensors (not unpickled)"
+    except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is unusable
+        ck = first_line(e)
+    if not isinstance(ck, dict) or "fingerprint" not in ck:
+        why = ck if isinstance(ck, str) else "not an analysis state"
+        raise UserError(f"--resume: cannot use {path} ({why}); rerun without --resume")
+    return ck
 
 
 def _merge_layer(states: list[dict]) -> dict:

@@ -47,6 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--checkpoint", help="weights: .safetensors/.pt/.pth, a vitdistill run or export folder")
     p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a legacy --checkpoint that pickles more than tensors (unpickling can run code)",
+    )
+    p.add_argument(
         "--pretrained", action="store_true", help="timm pretrained weights (needs them cached or network)"
     )
     p.add_argument("--num-classes", type=int, help="classifier size (default: from the checkpoint)")
@@ -127,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         checkpoint=args.checkpoint,
+        trust_checkpoint=args.trust_checkpoint,
         pretrained=args.pretrained,
         num_classes=args.num_classes,
         model_kwargs=parse_set(args.set),

@@ -14,6 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", default="val", help="split of --data to evaluate (default: val)")
     parser.add_argument("--checkpoint", help="weights file (a run's checkpoint, .pt or .safetensors)")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a legacy --checkpoint that pickles more than tensors (unpickling can run code)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--ema", action="store_true", help="use the run's EMA weights")
     parser.add_argument("--device", default="auto")
@@ -42,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         num_workers=args.workers,
         strict=args.strict,
+        trust_checkpoint=args.trust_checkpoint,
     )
     if current().is_main:
         extra = f", {res['skipped']} unreadable skipped" if res["skipped"] else ""

@@ -25,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--strict", action="store_true", default=None, help="an unreadable image is fatal")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow legacy model/teacher checkpoints that pickle more than tensors (can run code)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     summary = train(
         args.config,
-        overrides=args.overrides,
+        overrides=args.overrides
+        + (["model.trust_checkpoint=true", "teacher.trust_checkpoint=true"] if args.trust_checkpoint else []),
         output=args.output,
         resume=args.resume,
         data=args.data,

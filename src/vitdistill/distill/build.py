@@ -103,6 +103,8 @@ def build_teacher(cfg_teacher: dict) -> nn.Module:
 
     name = cfg_teacher.get("name")
     ckpt = cfg_teacher.get("checkpoint")
+    trust = bool(cfg_teacher.get("trust_checkpoint"))
+    opt_in = "--trust-checkpoint (or teacher.trust_checkpoint: true)"
     if not name:
         spec = saved_model_spec(ckpt) if ckpt else None
         if spec is None:
@@ -111,14 +113,14 @@ def build_teacher(cfg_teacher: dict) -> nn.Module:
                 "that records its model)"
             )
         teacher = create_from_spec(spec)
-        load_weights(teacher, ckpt, role="teacher")
+        load_weights(teacher, ckpt, role="teacher", trust=trust, opt_in=opt_in)
         teacher.requires_grad_(False)
         return teacher.eval()
     _check_name(name, "teacher")
     kwargs = dict(cfg_teacher.get("kwargs") or {})
     state = None
     if ckpt:
-        state, _ = read_state_dict(ckpt)
+        state, _ = read_state_dict(ckpt, trust=trust, opt_in=opt_in)
         n_head = head_classes(state)
         if "num_classes" not in kwargs and n_head is not None:
             kwargs["num_classes"] = n_head  # a teacher trained on other data keeps its classes
@@ -146,8 +148,13 @@ def load_weights(
     role: str = "model",
     ema: bool = False,
     state: dict | None = None,
+    trust: bool = False,
+    opt_in: str = "--trust-checkpoint",
 ) -> None:
-    """Load ``path`` (or an already read ``state``) into ``model`` strictly, naming any differing keys."""
+    """Load ``path`` (or an already read ``state``) into ``model`` strictly, naming any differing keys.
+
+    ``trust`` allows fully unpickling a legacy file (see :mod:`vitdistill.checkpoints`).
+    """
     if state is None:
-        state, _ = read_state_dict(path, ema=ema)
+        state, _ = read_state_dict(path, ema=ema, trust=trust, opt_in=opt_in)
     load_state_strict(model, state, str(path), role=role)

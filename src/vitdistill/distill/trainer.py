@@ -280,7 +280,13 @@ class Trainer:
         self.spec = build_mod.model_spec(cfg["model"], self.num_classes)
         student = build_mod.create_from_spec(self.spec, pretrained=cfg["model"]["pretrained"])
         if cfg["model"]["checkpoint"]:
-            build_mod.load_weights(student, cfg["model"]["checkpoint"], role="student")
+            build_mod.load_weights(
+                student,
+                cfg["model"]["checkpoint"],
+                role="student",
+                trust=cfg["model"]["trust_checkpoint"],
+                opt_in="--trust-checkpoint (or model.trust_checkpoint: true)",
+            )
         self.student_params = count_params(student)
         lc = cfg["loss"]
         teacher = None
