@@ -108,6 +108,8 @@ def build_teacher(cfg_teacher: dict) -> nn.Module:
     if not name:
         spec = saved_model_spec(ckpt) if ckpt else None
         if spec is None:
+            if ckpt:  # an unreadable or refused file says so first
+                read_state_dict(ckpt, trust=trust, opt_in=opt_in)
             raise UserError(
                 "teacher.name is not set (and teacher.checkpoint is not a vitdistill run or export "
                 "that records its model)"
