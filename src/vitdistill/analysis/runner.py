@@ -38,6 +38,7 @@ from vitdistill.analysis.stats import merge_states
 from vitdistill.errors import UserError, first_line
 from vitdistill.utils import dist
 from vitdistill.utils.io import atomic_torch_save
+from vitdistill.utils.lock import hold_folder, releases_folders
 from vitdistill.utils.malloc import keep_large_buffers
 
 
@@ -252,6 +253,7 @@ def _jsonable(o: Any) -> Any:
     return str(o)
 
 
+@releases_folders
 def analyze(
     model: nn.Module | str,
     data: str | os.PathLike,
@@ -309,6 +311,7 @@ def analyze(
     if n_total == 0:
         raise UserError(f"no images found in {data}")
     out = Path(out) if out is not None else Path("analysis") / str(prov["model"])
+    hold_folder(out, "analyze")  # before any write; released when analyze returns or fails
     state_dir = out / ".analysis_state"
     ckpt_path = state_dir / f"rank{info.rank}.pt"
 

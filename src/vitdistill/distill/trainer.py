@@ -38,6 +38,7 @@ from vitdistill.errors import UserError
 from vitdistill.models.profile import count_params
 from vitdistill.utils import dist as dist_mod
 from vitdistill.utils.io import atomic_write_json, atomic_write_text
+from vitdistill.utils.lock import folder_lock
 
 
 def train(
@@ -66,16 +67,17 @@ def train(
     if output is None:
         stem = Path(config).stem if isinstance(config, str | os.PathLike) else "run"
         output = Path("runs") / stem
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    try:
-        trainer = Trainer(cfg, Path(output), resume)
-    except BaseException:
-        torch.use_deterministic_algorithms(was_deterministic)
-        raise
-    try:
-        return trainer.run()
-    finally:
-        trainer.close()
+    with folder_lock(output, "train"):  # a second run into this folder fails at once
+        was_deterministic = torch.are_deterministic_algorithms_enabled()
+        try:
+            trainer = Trainer(cfg, Path(output), resume)
+        except BaseException:
+            torch.use_deterministic_algorithms(was_deterministic)
+            raise
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
 
 
 class EpochSampler(Sampler[int]):
