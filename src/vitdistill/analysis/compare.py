@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from vitdistill.analysis import plots
-from vitdistill.analysis.report import write_tables
+from vitdistill.analysis.report import owned, write_tables
 from vitdistill.errors import UserError, first_line
-from vitdistill.utils.io import atomic_write_json
+from vitdistill.utils.io import atomic_write_json, result_set
+from vitdistill.utils.lock import hold_folder, releases_folders
 
 
 def _load(d: Path) -> tuple[dict, dict]:
@@ -39,6 +40,7 @@ def _load(d: Path) -> tuple[dict, dict]:
     return summary, curves
 
 
+@releases_folders
 def compare(
     result_dirs: list[str | os.PathLike],
     out: str | os.PathLike,
@@ -49,16 +51,24 @@ def compare(
     if not result_dirs:
         raise UserError("compare needs at least one analysis folder")
     dirs = [Path(d) for d in result_dirs]
+    if any(Path(out).resolve() == d.resolve() for d in dirs):
+        raise UserError(f"--out {out} is one of the analyses being compared; choose another folder")
     if labels is not None and len(labels) != len(dirs):
         raise UserError(f"--labels gives {len(labels)} names for {len(dirs)} folders")
     loaded = [_load(d) for d in dirs]
     labels = labels or _default_labels([s for s, _ in loaded], dirs)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     summaries = [s for s, _ in loaded]
-    write_tables(out, summaries, labels)
-    _overlay(out, loaded, labels, pdf)
-    index = {
+    index = _index(dirs, labels, summaries)
+    hold_folder(out, "compare")
+    with result_set(out, owned) as stage:  # the old comparison or the new one, never a mix
+        write_tables(stage, summaries, labels)
+        _overlay(stage, loaded, labels, pdf)
+        atomic_write_json(stage / "compare.json", index)
+    return index
+
+
+def _index(dirs: list[Path], labels: list[str], summaries: list[dict]) -> dict:
+    return {
         "inputs": [str(d) for d in dirs],
         "labels": labels,
         "rows": [
@@ -77,8 +87,6 @@ def compare(
             for s, lab in zip(summaries, labels, strict=True)
         ],
     }
-    atomic_write_json(out / "compare.json", index)
-    return index
 
 
 def _default_labels(summaries: list[dict], dirs: list[Path]) -> list[str]:

@@ -328,7 +328,7 @@ def analyze(
     spills = {L: FeatureFile(state_dir / f"features_L{L}_rank{info.rank}.f32") for L in curve_layers}
     saved = (
         {
-            L: FeatureFile(out / "features" / f"layer{L:02d}.rank{info.rank}.bin", opts.features_dtype)
+            L: FeatureFile(state_dir / "features" / f"layer{L:02d}.rank{info.rank}.bin", opts.features_dtype)
             for L in layer_ids
         }
         if opts.save_features
@@ -466,7 +466,9 @@ def analyze(
     summary = report.build_summary(
         stats, layer_ids, opts, provenance, sample_ids, n_total, skipped_all, timing
     )
-    report.write_outputs(out, summary, stats, layer_ids, opts, sample_ids, saved_manifest)
+    report.write_outputs(
+        out, summary, stats, layer_ids, opts, sample_ids, saved_manifest, state_dir / "features"
+    )
     shutil.rmtree(state_dir, ignore_errors=True)
     dist.barrier()
     return summary
