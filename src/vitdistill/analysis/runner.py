@@ -101,6 +101,21 @@ class AnalysisOptions:
             raise UserError(f"--features-dtype must be float16 or float32 (got {self.features_dtype!r})")
         if not 0 < self.rotation_threshold <= 1:
             raise UserError("--rotation-threshold must be in (0, 100]")
+        if self.rank_rtol is not None and not 0 <= self.rank_rtol < 1:
+            raise UserError(
+                f"--rank-rtol is relative to the largest singular value: use [0, 1) (got {self.rank_rtol:g})"
+            )
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise UserError(
+                f"--crop-pct must be in (0, 1]; 1.0 keeps the whole image (got {self.crop_pct:g})"
+            )
+        for flag, v, low in (
+            ("--checkpoint-every", self.checkpoint_every, 0),
+            ("--workers", self.num_workers, 0),
+            ("--rotation-pairs", self.rotation_pairs, 1),
+        ):
+            if v < low:
+                raise UserError(f"{flag} must be >= {low} (got {v})")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(
                 f"--device {self.device}: CUDA is not available on this machine; use --device cpu"

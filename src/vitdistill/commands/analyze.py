@@ -125,7 +125,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vitdistill.analysis import analyze
+    from vitdistill.utils.io import check_output
 
+    check_output(args.out or "analysis/MODEL", "--out")
     thresholds = tuple(t / 100 for t in _percent_list(args.thresholds, "--thresholds"))
     summary = analyze(
         args.model,

@@ -32,10 +32,13 @@ def run(args: argparse.Namespace) -> int:
     from vitdistill.distill import evaluate
     from vitdistill.errors import UserError
     from vitdistill.utils.dist import current
-    from vitdistill.utils.io import atomic_write_json
+    from vitdistill.utils.io import atomic_write_json, check_output
 
+    check_output(args.json, "--json", "file")
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0 (got {args.workers})")
     res = evaluate(
         args.model,
         args.data,

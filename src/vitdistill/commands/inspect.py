@@ -60,8 +60,9 @@ def parse_overrides(items: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from vitdistill.models.profile import format_table, inspect_models
-    from vitdistill.utils.io import atomic_write_json
+    from vitdistill.utils.io import atomic_write_json, check_output
 
+    check_output(args.json, "--json", "file")
     rows = inspect_models(
         args.models,
         batch_size=args.batch_size,

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from vitdistill.distill import train
     from vitdistill.utils.dist import current
+    from vitdistill.utils.io import check_output
+
+    check_output(args.output, "--output")
 
     summary = train(
         args.config,

@@ -252,3 +252,31 @@ def _swap(a: Path, b: Path) -> None:
     os.rename(a, b)
     os.rename(tmp, a)
     _fsync_dir(b.parent)
+
+
+def check_output(path: str | os.PathLike | None, flag: str, kind: str = "folder") -> None:
+    """Fail at once, in one line, if ``path`` cannot be written as a ``kind`` ("folder" or "file").
+
+    Run before any work starts: a path that is a file where a folder is wanted (or the reverse),
+    one whose parent is a file, or one inside a folder that cannot be written to.
+    """
+    from vitdistill.errors import UserError
+
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if kind == "folder" and p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {p} is a file, not a folder")
+    if kind == "file" and p.is_dir():
+        raise UserError(f"{flag} {p} is a folder, not a file")
+    anc = p if p.is_dir() else p.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UserError(f"{flag} {p}: {anc} is a file, so nothing can be written below it")
+    try:  # a real probe: permission bits say nothing for root or on a read-only mount
+        fd, probe = tempfile.mkstemp(prefix=".vitdistill-probe-", dir=anc)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{flag} {p}: cannot write into {anc} ({e.strerror or e})") from None
