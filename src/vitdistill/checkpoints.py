@@ -86,11 +86,14 @@ def _pickled_names(file: Path) -> list[str] | None:
     return [n for n in dict.fromkeys(names) if not n.startswith(("torch.", "collections.OrderedDict"))]
 
 
-def torch_load(file: str | os.PathLike, trust: bool = False, opt_in: str = "--trust-checkpoint") -> Any:
-    """``torch.load`` that never unpickles arbitrary objects unless ``trust`` (the user opted in).
+def torch_load(
+    file: str | os.PathLike, trust: bool = False, opt_in: str | None = "--trust-checkpoint"
+) -> Any:
+    """The one ``torch.load`` of vitdistill: never unpickles arbitrary objects unless ``trust``.
 
-    A pickle that needs more than tensors raises a UserError naming ``opt_in``; torch's own
-    warnings about the file (pickle protocol, ...) are kept off the terminal.
+    A pickle that needs more than tensors raises a UserError naming ``opt_in`` (``None``: a
+    file vitdistill wrote itself, for which no opt-in exists). Any unreadable file is a
+    one-line UserError; torch's warnings about the file stay off the terminal.
     """
     file = Path(file)
     with warnings.catch_warnings():
@@ -101,13 +104,23 @@ def torch_load(file: str | os.PathLike, trust: bool = False, opt_in: str = "--tr
             names = _pickled_names(file)
             if names is None:
                 raise UserError(f"cannot read checkpoint {file}: not a PyTorch or pickle file") from None
+            what = f" ({', '.join(names[:3])})" if names else ""
+            if opt_in is None:
+                raise UserError(
+                    f"{file} pickles Python objects besides tensors{what}, which vitdistill never writes; "
+                    "it was not unpickled"
+                ) from None
             if not trust:
-                what = f" ({', '.join(names[:3])})" if names else ""
                 raise UserError(
                     f"checkpoint {file} pickles Python objects besides tensors{what}, and unpickling it "
                     f"could run code; if you trust the file, pass {opt_in}"
                 ) from None
-        return torch.load(file, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is unusable
+            raise UserError(f"cannot read checkpoint {file}: {first_line(e)}") from None
+        try:
+            return torch.load(file, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"cannot read checkpoint {file}: {first_line(e)}") from None
 
 
 def read_state_dict(

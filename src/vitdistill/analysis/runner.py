@@ -35,7 +35,7 @@ from vitdistill.analysis.rotation import SubspaceRotation, sample_indices
 from vitdistill.analysis.sep import MODES, SEP
 from vitdistill.analysis.spectra import PerImageSVD
 from vitdistill.analysis.stats import merge_states
-from vitdistill.errors import UserError, first_line
+from vitdistill.errors import UserError
 from vitdistill.utils import dist
 from vitdistill.utils.io import atomic_torch_save
 from vitdistill.utils.lock import hold_folder, releases_folders
@@ -491,20 +491,14 @@ def analyze(
 
 def _read_state(path: Path) -> dict:
     """The statistics checkpoint of an interrupted run: tensors and plain containers only, never unpickled."""
-    import pickle
-    import warnings
+    from vitdistill.checkpoints import torch_load
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        ck = "pickled Python objects besides tensors (not unpickled)"
-    except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is unusable
-        ck = first_line(e)
+        ck = torch_load(path, opt_in=None)
+    except UserError as e:
+        raise UserError(f"--resume: {e}; rerun without --resume") from None
     if not isinstance(ck, dict) or "fingerprint" not in ck:
-        why = ck if isinstance(ck, str) else "not an analysis state"
-        raise UserError(f"--resume: cannot use {path} ({why}); rerun without --resume")
+        raise UserError(f"--resume: {path} is not an analysis state; rerun without --resume")
     return ck
 
 

@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from vitdistill.checkpoints import head_classes, load_state_strict, read_state_dict
+from vitdistill.checkpoints import head_classes, load_state_strict, read_state_dict, torch_load
 from vitdistill.errors import UserError, closest_names
 
 
@@ -86,8 +85,8 @@ def saved_model_spec(path: str | os.PathLike) -> dict | None:
     if p.is_dir():
         p = p / "checkpoints" / "last.pt"
     if p.is_file() and p.suffix in (".pt", ".pth"):
-        with contextlib.suppress(Exception):
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+        with contextlib.suppress(UserError):
+            obj = torch_load(p, opt_in=None)
             if isinstance(obj, dict):
                 return obj.get("model_spec")
     return None

@@ -8,16 +8,15 @@ of it is plain tensors / Python containers, so ``torch.load(weights_only=True)``
 from __future__ import annotations
 
 import os
-import pickle
 import random
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from vitdistill.errors import UserError, first_line
+from vitdistill.checkpoints import torch_load
+from vitdistill.errors import UserError
 from vitdistill.utils.io import atomic_torch_save
 
 FORMAT_VERSION = 1
@@ -69,17 +68,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"checkpoint {str(p)!r} not found")
-    try:  # never unpickled in full: vitdistill writes only tensors and plain containers
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(
-            f"{p} is not a vitdistill training checkpoint (it pickles Python objects besides tensors, "
-            "which vitdistill never writes); it was not unpickled"
-        ) from None
-    except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is unusable
-        raise UserError(f"cannot read checkpoint {p}: {first_line(e)}") from None
+    state = torch_load(p, opt_in=None)  # never unpickled in full: vitdistill writes tensors and containers
     if not isinstance(state, dict) or "student" not in state or "epoch" not in state:
         raise UserError(f"{p} is not a vitdistill training checkpoint")
     return state
