@@ -9,23 +9,27 @@ Accepted sources:
 * a folder: an export (``model.safetensors``), or a run (``checkpoints/last.pt``: the last epoch,
   which is the figure a run reports).
 
-Files are first read with ``torch.load(weights_only=True)``. Checkpoints written by other
-training scripts often pickle more than tensors (DeiT's hold an argparse ``Namespace``); those
-are then unpickled in full, as timm does, so pass only files you trust.
+Files are read with ``torch.load(weights_only=True)``, which refuses to run code. Checkpoints
+written by other training scripts sometimes pickle more than tensors (DeiT's hold an argparse
+``Namespace``); unpickling those in full can run arbitrary code, so they are refused with an
+error naming the opt-in (``--trust-checkpoint`` on the command line, ``teacher.trust_checkpoint``
+/ ``model.trust_checkpoint`` in a training config). Only then are they unpickled, as timm does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from vitdistill.errors import UserError
+from vitdistill.errors import UserError, first_line
 
 FOLDER_WEIGHTS = ("model.safetensors", "checkpoints/last.pt", "model.pt", "pytorch_model.bin")
 STATE_KEYS = ("state_dict", "model", "model_state", "state_dict_ema", "model_ema")
@@ -54,17 +58,79 @@ def _config_beside(file: Path) -> dict:
     return {}
 
 
-def _torch_load(file: Path) -> Any:
+def _pickled_names(file: Path) -> list[str] | None:
+    """The importable names a pickle refers to, read with pickletools (nothing runs); None if not a pickle."""
+    import pickletools
+    import zipfile
+
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # more than tensors inside: a trusted user file, read it as timm does
-        return torch.load(file, map_location="cpu", weights_only=False)
+        with contextlib.ExitStack() as stack:
+            if zipfile.is_zipfile(file):
+                z = stack.enter_context(zipfile.ZipFile(file))
+                pkl = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                if pkl is None:
+                    return None
+                f = stack.enter_context(z.open(pkl))
+            else:
+                f = stack.enter_context(open(file, "rb"))
+            names, strings = [], []
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == "GLOBAL":
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(".".join(strings[-2:]))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # noqa: BLE001 - not parseable as a pickle: a damaged or foreign file
+        return None
+    return [n for n in dict.fromkeys(names) if not n.startswith(("torch.", "collections.OrderedDict"))]
 
 
-def read_state_dict(path: str | os.PathLike, ema: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+def torch_load(
+    file: str | os.PathLike, trust: bool = False, opt_in: str | None = "--trust-checkpoint"
+) -> Any:
+    """The one ``torch.load`` of vitdistill: never unpickles arbitrary objects unless ``trust``.
+
+    A pickle that needs more than tensors raises a UserError naming ``opt_in`` (``None``: a
+    file vitdistill wrote itself, for which no opt-in exists). Any unreadable file is a
+    one-line UserError; torch's warnings about the file stay off the terminal.
+    """
+    file = Path(file)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            names = _pickled_names(file)
+            if names is None:
+                raise UserError(f"cannot read checkpoint {file}: not a PyTorch or pickle file") from None
+            what = f" ({', '.join(names[:3])})" if names else ""
+            if opt_in is None:
+                raise UserError(
+                    f"{file} pickles Python objects besides tensors{what}, which vitdistill never writes; "
+                    "it was not unpickled"
+                ) from None
+            if not trust:
+                raise UserError(
+                    f"checkpoint {file} pickles Python objects besides tensors{what}, and unpickling it "
+                    f"could run code; if you trust the file, pass {opt_in}"
+                ) from None
+        except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is unusable
+            raise UserError(f"cannot read checkpoint {file}: {first_line(e)}") from None
+        try:
+            return torch.load(file, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"cannot read checkpoint {file}: {first_line(e)}") from None
+
+
+def read_state_dict(
+    path: str | os.PathLike, ema: bool = False, trust: bool = False, opt_in: str = "--trust-checkpoint"
+) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict, the config found with it) from any supported file or folder.
 
     ``ema=True`` picks a vitdistill run's EMA weights. A ``module.`` prefix (DDP) is removed.
+    ``trust=True`` allows full unpickling of a legacy file (see the module docstring); the
+    refusal otherwise names ``opt_in``.
     """
     file = weights_file(path)
     cfg = _config_beside(file)
@@ -74,11 +140,11 @@ def read_state_dict(path: str | os.PathLike, ema: bool = False) -> tuple[dict[st
 
             obj: Any = load_file(str(file))
         else:
-            obj = _torch_load(file)
+            obj = torch_load(file, trust, opt_in)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is unusable
-        raise UserError(
-            f"cannot read checkpoint {file}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        ) from None
+        raise UserError(f"cannot read checkpoint {file}: {first_line(e)}") from None
     if isinstance(obj, dict) and isinstance(obj.get("student"), dict):  # a vitdistill run checkpoint
         if ema:
             if obj.get("ema") is None:

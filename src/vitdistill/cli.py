@@ -26,8 +26,19 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line on stderr and exit status 2, like every other mistake."""
+
+    def error(self, message: str):
+        if message.startswith("argument ") and "expected one argument" in message:
+            message += (
+                " (a value that starts with '-' is written --option=VALUE, e.g. --sep-thresholds=-10,50)"
+            )
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vitdistill",
         description="Analyse and distil Vision Transformers (timm models).",
     )

@@ -23,3 +23,15 @@ def closest_names(name: str, candidates, n: int = 5) -> list[str]:
     import difflib
 
     return difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` of an exception, safe for empty messages."""
+    lines = str(e).strip().splitlines()
+    if lines:
+        return f"{type(e).__name__}: {lines[0][:limit]}"
+    return (
+        f"{type(e).__name__} (the file is empty or cut short)"
+        if isinstance(e, EOFError)
+        else type(e).__name__
+    )

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from vitdistill.analysis import plots
-from vitdistill.analysis.report import write_tables
-from vitdistill.errors import UserError
-from vitdistill.utils.io import atomic_write_json
+from vitdistill.analysis.report import owned, write_tables
+from vitdistill.errors import UserError, first_line
+from vitdistill.utils.io import atomic_write_json, result_set
+from vitdistill.utils.lock import hold_folder, releases_folders
 
 
 def _load(d: Path) -> tuple[dict, dict]:
@@ -29,11 +30,17 @@ def _load(d: Path) -> tuple[dict, dict]:
             raise UserError(f"{f} lacks '{key}': not written by `vitdistill analyze`")
     curves: dict = {}
     if (d / "curves.npz").is_file():
-        with np.load(d / "curves.npz") as z:
-            curves = {k.replace("__", "/"): z[k] for k in z.files}
+        try:  # plain arrays only: an object array (a pickle) is refused, never unpickled
+            with np.load(d / "curves.npz", allow_pickle=False) as z:
+                curves = {k.replace("__", "/"): z[k] for k in z.files}
+        except Exception as e:  # noqa: BLE001 - whatever numpy says, the file is unusable
+            raise UserError(
+                f"{d / 'curves.npz'} is not a curves file written by `vitdistill analyze` ({first_line(e)})"
+            ) from None
     return summary, curves
 
 
+@releases_folders
 def compare(
     result_dirs: list[str | os.PathLike],
     out: str | os.PathLike,
@@ -44,16 +51,24 @@ def compare(
     if not result_dirs:
         raise UserError("compare needs at least one analysis folder")
     dirs = [Path(d) for d in result_dirs]
+    if any(Path(out).resolve() == d.resolve() for d in dirs):
+        raise UserError(f"--out {out} is one of the analyses being compared; choose another folder")
     if labels is not None and len(labels) != len(dirs):
         raise UserError(f"--labels gives {len(labels)} names for {len(dirs)} folders")
     loaded = [_load(d) for d in dirs]
     labels = labels or _default_labels([s for s, _ in loaded], dirs)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     summaries = [s for s, _ in loaded]
-    write_tables(out, summaries, labels)
-    _overlay(out, loaded, labels, pdf)
-    index = {
+    index = _index(dirs, labels, summaries)
+    hold_folder(out, "compare")
+    with result_set(out, owned) as stage:  # the old comparison or the new one, never a mix
+        write_tables(stage, summaries, labels)
+        _overlay(stage, loaded, labels, pdf)
+        atomic_write_json(stage / "compare.json", index)
+    return index
+
+
+def _index(dirs: list[Path], labels: list[str], summaries: list[dict]) -> dict:
+    return {
         "inputs": [str(d) for d in dirs],
         "labels": labels,
         "rows": [
@@ -72,8 +87,6 @@ def compare(
             for s, lab in zip(summaries, labels, strict=True)
         ],
     }
-    atomic_write_json(out / "compare.json", index)
-    return index
 
 
 def _default_labels(summaries: list[dict], dirs: list[Path]) -> list[str]:

@@ -22,9 +22,13 @@ def create_model(
     checkpoint: str | os.PathLike | None = None,
     pretrained: bool = False,
     num_classes: int | None = None,
+    trust_checkpoint: bool = False,
     **kwargs: Any,
 ) -> tuple[nn.Module, dict]:
-    """A model in eval mode and a provenance dict (name, weights source, sha256, kwargs)."""
+    """A model in eval mode and a provenance dict (name, weights source, sha256, kwargs).
+
+    ``trust_checkpoint`` allows fully unpickling a legacy checkpoint (it can run code).
+    """
     import timm
 
     import vitdistill  # noqa: F401  (registers the student models with timm)
@@ -33,7 +37,7 @@ def create_model(
         raise UserError("give either --pretrained or --checkpoint, not both")
     sd, cfg = (None, {})
     if checkpoint:
-        sd, cfg = read_state_dict(checkpoint)
+        sd, cfg = read_state_dict(checkpoint, trust=trust_checkpoint)
         spec = _saved_spec(checkpoint)
         if spec is not None and not kwargs and num_classes is None and (not name or name == spec.get("name")):
             return _from_spec(spec, sd, checkpoint)

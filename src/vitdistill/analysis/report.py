@@ -14,7 +14,13 @@ import numpy as np
 
 from vitdistill.analysis.sep import CAUTION
 from vitdistill.analysis.stats import akey, tkey
-from vitdistill.utils.io import atomic_write_json, atomic_write_text, atomic_write_with
+from vitdistill.utils.io import (
+    atomic_write_json,
+    atomic_write_text,
+    atomic_write_with,
+    link_or_copy,
+    result_set,
+)
 
 
 def _clean(o: Any) -> Any:
@@ -247,8 +253,33 @@ def curves_dict(stats, layer_ids) -> dict[str, np.ndarray]:
     return d
 
 
-def write_outputs(out: Path, summary: dict, stats, layer_ids, opts, sample_ids, saved_manifest) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+PLOTS = ("layer_ranks", "svd_vs_dataset_hist", "pca_spectrum", "sep_curves", "rotation", "compare")
+TABLES = ("svd_rank_table", "sep_table", "layers_table")
+
+
+def owned(name: str) -> bool:
+    """Entries of a result folder that belong to an analysis or comparison (even one without a manifest)."""
+    stem, _, ext = name.rpartition(".")
+    return (
+        name in ("summary.json", "images.txt", "per_image.csv", "curves.npz", "compare.json")
+        or name in ("features", ".analysis_state")
+        or (stem in TABLES and ext in ("md", "csv", "tex"))
+        or (stem in PLOTS and ext in ("png", "pdf"))
+    )
+
+
+def write_outputs(
+    out: Path, summary: dict, stats, layer_ids, opts, sample_ids, saved_manifest, features_dir=None
+) -> None:
+    """Write the whole result set into ``out`` at once (see :func:`vitdistill.utils.io.result_set`).
+
+    Saved features (``--save-features``) are taken from ``features_dir``, where the pass wrote them.
+    """
+    with result_set(out, owned) as stage:
+        _write_set(stage, summary, stats, layer_ids, opts, sample_ids, saved_manifest, features_dir)
+
+
+def _write_set(out: Path, summary, stats, layer_ids, opts, sample_ids, saved_manifest, features_dir) -> None:
     last = layer_ids[-1]
     atomic_write_json(out / "summary.json", summary)
     ids, _ = stats[last].svd.per_image()
@@ -260,6 +291,14 @@ def write_outputs(out: Path, summary: dict, stats, layer_ids, opts, sample_ids, 
         out / "curves.npz", lambda p: np.savez(p, **{k.replace("/", "__"): v for k, v in curves.items()})
     )
     if saved_manifest:
+        (out / "features").mkdir()
+        for parts in saved_manifest.values():
+            for p in parts:
+                src = Path(features_dir) / p["file"]
+                if src.exists():
+                    link_or_copy(src, out / "features" / p["file"])
+                else:  # a rank that got no images wrote nothing
+                    (out / "features" / p["file"]).touch()
         manifest = {
             "format": "raw little-endian arrays, one file per layer and rank; each holds images x N x C "
             "values in row-major order; image i of a file is dataset index ids[i]",

@@ -37,6 +37,7 @@ from vitdistill.analysis.stats import merge_states
 from vitdistill.errors import UserError
 from vitdistill.utils import dist
 from vitdistill.utils.io import atomic_torch_save
+from vitdistill.utils.lock import hold_folder, releases_folders
 from vitdistill.utils.malloc import keep_large_buffers
 from vitdistill.utils.progress import Progress
 
@@ -100,6 +101,21 @@ class AnalysisOptions:
             raise UserError(f"--features-dtype must be float16 or float32 (got {self.features_dtype!r})")
         if not 0 < self.rotation_threshold <= 1:
             raise UserError("--rotation-threshold must be in (0, 100]")
+        if self.rank_rtol is not None and not 0 <= self.rank_rtol < 1:
+            raise UserError(
+                f"--rank-rtol is relative to the largest singular value: use [0, 1) (got {self.rank_rtol:g})"
+            )
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise UserError(
+                f"--crop-pct must be in (0, 1]; 1.0 keeps the whole image (got {self.crop_pct:g})"
+            )
+        for flag, v, low in (
+            ("--checkpoint-every", self.checkpoint_every, 0),
+            ("--workers", self.num_workers, 0),
+            ("--rotation-pairs", self.rotation_pairs, 1),
+        ):
+            if v < low:
+                raise UserError(f"{flag} must be >= {low} (got {v})")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise UserError(
                 f"--device {self.device}: CUDA is not available on this machine; use --device cpu"
@@ -252,6 +268,7 @@ def _jsonable(o: Any) -> Any:
     return str(o)
 
 
+@releases_folders
 def analyze(
     model: nn.Module | str,
     data: str | os.PathLike,
@@ -261,6 +278,7 @@ def analyze(
     pretrained: bool = False,
     num_classes: int | None = None,
     model_kwargs: dict | None = None,
+    trust_checkpoint: bool = False,
     **options: Any,
 ) -> dict | None:
     """Analyse a model's token features on a data set; write the result folder ``out``.
@@ -286,7 +304,9 @@ def analyze(
 
     torch.manual_seed(opts.seed)  # identical random-init weights on every rank
     if isinstance(model, str):
-        model, prov = create_model(model, checkpoint, pretrained, num_classes, **(model_kwargs or {}))
+        model, prov = create_model(
+            model, checkpoint, pretrained, num_classes, trust_checkpoint, **(model_kwargs or {})
+        )
     else:
         cfg = getattr(model, "pretrained_cfg", None) or {}
         prov = {
@@ -306,6 +326,7 @@ def analyze(
     if n_total == 0:
         raise UserError(f"no images found in {data}")
     out = Path(out) if out is not None else Path("analysis") / str(prov["model"])
+    hold_folder(out, "analyze")  # before any write; released when analyze returns or fails
     state_dir = out / ".analysis_state"
     ckpt_path = state_dir / f"rank{info.rank}.pt"
 
@@ -322,7 +343,7 @@ def analyze(
     spills = {L: FeatureFile(state_dir / f"features_L{L}_rank{info.rank}.f32") for L in curve_layers}
     saved = (
         {
-            L: FeatureFile(out / "features" / f"layer{L:02d}.rank{info.rank}.bin", opts.features_dtype)
+            L: FeatureFile(state_dir / "features" / f"layer{L:02d}.rank{info.rank}.bin", opts.features_dtype)
             for L in layer_ids
         }
         if opts.save_features
@@ -337,7 +358,7 @@ def analyze(
     done: list[int] = []
     skipped = 0
     if opts.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck = _read_state(ckpt_path)
         if ck["fingerprint"] != fp:
             raise UserError(
                 f"--resume: {ckpt_path} was written with other options, weights, data or process count; "
@@ -460,10 +481,25 @@ def analyze(
     summary = report.build_summary(
         stats, layer_ids, opts, provenance, sample_ids, n_total, skipped_all, timing
     )
-    report.write_outputs(out, summary, stats, layer_ids, opts, sample_ids, saved_manifest)
+    report.write_outputs(
+        out, summary, stats, layer_ids, opts, sample_ids, saved_manifest, state_dir / "features"
+    )
     shutil.rmtree(state_dir, ignore_errors=True)
     dist.barrier()
     return summary
+
+
+def _read_state(path: Path) -> dict:
+    """The statistics checkpoint of an interrupted run: tensors and plain containers only, never unpickled."""
+    from vitdistill.checkpoints import torch_load
+
+    try:
+        ck = torch_load(path, opt_in=None)
+    except UserError as e:
+        raise UserError(f"--resume: {e}; rerun without --resume") from None
+    if not isinstance(ck, dict) or "fingerprint" not in ck:
+        raise UserError(f"--resume: {path} is not an analysis state; rerun without --resume")
+    return ck
 
 
 def _merge_layer(states: list[dict]) -> dict:

@@ -33,6 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--checkpoint", help="weights: .safetensors/.pt/.pth, a vitdistill run or export folder")
     p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a legacy --checkpoint that pickles more than tensors (unpickling can run code)",
+    )
+    p.add_argument(
         "--pretrained", action="store_true", help="timm pretrained weights (needs them cached or network)"
     )
     p.add_argument("--num-classes", type=int, help="classifier size (default: from the checkpoint)")
@@ -121,13 +126,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vitdistill.analysis import analyze
+    from vitdistill.utils.io import check_output
 
+    check_output(args.out or "analysis/MODEL", "--out")
     thresholds = tuple(t / 100 for t in _percent_list(args.thresholds, "--thresholds"))
     summary = analyze(
         args.model,
         args.data,
         args.out,
         checkpoint=args.checkpoint,
+        trust_checkpoint=args.trust_checkpoint,
         pretrained=args.pretrained,
         num_classes=args.num_classes,
         model_kwargs=parse_sets(args.set),

@@ -14,6 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vitdistill.analysis import compare
+    from vitdistill.utils.io import check_output
+
+    check_output(args.out, "--out")
 
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     res = compare(args.results, args.out, labels=labels, pdf=args.pdf)

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vitdistill.demo.study import SIZE_FIELDS, run_demo
+    from vitdistill.utils.io import check_output
+
+    check_output(args.out, "--out")
 
     run_demo(
         args.out,

@@ -14,6 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", default="val", help="split of --data to evaluate (default: val)")
     parser.add_argument("--checkpoint", help="weights file (a run's checkpoint, .pt or .safetensors)")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a legacy --checkpoint that pickles more than tensors (unpickling can run code)",
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     parser.add_argument("--ema", action="store_true", help="use the run's EMA weights")
     parser.add_argument(
@@ -31,10 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from vitdistill.distill import evaluate
     from vitdistill.errors import UserError
     from vitdistill.utils.dist import current
-    from vitdistill.utils.io import atomic_write_json
+    from vitdistill.utils.io import atomic_write_json, check_output
 
+    check_output(args.json, "--json", "file")
     if args.batch_size < 1:
         raise UserError("--batch-size must be >= 1")
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0 (got {args.workers})")
     res = evaluate(
         args.model,
         args.data,
@@ -46,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         num_workers=args.workers,
         strict=args.strict,
+        trust_checkpoint=args.trust_checkpoint,
     )
     if current().is_main:
         extra = f", {res['skipped']} unreadable skipped" if res["skipped"] else ""

@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vitdistill.distill import export
+    from vitdistill.utils.io import check_output
+
+    check_output(args.out, "--out")
 
     cfg = export(args.run, args.out, ema=args.ema, checkpoint=args.checkpoint)
     arch = cfg["architecture"]

@@ -44,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vitdistill.models.profile import format_table, inspect_models
-    from vitdistill.utils.io import atomic_write_json
+    from vitdistill.utils.io import atomic_write_json, check_output
 
+    check_output(args.json, "--json", "file")
     rows = inspect_models(
         args.models,
         batch_size=args.batch_size,

@@ -25,15 +25,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--strict", action="store_true", default=None, help="an unreadable image is fatal")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow legacy model/teacher checkpoints that pickle more than tensors (can run code)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from vitdistill.distill import train
     from vitdistill.utils.dist import current
+    from vitdistill.utils.io import check_output
+
+    check_output(args.output, "--output")
 
     summary = train(
         args.config,
-        overrides=args.overrides,
+        overrides=args.overrides
+        + (["model.trust_checkpoint=true", "teacher.trust_checkpoint=true"] if args.trust_checkpoint else []),
         output=args.output,
         resume=args.resume,
         data=args.data,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,9 +73,11 @@ class ImageFileDataset(Dataset):
             # PIL reports truncated/corrupt files as OSError, some decoders as ValueError/SyntaxError.
             if self.strict:
                 raise UserError(f"cannot read image {path}: {e}") from None
-            if self._warned < 5:
-                warnings.warn(f"skipping unreadable image {path}: {e}", stacklevel=2)
-                self._warned += 1
+            self._warned += 1  # one line each (the first few), the total is in the results
+            if self._warned <= 5:
+                why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                more = "; further ones are skipped quietly and counted" if self._warned == 5 else ""
+                print(f"vitdistill: skipping unreadable image {path}: {why}{more}", file=sys.stderr)
             return None, label, index
         return (self.transform(img) if self.transform is not None else pil_to_tensor(img)), label, index
 

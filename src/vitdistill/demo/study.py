@@ -28,6 +28,7 @@ from typing import Any
 from vitdistill.demo.methods import METHODS, TEACHER, Method, config_path
 from vitdistill.errors import UserError
 from vitdistill.utils.io import atomic_write_json
+from vitdistill.utils.lock import LOCK_NAME, folder_lock
 
 STAGE_DIRS = ("1-data", "2-teacher", "3-teacher-analysis", "4-students", "5-student-analysis", "6-report")
 # The demo's size settings: positive integers, each also a `vitdistill demo --flag`.
@@ -231,7 +232,7 @@ class Study:
                 )
         elif (
             self.out.exists()
-            and any(self.out.iterdir())
+            and any(p.name != LOCK_NAME for p in self.out.iterdir())
             and not any((self.out / d).exists() for d in STAGE_DIRS)
         ):
             raise UserError(f"{self.out} exists and is not a demo folder; choose another --out")
@@ -451,4 +452,5 @@ def run_demo(
     out: str | os.PathLike = "vitdistill-demo", fresh: bool = False, progress: bool = True, **settings: Any
 ) -> dict:
     """Run (or resume) the whole demo into ``out``; returns the report's numbers (report.json)."""
-    return Study(DemoSettings(**settings), out, fresh=fresh, progress=progress).run()
+    with folder_lock(out, "demo"):  # a second demo into this folder fails at once
+        return Study(DemoSettings(**settings), out, fresh=fresh, progress=progress).run()

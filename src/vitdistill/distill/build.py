@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from vitdistill.checkpoints import head_classes, load_state_strict, read_state_dict
+from vitdistill.checkpoints import head_classes, load_state_strict, read_state_dict, torch_load
 from vitdistill.errors import UserError, closest_names
 
 
@@ -91,8 +90,8 @@ def saved_model_spec(path: str | os.PathLike) -> dict | None:
     if p.is_dir():
         p = p / "checkpoints" / "last.pt"
     if p.is_file() and p.suffix in (".pt", ".pth"):
-        with contextlib.suppress(Exception):
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+        with contextlib.suppress(UserError):
+            obj = torch_load(p, opt_in=None)
             if isinstance(obj, dict):
                 return obj.get("model_spec")
     return None
@@ -108,22 +107,26 @@ def build_teacher(cfg_teacher: dict) -> nn.Module:
 
     name = cfg_teacher.get("name")
     ckpt = cfg_teacher.get("checkpoint")
+    trust = bool(cfg_teacher.get("trust_checkpoint"))
+    opt_in = "--trust-checkpoint (or teacher.trust_checkpoint: true)"
     if not name:
         spec = saved_model_spec(ckpt) if ckpt else None
         if spec is None:
+            if ckpt:  # an unreadable or refused file says so first
+                read_state_dict(ckpt, trust=trust, opt_in=opt_in)
             raise UserError(
                 "teacher.name is not set (and teacher.checkpoint is not a vitdistill run or export "
                 "that records its model)"
             )
         teacher = create_from_spec(spec)
-        load_weights(teacher, ckpt, role="teacher")
+        load_weights(teacher, ckpt, role="teacher", trust=trust, opt_in=opt_in)
         teacher.requires_grad_(False)
         return teacher.eval()
     _check_name(name, "teacher")
     kwargs = dict(cfg_teacher.get("kwargs") or {})
     state = None
     if ckpt:
-        state, _ = read_state_dict(ckpt)
+        state, _ = read_state_dict(ckpt, trust=trust, opt_in=opt_in)
         n_head = head_classes(state)
         if "num_classes" not in kwargs and n_head is not None:
             kwargs["num_classes"] = n_head  # a teacher trained on other data keeps its classes
@@ -151,8 +154,13 @@ def load_weights(
     role: str = "model",
     ema: bool = False,
     state: dict | None = None,
+    trust: bool = False,
+    opt_in: str = "--trust-checkpoint",
 ) -> None:
-    """Load ``path`` (or an already read ``state``) into ``model`` strictly, naming any differing keys."""
+    """Load ``path`` (or an already read ``state``) into ``model`` strictly, naming any differing keys.
+
+    ``trust`` allows fully unpickling a legacy file (see :mod:`vitdistill.checkpoints`).
+    """
     if state is None:
-        state, _ = read_state_dict(path, ema=ema)
+        state, _ = read_state_dict(path, ema=ema, trust=trust, opt_in=opt_in)
     load_state_strict(model, state, str(path), role=role)

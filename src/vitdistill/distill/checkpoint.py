@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vitdistill.checkpoints import torch_load
 from vitdistill.errors import UserError
 from vitdistill.utils.io import atomic_torch_save
 
@@ -69,10 +70,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"checkpoint {str(p)!r} not found")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"cannot read checkpoint {p}: {str(e).splitlines()[0][:200]}") from None
+    state = torch_load(p, opt_in=None)  # never unpickled in full: vitdistill writes tensors and containers
     if not isinstance(state, dict) or "student" not in state or "epoch" not in state:
         raise UserError(f"{p} is not a vitdistill training checkpoint")
     return state

@@ -82,6 +82,9 @@ SCHEMA: dict[str, Key] = {
     "model.checkpoint": _k(
         None, str, "start from a local file: safetensors, .pt, a run checkpoint or an export folder"
     ),
+    "model.trust_checkpoint": _k(
+        False, bool, "model.checkpoint may be fully unpickled (can run code: only for files you trust)"
+    ),
     # teacher
     "teacher.name": _k(
         None,
@@ -93,6 +96,9 @@ SCHEMA: dict[str, Key] = {
     "teacher.pretrained": _k(False, bool, "load the teacher's timm pretrained weights (hub or cache)"),
     "teacher.checkpoint": _k(
         None, str, "load the teacher from a local file (safetensors, .pt, run checkpoint, export folder)"
+    ),
+    "teacher.trust_checkpoint": _k(
+        False, bool, "teacher.checkpoint may be fully unpickled (can run code: only for files you trust)"
     ),
     # data
     "data.train": _k(None, str, "training data: an ImageFolder dir, a file list, or synthetic:NAME"),

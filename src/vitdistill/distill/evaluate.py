@@ -15,7 +15,11 @@ from vitdistill.errors import UserError
 
 
 def load_model(
-    source: str | os.PathLike | nn.Module, checkpoint=None, ema: bool = False, num_classes: int | None = None
+    source: str | os.PathLike | nn.Module,
+    checkpoint=None,
+    ema: bool = False,
+    num_classes: int | None = None,
+    trust_checkpoint: bool = False,
 ) -> nn.Module:
     """A model from a run folder, an export folder, or a timm name (+ optional weights file)."""
     import timm
@@ -42,7 +46,7 @@ def load_model(
             "pass --checkpoint FILE"
         ) from None
     if checkpoint is not None:
-        build_mod.load_weights(model, checkpoint, role="model", ema=ema)
+        build_mod.load_weights(model, checkpoint, role="model", ema=ema, trust=trust_checkpoint)
     return model.eval()
 
 
@@ -57,6 +61,7 @@ def evaluate(
     max_images: int | None = None,
     num_workers: int = 0,
     strict: bool = False,
+    trust_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """``{'top1', 'top5', 'loss', 'n', 'skipped'}`` of a model on ``data`` (its ``split``)."""
     from vitdistill.data import build_dataset, collate_skip, eval_transform
@@ -68,7 +73,7 @@ def evaluate(
     )
     dev = resolve_device(device, info.local_rank)
     ds = build_dataset(data, split, transform=None, strict=strict, max_images=max_images)
-    model = load_model(run_or_model, checkpoint, ema, num_classes=ds.num_classes)
+    model = load_model(run_or_model, checkpoint, ema, ds.num_classes, trust_checkpoint)
     n_out = getattr(model, "num_classes", None)
     if n_out is not None and n_out != ds.num_classes:
         raise UserError(f"the model predicts {n_out} classes but {data} has {ds.num_classes}")

@@ -41,6 +41,7 @@ from vitdistill.errors import UserError
 from vitdistill.models.profile import count_params
 from vitdistill.utils import dist as dist_mod
 from vitdistill.utils.io import atomic_write_json, atomic_write_text
+from vitdistill.utils.lock import folder_lock
 from vitdistill.utils.progress import Progress, fmt_duration
 
 
@@ -70,16 +71,17 @@ def train(
     if output is None:
         stem = Path(config).stem if isinstance(config, str | os.PathLike) else "run"
         output = Path("runs") / stem
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    try:
-        trainer = Trainer(cfg, Path(output), resume)
-    except BaseException:
-        torch.use_deterministic_algorithms(was_deterministic)
-        raise
-    try:
-        return trainer.run()
-    finally:
-        trainer.close()
+    with folder_lock(output, "train"):  # a second run into this folder fails at once
+        was_deterministic = torch.are_deterministic_algorithms_enabled()
+        try:
+            trainer = Trainer(cfg, Path(output), resume)
+        except BaseException:
+            torch.use_deterministic_algorithms(was_deterministic)
+            raise
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
 
 
 class EpochSampler(Sampler[int]):
@@ -402,7 +404,13 @@ class Trainer:
         self.spec = build_mod.model_spec(cfg["model"], self.num_classes)
         student = build_mod.create_from_spec(self.spec, pretrained=cfg["model"]["pretrained"])
         if cfg["model"]["checkpoint"]:
-            build_mod.load_weights(student, cfg["model"]["checkpoint"], role="student")
+            build_mod.load_weights(
+                student,
+                cfg["model"]["checkpoint"],
+                role="student",
+                trust=cfg["model"]["trust_checkpoint"],
+                opt_in="--trust-checkpoint (or model.trust_checkpoint: true)",
+            )
         self.student_params = count_params(student)
         lc = cfg["loss"]
         teacher = None

@@ -3,13 +3,21 @@
 A reader (or a resumed run) sees either the old file or the new one, never half of one. If the
 write fails (full disk, killed process) the previous file stays intact and the temporary file
 is removed.
+
+:func:`result_set` does the same for a whole set of files (an analysis: summary, tables,
+curves, plots): they are written into a hidden sibling folder which is then swapped with the
+result folder in one ``renameat2(RENAME_EXCHANGE)`` call, so the folder holds the old complete
+set or the new complete set, never a mix.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -35,6 +43,17 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+    _step(f"wrote {path.name}")
+
+
+#: Test hook: called with a label after every completed write and every step of a result-set
+#: swap (the kill tests stop the writer here). None in normal use.
+after_step: Callable[[str], None] | None = None
+
+
+def _step(label: str) -> None:
+    if after_step is not None:
+        after_step(label)
 
 
 def _final_mode(path: Path) -> int:
@@ -105,6 +124,7 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], None]) ->
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+    _step(f"wrote {path.name}")
 
 
 def _json_default(o: Any) -> Any:
@@ -130,3 +150,133 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while b := f.read(chunk):
             h.update(b)
     return h.hexdigest()
+
+
+SET_MANIFEST = ".result_set.json"
+
+
+@contextlib.contextmanager
+def result_set(
+    folder: str | os.PathLike, owned: Callable[[str], bool] = lambda name: False
+) -> Iterator[Path]:
+    """Write a whole set of results at once: yields an empty staging folder; on success it replaces the set.
+
+    The caller writes every file of the new set into the yielded folder. Then the old set in
+    ``folder`` (the entries its manifest lists, plus names for which ``owned(name)`` is true:
+    scratch folders, sets written before manifests existed) is replaced by the new one in a
+    single directory exchange. Anything else in ``folder`` (the lock file, the user's own files)
+    stays. A kill at any moment leaves the old or the new complete set; a leftover staging
+    folder is cleaned up by the next call. The caller must hold ``folder``'s lock.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clean_stale_sets(folder, owned)
+    stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging-", dir=folder.parent))
+    try:
+        yield stage
+        new = sorted(p.name for p in stage.iterdir())
+        atomic_write_json(stage / SET_MANIFEST, {"entries": new, "staged_in": stage.name})
+        keep = set(new) | _set_names(folder, owned)
+        for p in folder.iterdir():  # files outside both sets come along (hard links: nothing moves)
+            if p.name not in keep and p.is_file() and not p.is_symlink():
+                link_or_copy(p, stage / p.name)
+        _fsync_dir(stage)
+        _step("carried")
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _swap(stage, folder)
+    _step("swapped")
+    clean_stale_sets(folder, owned)  # the staging path now holds the old set: restore the rest, remove it
+
+
+def clean_stale_sets(folder: Path, owned: Callable[[str], bool] = lambda name: False) -> None:
+    """Remove staging folders left by a killed :func:`result_set` (its caller holds the folder's lock).
+
+    One that was swapped in already holds the old set: entries outside that set (the user's
+    folders) go back into ``folder`` first.
+    """
+    folder = Path(folder)
+    current = _manifest(folder).get("staged_in")
+    for sib in sorted(folder.parent.glob(f".{folder.name}.staging-*")):
+        if sib.name == current or sib.name.endswith(
+            ".old"
+        ):  # the old set (.old: mid-way through _swap's fallback)
+            old = _set_names(sib, owned)
+            for p in sib.iterdir():
+                if p.name not in old and p.name != SET_MANIFEST and not (folder / p.name).exists():
+                    os.rename(p, folder / p.name)
+                    _step(f"restored {p.name}")
+        shutil.rmtree(sib)
+        _fsync_dir(folder.parent)
+        _step("removed old set")
+
+
+def _manifest(folder: Path) -> dict:
+    try:
+        m = json.loads((folder / SET_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return m if isinstance(m, dict) else {}
+
+
+def _set_names(folder: Path, owned: Callable[[str], bool]) -> set[str]:
+    names = {str(n) for n in _manifest(folder).get("entries", [])} | {SET_MANIFEST}
+    return names | {p.name for p in folder.iterdir() if owned(p.name)}
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """A hard link (no data moves) where the file system allows it, else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _swap(a: Path, b: Path) -> None:
+    """Exchange two folders atomically (Linux renameat2); elsewhere two renames (a short window)."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            _fsync_dir(b.parent)
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), str(b))
+    tmp = a.with_name(a.name + ".old")
+    os.rename(b, tmp)
+    os.rename(a, b)
+    os.rename(tmp, a)
+    _fsync_dir(b.parent)
+
+
+def check_output(path: str | os.PathLike | None, flag: str, kind: str = "folder") -> None:
+    """Fail at once, in one line, if ``path`` cannot be written as a ``kind`` ("folder" or "file").
+
+    Run before any work starts: a path that is a file where a folder is wanted (or the reverse),
+    one whose parent is a file, or one inside a folder that cannot be written to.
+    """
+    from vitdistill.errors import UserError
+
+    if path is None:
+        return
+    p = Path(path).expanduser()
+    if kind == "folder" and p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {p} is a file, not a folder")
+    if kind == "file" and p.is_dir():
+        raise UserError(f"{flag} {p} is a folder, not a file")
+    anc = p if p.is_dir() else p.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UserError(f"{flag} {p}: {anc} is a file, so nothing can be written below it")
+    try:  # a real probe: permission bits say nothing for root or on a read-only mount
+        fd, probe = tempfile.mkstemp(prefix=".vitdistill-probe-", dir=anc)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{flag} {p}: cannot write into {anc} ({e.strerror or e})") from None
