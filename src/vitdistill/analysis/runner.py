@@ -38,7 +38,7 @@ from vitdistill.analysis.stats import merge_states
 from vitdistill.errors import UserError
 from vitdistill.utils import dist
 from vitdistill.utils.io import atomic_torch_save
-from vitdistill.utils.malloc import keep_large_buffers
+from vitdistill.utils.malloc import large_buffers_on_heap
 
 
 @dataclass
@@ -268,7 +268,22 @@ def analyze(
     ``model`` is a timm model name (built with ``checkpoint``/``pretrained``/``num_classes``/
     ``model_kwargs``) or a model object. ``options`` are the fields of :class:`AnalysisOptions`.
     Returns the summary dict (on rank 0; ``None`` on other ranks of a torchrun job).
+
+    Process-wide settings it changes while it runs are restored when it returns (or raises):
+    glibc's allocator thresholds (:func:`vitdistill.utils.malloc.large_buffers_on_heap`, which
+    says what glibc lets us restore) and torch's CPU thread count.
     """
+    threads = torch.get_num_threads()
+    try:
+        with large_buffers_on_heap() as heap_buffers:
+            return _analyze(
+                model, data, out, checkpoint, pretrained, num_classes, model_kwargs, options, heap_buffers
+            )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _analyze(model, data, out, checkpoint, pretrained, num_classes, model_kwargs, options, heap_buffers):
     from vitdistill.analysis.loading import create_model
     from vitdistill.data import build_dataset, collate_skip, eval_transform, resolve_data_config
     from vitdistill.models.taps import check_tappable, resolve_layers, token_features
@@ -278,7 +293,6 @@ def analyze(
         raise TypeError(f"unknown analysis options: {', '.join(sorted(unknown))}")
     opts = AnalysisOptions(**options)
     opts.validate()
-    heap_buffers = keep_large_buffers()  # glibc only; recorded in the provenance
     info = dist.init_distributed(opts.device) if dist.launched_by_torchrun() else dist.current()
     device = torch.device(opts.device)
     if device.type == "cuda" and info.distributed:
