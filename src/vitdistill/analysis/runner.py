@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitdistill.analysis.pca import CapturedEnergy, SecondMoment
+from vitdistill.analysis.pca import CapturedEnergy, SecondMoment, solve_all
 from vitdistill.analysis.rotation import SubspaceRotation, sample_indices
 from vitdistill.analysis.sep import MODES, SEP
-from vitdistill.analysis.spectra import PerImageSVD
+from vitdistill.analysis.spectra import PRECISIONS, PerImageSVD
 from vitdistill.analysis.stats import merge_states
 from vitdistill.errors import UserError
 from vitdistill.utils import dist
@@ -64,6 +64,7 @@ class AnalysisOptions:
     pca_curves: str = "last"
     final_norm: bool = False
     rank_rtol: float | None = None
+    precision: str = "mixed"
     seed: int = 0
     strict: bool = False
     crop_pct: float | None = None
@@ -92,6 +93,8 @@ class AnalysisOptions:
         for a in self.sep_alphas:
             if not 0 < a <= 100:
                 raise UserError(f"SEP thresholds must be in (0, 100] (got {a:g})")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.pca_curves not in ("last", "all", "off"):
             raise UserError(f"--pca-curves must be last, all or off (got {self.pca_curves!r})")
         if self.permutation_layers not in ("last", "all"):
@@ -194,7 +197,7 @@ class LayerStats:
         self, layer: int, opts: AnalysisOptions, permutations: int, rotation_sample: list[int] | None
     ):
         self.layer = layer
-        self.svd = PerImageSVD(opts.thresholds, opts.rank_rtol)
+        self.svd = PerImageSVD(opts.thresholds, opts.rank_rtol, opts.precision)
         self.pca = SecondMoment(opts.thresholds)
         self.sep = SEP(opts.sep_alphas, permutations, opts.sep_mode, seed=opts.seed + 1000 * layer)
         self.rotation = (
@@ -205,9 +208,8 @@ class LayerStats:
         self.curves: CapturedEnergy | None = None
 
     def update(self, x: torch.Tensor, ids: torch.Tensor) -> None:
-        x64 = x.to(torch.float64)  # converted once for the two float64 products
-        self.svd.update(x64, ids)
-        self.pca.update(x64)
+        self.svd.update(x, ids)
+        self.pca.update(x)
         self.sep.update(x, ids)
         if self.rotation is not None:
             self.rotation.update(x, ids)
@@ -434,6 +436,7 @@ def _analyze(model, data, out, checkpoint, pretrained, num_classes, model_kwargs
         raise UserError(f"none of the {n_total} images in {data} could be read")
 
     t1 = time.perf_counter()
+    solve_all([stats[L].pca for L in layer_ids])
     for L in curve_layers:
         _, vec = stats[L].pca.eig()
         ce = CapturedEnergy(vec.to(device), opts.thresholds)
