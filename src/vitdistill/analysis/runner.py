@@ -399,6 +399,10 @@ def _analyze(model, data, out, checkpoint, pretrained, num_classes, model_kwargs
         pin_memory=device.type == "cuda",
     )
 
+    if opts.plots and info.is_main:
+        from vitdistill.analysis import plots
+
+        plots.start_warming()
     t0 = time.perf_counter()
     bar = _progress(len(todo), info.is_main and opts.progress, f"analyze {prov['model']}")
     n_batches = 0
