@@ -1,13 +1,19 @@
 """Analysis benchmark: `analyze` time / bare forward time, and peak memory vs image count.
 
-    python benchmarks/analysis/bench_analysis.py ratio --images 200 --batch-size 32 [--device cuda]
+    python benchmarks/analysis/bench_analysis.py ratio --images 64 --batch-size 32 --threads 2 --runs 3
+    python benchmarks/analysis/bench_analysis.py ratio ... --load 2     # beside a competing 2-thread job
     python benchmarks/analysis/bench_analysis.py memory --images 200,1000 [--device cuda]
 
 The model is CaiT-S24 (``cait_s24_224``) with random weights; the images are smooth random
 224x224 JPEGs written once to a scratch folder, read through the model's timm eval transform.
-``ratio`` times, in one process, the bare forward pass (full model, inference mode) over the same
-DataLoader and batch size, then the whole ``analyze`` call (all 24 blocks, every statistic, tables
-and plots), then the bare forward again; the ratio uses the mean of the two forward timings.
+``ratio`` runs whole processes, alternating: a forward-only process (build the model, a bare
+forward pass over the same DataLoader and batch size, full model, inference mode) and an
+``analyze`` process (all 24 blocks, every statistic, tables and plots), ``--runs`` of each. Both
+run under the allocator settings ``analyze`` uses (the forward-only process sets them at start),
+so the ratio measures the statistics and nothing else. The ratio is the median wall time of the
+``analyze`` processes over the median of the forward-only ones (process start to exit). With
+``--load K`` a competing K-thread job (float32 matrix products in a loop) runs for the whole
+measurement; the benchmark starts and stops it itself.
 ``memory`` runs ``analyze`` once per image count, each in a fresh process, and reports peak RSS
 (and peak CUDA memory on a GPU).
 """
@@ -115,43 +121,102 @@ def run_analyze(model, data, out, args, images=None) -> tuple[float, dict]:
     return time.perf_counter() - t, summary
 
 
-def cmd_ratio(args) -> dict:
+def cmd_forward_one(args) -> dict:
+    """One forward-only process: the same allocator settings as analyze, the same DataLoader."""
     import torch
 
     from vitdistill.utils.malloc import keep_large_buffers
 
-    torch.set_num_threads(args.threads) if args.threads else None
-    root = Path(args.scratch)
-    data = data_spec(args, args.images)
-    model = build_model(args)
-    fwd_args = (model, data, args.batch_size, args.device, args.workers, args.split, args.images)
-    bare_forward(*fwd_args) if args.warmup else None
-    # analyze fixes glibc's allocator thresholds for the rest of the process; the bare forward
-    # passes of the ratio run under the same settings, so the ratio measures the statistics
-    # only. One forward under the default allocator, first, shows what the settings are worth.
-    f0 = bare_forward(*fwd_args) if args.default_malloc_forward else None
     keep_large_buffers()
-    f1 = bare_forward(*fwd_args)
-    ta, summary = run_analyze(model, data, root / "out_ratio", args, images=args.images)
-    f2 = bare_forward(*fwd_args)
-    fwd = (f1 + f2) / 2
-    res = {
-        "model": args.model,
-        "images": summary["images"],
-        "layers": len(summary["layers"]),
-        "batch_size": args.batch_size,
-        "device": args.device,
-        "threads": torch.get_num_threads(),
-        "forward_s": [f1, f2],
-        "forward_default_malloc_s": f0,
+    torch.set_num_threads(args.threads) if args.threads else None
+    model = build_model(args)
+    t = bare_forward(
+        model,
+        data_spec(args, args.images),
+        args.batch_size,
+        args.device,
+        args.workers,
+        args.split,
+        args.images,
+    )
+    return {"forward_s": t, "threads": torch.get_num_threads()}
+
+
+def cmd_analyze_one(args) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    model = build_model(args)
+    ta, summary = run_analyze(
+        model, data_spec(args, args.images), Path(args.scratch) / "out_ratio", args, images=args.images
+    )
+    return {
         "analyze_s": ta,
-        "ratio": ta / fwd,
-        "analyze_breakdown": summary["timing"],
+        "timing": summary["timing"],
         "svd_p99": summary["svd"]["p99"],
-        "pca_p99": summary["pca"]["p99"],
+        "pca_global": summary["pca"]["global"],
         "sep_d": summary["sep"]["d"],
+        "rechecked": summary["svd"].get("float64_rechecked_images"),
     }
-    return res
+
+
+COMPETITOR = """
+import sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+a = torch.randn(1024, 1024)
+while True:
+    a = torch.tanh(a @ a)
+"""
+
+
+def _child(args, mode: str) -> tuple[float, dict]:
+    cmd = [sys.executable, __file__, mode] + [
+        f"--{k.replace('_', '-')}={v}"
+        for k, v in vars(args).items()
+        if k not in ("mode", "runs", "load", "repeats") and v is not None
+    ]
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode:
+        raise SystemExit(f"{mode} failed:\n{r.stderr[-3000:]}")
+    return wall, json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def cmd_ratio(args) -> dict:
+    import statistics
+
+    data_spec(args, args.images)  # write the images before anything is timed
+    competitor = None
+    if args.load:
+        competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR, str(args.load)])
+    try:
+        fwd, ana = [], []
+        for _ in range(args.runs):
+            fwd.append(_child(args, "forward-one"))
+            ana.append(_child(args, "analyze-one"))
+    finally:
+        if competitor is not None:
+            competitor.kill()
+            competitor.wait()
+    f_med = statistics.median(w for w, _ in fwd)
+    a_med = statistics.median(w for w, _ in ana)
+    return {
+        "model": args.model,
+        "images": args.images,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "competing_threads": args.load,
+        "load_average_at_end": os.getloadavg(),
+        "forward_process_s": [w for w, _ in fwd],
+        "analyze_process_s": [w for w, _ in ana],
+        "forward_loop_s": [r["forward_s"] for _, r in fwd],
+        "analyze_call_s": [r["analyze_s"] for _, r in ana],
+        "ratio": a_med / f_med,
+        "ratio_loop_only": statistics.median(r["analyze_s"] for _, r in ana)
+        / statistics.median(r["forward_s"] for _, r in fwd),
+        "analyze": ana[-1][1],
+    }
 
 
 def cmd_memory_one(args) -> dict:
@@ -225,18 +290,14 @@ def cmd_memory(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["ratio", "memory", "memory-one"])
-    p.add_argument("--images", default="200")
+    p.add_argument("mode", choices=["ratio", "forward-one", "analyze-one", "memory", "memory-one"])
+    p.add_argument("--images", default="64")
+    p.add_argument("--runs", type=int, default=3, help="ratio: processes of each kind (median)")
+    p.add_argument("--load", type=int, default=0, help="ratio: threads of a competing job (0 = none)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--warmup", action="store_true", help="one extra untimed forward pass first")
-    p.add_argument(
-        "--default-malloc-forward",
-        action="store_true",
-        help="ratio: also time one forward pass under glibc's default allocator settings, first",
-    )
     p.add_argument("--model", default="cait_s24_224")
     p.add_argument("--model-kwargs", default="{}", help='JSON timm kwargs, e.g. {"img_size": 32}')
     p.add_argument("--repeats", type=int, default=1, help="memory: fresh processes per image count")
@@ -245,9 +306,11 @@ def main() -> None:
     p.add_argument("--split", default="val")
     p.add_argument("--scratch", default=os.path.join(tempfile.gettempdir(), "vitdistill_bench"))
     args = p.parse_args()
-    if args.mode == "ratio":
+    if args.mode in ("ratio", "forward-one", "analyze-one"):
         args.images = int(args.images)
-        res = cmd_ratio(args)
+        res = {"ratio": cmd_ratio, "forward-one": cmd_forward_one, "analyze-one": cmd_analyze_one}[args.mode](
+            args
+        )
     elif args.mode == "memory":
         res = cmd_memory(args)
     else:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from vitdistill.analysis.spectra import on_solver_pool
 from vitdistill.analysis.stats import RowStore, by_stat, energy_ranks, tkey
 
 
@@ -69,6 +70,13 @@ class SecondMoment:
             "eigenvalue_max": float(lam[0]),
             "trace": float(lam.sum()),
         }
+
+
+def solve_all(moments: Sequence[SecondMoment]) -> None:
+    """Eigen-solve every layer's second moment now, single-threaded per matrix on the solver pool
+    (instead of one multi-threaded LAPACK call per layer when the summary asks for it)."""
+    todo = [m for m in moments if m._eig is None and m.sum_xtx is not None]
+    on_solver_pool(SecondMoment.eig, todo)
 
 
 class CapturedEnergy:

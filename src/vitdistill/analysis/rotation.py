@@ -16,7 +16,10 @@ import math
 import numpy as np
 import torch
 
+from vitdistill.analysis.spectra import on_solver_pool, solver_threads
 from vitdistill.analysis.stats import describe, energy_ranks
+
+PAIRS_PER_CALL = 64  # principal-angle problems per batched product and solver call
 
 
 def sample_indices(n_images: int, m: int, seed: int) -> list[int]:
@@ -36,7 +39,10 @@ def top_right_vectors(x: torch.Tensor, threshold: float) -> list[tuple[torch.Ten
     """
     x = x.to(torch.float64)
     small = x.shape[-2] < x.shape[-1]
-    lam, vec = torch.linalg.eigh(x @ x.mT if small else x.mT @ x)
+    g = x @ x.mT if small else x.mT @ x
+    lam, vec = (
+        torch.cat(t) for t in zip(*on_solver_pool(torch.linalg.eigh, g.chunk(solver_threads())), strict=True)
+    )
     lam, vec = lam.flip(-1).clamp_min(0.0), vec.flip(-1)
     ks = energy_ranks(lam, [threshold])[:, 0].tolist()
     out = []
@@ -48,15 +54,32 @@ def top_right_vectors(x: torch.Tensor, threshold: float) -> list[tuple[torch.Ten
     return out
 
 
-def overlap(vi: torch.Tensor, vj: torch.Tensor) -> float:
-    k = min(vi.shape[1], vj.shape[1])
-    return float((vi.T @ vj).pow(2).sum() / k) if k else float("nan")
+def pair_cosines(vs: list[torch.Tensor], pairs: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Cosines of the principal angles (descending) of each pair (a, b) of bases vs[a], vs[b].
 
-
-def principal_angles(vi: torch.Tensor, vj: torch.Tensor) -> torch.Tensor:
-    """Principal angles (radians, ascending) between span(vi) and span(vj)."""
-    s = torch.linalg.svdvals(vi.T @ vj).clamp(-1.0, 1.0)
-    return torch.arccos(s).sort().values
+    The bases (C, k_i) are padded with zero columns to the largest k: zero columns add zero
+    singular values to V_a^T V_b and leave the others alone, so the top min(k_a, k_b) singular
+    values of the padded product are the cosines. The products are batched (``PAIRS_PER_CALL``
+    pairs per matrix product) and the singular values solved single-threaded per chunk on the
+    solver pool, instead of one small call per pair.
+    """
+    if not pairs:
+        return []
+    kmax = max(v.shape[1] for v in vs)
+    pad = torch.zeros(len(vs), vs[0].shape[0], kmax, dtype=torch.float64)
+    for i, v in enumerate(vs):
+        pad[i, :, : v.shape[1]] = v
+    a = torch.tensor([p[0] for p in pairs])
+    b = torch.tensor([p[1] for p in pairs])
+    prods = [
+        pad[a[s : s + PAIRS_PER_CALL]].mT @ pad[b[s : s + PAIRS_PER_CALL]]
+        for s in range(0, len(a), PAIRS_PER_CALL)
+    ]
+    per = max(1, -(-len(pairs) // max(solver_threads(), len(prods))))
+    chunks = [c for m in prods for c in m.split(per)]
+    sv = torch.cat(on_solver_pool(torch.linalg.svdvals, chunks)).clamp(-1.0, 1.0)
+    ks = [min(vs[i].shape[1], vs[j].shape[1]) for i, j in pairs]
+    return [sv[p, :k] for p, k in enumerate(ks)]
 
 
 class SubspaceRotation:
@@ -106,16 +129,15 @@ class SubspaceRotation:
         vs = {i: v.double() for i, (v, _) in self.samples.items()}
         nonempty = {i: v for i, v in vs.items() if v.shape[1] > 0}
         c = next(iter(vs.values())).shape[0] if vs else 0
-        ov, base, ang, mean_ang = [], [], [], []
-        for i, j in self.pairs():
-            if i not in nonempty or j not in nonempty:
-                continue
-            vi, vj = nonempty[i], nonempty[j]
-            ov.append(overlap(vi, vj))
-            base.append(max(vi.shape[1], vj.shape[1]) / c)
-            a = principal_angles(vi, vj).numpy()
-            ang.append(a)
-            mean_ang.append(float(a.mean()))
+        keys = sorted(nonempty)
+        slot = {i: n for n, i in enumerate(keys)}
+        pairs = [(slot[i], slot[j]) for i, j in self.pairs() if i in nonempty and j in nonempty]
+        cos = pair_cosines([nonempty[i] for i in keys], pairs)
+        # overlap = ||V_i^T V_j||_F^2 / min(k) = sum of squared cosines / min(k)
+        ov = [float(cz.pow(2).sum() / len(cz)) for cz in cos]
+        base = [max(nonempty[keys[i]].shape[1], nonempty[keys[j]].shape[1]) / c for i, j in pairs]
+        ang = [torch.arccos(cz).flip(0).numpy() for cz in cos]
+        mean_ang = [float(a.mean()) for a in ang]
         ks = np.array([v.shape[1] for v in vs.values()], dtype=np.float64)
         cap = []
         if pca_basis is not None:

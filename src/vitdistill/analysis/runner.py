@@ -29,16 +29,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitdistill.analysis.pca import CapturedEnergy, SecondMoment
+from vitdistill.analysis.pca import CapturedEnergy, SecondMoment, solve_all
 from vitdistill.analysis.rotation import SubspaceRotation, sample_indices
 from vitdistill.analysis.sep import MODES, SEP
-from vitdistill.analysis.spectra import PerImageSVD
+from vitdistill.analysis.spectra import PRECISIONS, PerImageSVD
 from vitdistill.analysis.stats import merge_states
 from vitdistill.errors import UserError
 from vitdistill.utils import dist
 from vitdistill.utils.io import atomic_torch_save
 from vitdistill.utils.lock import hold_folder, releases_folders
-from vitdistill.utils.malloc import keep_large_buffers
+from vitdistill.utils.malloc import large_buffers_on_heap
 from vitdistill.utils.progress import Progress
 
 
@@ -65,6 +65,7 @@ class AnalysisOptions:
     pca_curves: str = "last"
     final_norm: bool = False
     rank_rtol: float | None = None
+    precision: str = "mixed"
     seed: int = 0
     strict: bool = False
     crop_pct: float | None = None
@@ -93,6 +94,8 @@ class AnalysisOptions:
         for a in self.sep_alphas:
             if not 0 < a <= 100:
                 raise UserError(f"SEP thresholds must be in (0, 100] (got {a:g})")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.pca_curves not in ("last", "all", "off"):
             raise UserError(f"--pca-curves must be last, all or off (got {self.pca_curves!r})")
         if self.permutation_layers not in ("last", "all"):
@@ -210,7 +213,7 @@ class LayerStats:
         self, layer: int, opts: AnalysisOptions, permutations: int, rotation_sample: list[int] | None
     ):
         self.layer = layer
-        self.svd = PerImageSVD(opts.thresholds, opts.rank_rtol)
+        self.svd = PerImageSVD(opts.thresholds, opts.rank_rtol, opts.precision)
         self.pca = SecondMoment(opts.thresholds)
         self.sep = SEP(opts.sep_alphas, permutations, opts.sep_mode, seed=opts.seed + 1000 * layer)
         self.rotation = (
@@ -221,9 +224,8 @@ class LayerStats:
         self.curves: CapturedEnergy | None = None
 
     def update(self, x: torch.Tensor, ids: torch.Tensor) -> None:
-        x64 = x.to(torch.float64)  # converted once for the two float64 products
-        self.svd.update(x64, ids)
-        self.pca.update(x64)
+        self.svd.update(x, ids)
+        self.pca.update(x)
         self.sep.update(x, ids)
         if self.rotation is not None:
             self.rotation.update(x, ids)
@@ -286,7 +288,22 @@ def analyze(
     ``model`` is a timm model name (built with ``checkpoint``/``pretrained``/``num_classes``/
     ``model_kwargs``) or a model object. ``options`` are the fields of :class:`AnalysisOptions`.
     Returns the summary dict (on rank 0; ``None`` on other ranks of a torchrun job).
+
+    Process-wide settings it changes while it runs are restored when it returns (or raises):
+    glibc's allocator thresholds (:func:`vitdistill.utils.malloc.large_buffers_on_heap`, which
+    says what glibc lets us restore) and torch's CPU thread count.
     """
+    threads = torch.get_num_threads()
+    try:
+        with large_buffers_on_heap() as heap_buffers:
+            return _analyze(
+                model, data, out, checkpoint, pretrained, num_classes, model_kwargs, options, heap_buffers
+            )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _analyze(model, data, out, checkpoint, pretrained, num_classes, model_kwargs, options, heap_buffers):
     from vitdistill.analysis.loading import create_model
     from vitdistill.data import build_dataset, collate_skip, eval_transform, resolve_data_config
     from vitdistill.models.taps import check_tappable, resolve_layers, token_features
@@ -296,7 +313,6 @@ def analyze(
         raise TypeError(f"unknown analysis options: {', '.join(sorted(unknown))}")
     opts = AnalysisOptions(**options)
     opts.validate()
-    heap_buffers = keep_large_buffers()  # glibc only; recorded in the provenance
     info = dist.init_distributed(opts.device) if dist.launched_by_torchrun() else dist.current()
     device = torch.device(opts.device)
     if device.type == "cuda" and info.distributed:
@@ -404,6 +420,10 @@ def analyze(
         pin_memory=device.type == "cuda",
     )
 
+    if opts.plots and info.is_main:
+        from vitdistill.analysis import plots
+
+        plots.start_warming()
     t0 = time.perf_counter()
     bar = Progress(len(todo), f"analyze {prov['model']}", unit="img", enabled=info.is_main and opts.progress)
     n_batches = 0
@@ -441,6 +461,7 @@ def analyze(
         raise UserError(f"none of the {n_total} images in {data} could be read")
 
     t1 = time.perf_counter()
+    solve_all([stats[L].pca for L in layer_ids])
     for L in curve_layers:
         _, vec = stats[L].pca.eig()
         ce = CapturedEnergy(vec.to(device), opts.thresholds)

@@ -1,13 +1,24 @@
 """Per-image SVD of token matrices: energy ranks d_t and numerical rank, streamed in batches.
 
 Only singular values are needed, so each image's spectrum comes from the eigenvalues of the
-smaller Gram matrix (X X^T when N <= C, else X^T X) in float64, batched with ``eigvalsh``:
-an (B, k, k) symmetric eigenproblem with k = min(N, C) instead of B full SVDs.
+smaller Gram matrix (X X^T when N <= C, else X^T X), batched with ``eigvalsh``: an (B, k, k)
+symmetric eigenproblem with k = min(N, C) instead of B full SVDs.
 
-On the CPU this solve is the largest cost of ``analyze``. LAPACK's own multi-threading is slow
-for such small problems, and on some spectra pathological (measured: 400 ms instead of 40 ms for
-32 CaiT-sized matrices on two threads). So each matrix is solved on one thread and the batch is
-spread over ``torch.get_num_threads()`` threads instead (LAPACK releases the GIL).
+**Precision.** The features are float32, and so are the Gram matrices and their eigenvalues
+(``precision='mixed'``, the default; about twice as fast as float64 on a CPU). The outputs are
+integers (d_t, numerical rank), and a float32 eigenvalue is off by at most a few float32 units
+of the largest one, so a float32 answer can only differ from the float64 one where a cumulative
+energy fraction lies very near a threshold, or a ratio lambda_i / lambda_1 very near the rank
+tolerance. Every image with such a value (within :data:`FRACTION_BAND` or
+:data:`RATIO_BAND`, 100 times the largest float32 error measured, see ``docs/analysis.md``) is
+solved again in float64, so the integers are those of an all-float64 computation.
+``precision='float64'`` solves everything in float64.
+
+**CPU solves.** LAPACK's own multi-threading is slow for such small problems, and collapses when
+another process holds a core (measured: a batch of 32 solves went from 0.09 s to 9.7 s). Every
+small dense solve of the analysis (these, the rotation sample's ``eigh``, the PCA ``eigh`` and
+the principal angles) therefore runs single-threaded per matrix on a pool of
+``torch.get_num_threads()`` threads (at most the cores this process may use): :func:`on_solver_pool`.
 
 On CUDA, torch solves a batch of symmetric matrices larger than 32 x 32 one matrix at a time
 (a loop over cuSOLVER's ``syevd``; only up to 32 x 32 does it use the batched Jacobi solver).
@@ -18,7 +29,8 @@ torch's dispatch rules; it has not been timed on a GPU yet.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -26,47 +38,96 @@ import torch
 
 from vitdistill.analysis.stats import RowStore, by_stat, describe, energy_ranks, tkey
 
-
-def gram_eigenvalues(x: torch.Tensor) -> torch.Tensor:
-    """Squared singular values (B, min(N, C)) of each (N, C) matrix in ``x``, descending, float64."""
-    x = x.to(torch.float64)
-    g = x @ x.transpose(-1, -2) if x.shape[-2] <= x.shape[-1] else x.transpose(-1, -2) @ x
-    return batched_eigvalsh(g).flip(-1).clamp_min(0.0)
-
-
-_pool: tuple[int, ThreadPoolExecutor] | None = None  # (size, pool), made on first use
+EPS32 = float(np.finfo(np.float32).eps)
+# float32 re-check bands. Measured on CaiT-S24 (random init, 64 images x 24 layers) and on
+# constructed spectra (flat, decaying, low-rank plus noise, a dominant mean direction): the
+# largest float32 error of a cumulative energy fraction was 6.8e-7, of lambda_i / lambda_1 6.5e-7.
+FRACTION_BAND = 1e-4
+RATIO_BAND = 1e-4
+PRECISIONS = ("mixed", "float64")
 CUDA_BATCHED_MAX = 32  # the largest matrix that torch's CUDA eigvalsh solves as one batch
 
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (size, pool), made on first use
 
-def _solve_one_thread(g: torch.Tensor) -> torch.Tensor:
+
+def solver_threads() -> int:
+    """Threads for the small solves: torch's thread count, at most the cores this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores))
+
+
+def _one_thread(fn: Callable, item):
     if torch.get_num_threads() != 1:  # once per solver thread: LAPACK single-threaded here
         torch.set_num_threads(1)
-    return torch.linalg.eigvalsh(g)
+    return fn(item)
 
 
-def batched_eigvalsh(g: torch.Tensor) -> torch.Tensor:
-    """``torch.linalg.eigvalsh`` of a (B, k, k) batch: on CPU, one thread per matrix, the batch over threads.
-
-    A CUDA batch of matrices larger than ``CUDA_BATCHED_MAX`` is solved on the host (see the
-    module docstring) and the eigenvalues are returned on the batch's device.
+def on_solver_pool(fn: Callable, items: Sequence) -> list:
+    """``[fn(item) for item in items]``, each call single-threaded, spread over :func:`solver_threads`.
 
     Each solver thread sets its own thread count to 1 (OpenMP's and MKL's settings are per
     thread); the caller's count, and the default that new threads start from, are restored
-    after the solve.
+    afterwards. LAPACK releases the GIL, so the calls run in parallel.
     """
     global _pool
-    if g.device.type == "cuda" and g.ndim == 3 and g.shape[0] > 1 and g.shape[-1] > CUDA_BATCHED_MAX:
-        return batched_eigvalsh(g.cpu()).to(g.device)
     threads = torch.get_num_threads()
-    if g.device.type != "cpu" or g.ndim != 3 or threads < 2:
-        return torch.linalg.eigvalsh(g)
-    workers = min(threads, g.shape[0])
+    workers = min(solver_threads(), len(items))
+    if workers < 2:
+        if threads == 1:
+            return [fn(item) for item in items]
+        torch.set_num_threads(1)
+        try:
+            return [fn(item) for item in items]
+        finally:
+            torch.set_num_threads(threads)
     if _pool is None or _pool[0] < workers:
-        _pool = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitdistill-eig"))
+        _pool = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitdistill-solve"))
     try:
-        return torch.cat(list(_pool[1].map(_solve_one_thread, g.chunk(workers))))
+        return list(_pool[1].map(_one_thread, [fn] * len(items), items))
     finally:
         torch.set_num_threads(threads)
+
+
+def batched_eigvalsh(g: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.eigvalsh`` of a (B, k, k) batch, on the solver pool (see the module docstring).
+
+    A CUDA batch of matrices larger than ``CUDA_BATCHED_MAX`` is solved on the host and the
+    eigenvalues are returned on the batch's device.
+    """
+    if g.device.type == "cuda" and g.ndim == 3 and g.shape[0] > 1 and g.shape[-1] > CUDA_BATCHED_MAX:
+        return batched_eigvalsh(g.cpu()).to(g.device)
+    if g.device.type != "cpu" or g.ndim != 3:
+        return torch.linalg.eigvalsh(g)
+    parts = g.chunk(min(solver_threads(), g.shape[0]))
+    return torch.cat(on_solver_pool(torch.linalg.eigvalsh, parts))
+
+
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """The smaller Gram matrix of each (N, C) matrix: X X^T if N <= C, else X^T X."""
+    return x @ x.mT if x.shape[-2] <= x.shape[-1] else x.mT @ x
+
+
+def gram_eigenvalues(x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Squared singular values (B, min(N, C)) of each (N, C) matrix in ``x``, descending, float64;
+    the Gram matrices and their eigenvalues are computed in ``dtype``."""
+    return batched_eigvalsh(gram(x.to(dtype))).to(torch.float64).flip(-1).clamp_min(0.0)
+
+
+def near_a_boundary(ev: torch.Tensor, thresholds: Sequence[float], rtol: float) -> torch.Tensor:
+    """(B,) mask of spectra whose float32 integers could differ from float64 (module docstring).
+
+    ``ev`` is (B, k) descending. True where a cumulative energy fraction lies within
+    :data:`FRACTION_BAND` of a threshold, where some lambda_i / lambda_1 lies below
+    rtol^2 + :data:`RATIO_BAND` (the rank test is s_i > rtol * s_1), or where the total is zero.
+    """
+    tot = ev.sum(-1, keepdim=True)
+    ok = tot[:, 0] > 0
+    frac = ev.cumsum(-1) / tot.clamp_min(1e-300)
+    near = ~ok
+    for t in thresholds:
+        near |= ((frac - t).abs() <= FRACTION_BAND).any(-1)
+    ratio = ev[:, -1] / ev[:, 0].clamp_min(1e-300)  # the smallest ratio decides
+    return near | (ratio <= rtol * rtol + RATIO_BAND)
 
 
 def default_rank_rtol(n: int, c: int) -> float:
@@ -78,19 +139,35 @@ def default_rank_rtol(n: int, c: int) -> float:
 class PerImageSVD:
     """Streaming per-image spectra of one layer: per-image d_t and rank, mean energy spectrum."""
 
-    def __init__(self, thresholds: Sequence[float] = (0.8, 0.9, 0.95, 0.99), rank_rtol: float | None = None):
+    def __init__(
+        self,
+        thresholds: Sequence[float] = (0.8, 0.9, 0.95, 0.99),
+        rank_rtol: float | None = None,
+        precision: str = "mixed",
+    ):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS} (got {precision!r})")
         self.thresholds = [float(t) for t in thresholds]
         self.rank_rtol = rank_rtol
+        self.precision = precision
+        self.sum_rechecked = torch.zeros((), dtype=torch.int64)  # images re-solved in float64
         self.rows = RowStore(len(self.thresholds) + 1, torch.int64)
         self.sum_spectrum: torch.Tensor | None = None  # sum over images of normalised s^2
         self.shape: tuple[int, int] | None = None
 
     def update(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """Add a batch (B, N, C); returns the (B, k) squared singular values for reuse."""
-        ev = gram_eigenvalues(x)
         n, c = x.shape[-2:]
         self.shape = (int(n), int(c))
         rtol = self.rank_rtol if self.rank_rtol is not None else default_rank_rtol(n, c)
+        if self.precision == "float64" or x.dtype == torch.float64:
+            ev = gram_eigenvalues(x, torch.float64)
+        else:
+            ev = gram_eigenvalues(x, torch.float32)
+            redo = near_a_boundary(ev, self.thresholds, rtol).nonzero()[:, 0]
+            if len(redo):
+                ev[redo] = gram_eigenvalues(x[redo.to(x.device)], torch.float64).to(ev.device)
+                self.sum_rechecked += len(redo)
         d = energy_ranks(ev, self.thresholds)
         s = ev.sqrt()
         rank = (s > rtol * s[:, :1]).sum(-1, keepdim=True)
@@ -110,12 +187,14 @@ class PerImageSVD:
             "sum_spectrum": self.sum_spectrum.clone() if self.sum_spectrum is not None else None,
             "shape": self.shape,
             "thresholds": self.thresholds,
+            "sum_rechecked": self.sum_rechecked.clone(),
         }
 
     def load_state_dict(self, sd: dict) -> None:
         self.rows.set(sd["ids"], sd["rows"])
         self.sum_spectrum = sd["sum_spectrum"].clone() if sd["sum_spectrum"] is not None else None
         self.shape = sd["shape"]
+        self.sum_rechecked = sd.get("sum_rechecked", torch.zeros((), dtype=torch.int64)).clone()
 
     def per_image(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, rows) with rows = [d_t for each threshold..., numerical rank]."""
@@ -131,6 +210,8 @@ class PerImageSVD:
         out["rank_rtol_kind"] = "relative to the largest singular value of each image"
         out["images"] = int(len(ids))
         out["zero_energy_images"] = int((rows[:, 0] == 0).sum()) if len(rows) else 0
+        out["precision"] = self.precision
+        out["float64_rechecked_images"] = int(self.sum_rechecked)
         return out
 
     def mean_spectrum(self) -> np.ndarray:

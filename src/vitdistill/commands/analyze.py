@@ -92,6 +92,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--rank-rtol", type=float, help="relative tolerance of the numerical rank (default max(N,C)*eps32)"
     )
     p.add_argument(
+        "--precision",
+        default="mixed",
+        choices=["mixed", "float64"],
+        help="per-image spectra in float32 with a float64 re-check near every boundary (mixed), or all float64",
+    )
+    p.add_argument(
         "--crop-pct", type=float, help="override the eval transform's crop_pct (1.0 keeps the whole image)"
     )
     p.add_argument(
@@ -157,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         rotation_pairs=args.rotation_pairs,
         pca_curves=args.pca_curves,
         rank_rtol=args.rank_rtol,
+        precision=args.precision,
         crop_pct=args.crop_pct,
         seed=args.seed,
         final_norm=args.final_norm,

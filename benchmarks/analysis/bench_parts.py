@@ -1,0 +1,142 @@
+"""Per-part profile of `analyze` on one batch: forward vs each statistic, in one process.
+
+    python benchmarks/analysis/bench_parts.py --threads 2 [--repeats 3] [--images 64]
+
+Builds CaiT-S24 (random init, seed 0), runs one batch of smooth random JPEGs through it (all 24
+self-attention blocks tapped), then times each streaming statistic on those same features, and
+the once-per-run parts (summary eigen-solves, rotation statistics, plots) on a state filled with
+``--images`` images (the batch repeated under new indices). Every figure is the median of
+``--repeats`` timings taken in this process, so ratios between parts hold even when the machine
+is shared (the absolute seconds do not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_analysis import make_images  # noqa: E402
+
+
+def timed(fn, repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--images", type=int, default=64, help="images in the state the fixed costs see")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--model", default="cait_s24_224")
+    p.add_argument("--scratch", default=os.path.join(tempfile.gettempdir(), "vitdistill_bench"))
+    args = p.parse_args()
+
+    import timm
+
+    from vitdistill.analysis import report
+    from vitdistill.analysis.rotation import sample_indices
+    from vitdistill.analysis.runner import AnalysisOptions, LayerStats
+    from vitdistill.data import build_dataset, collate_skip, eval_transform
+    from vitdistill.models.taps import resolve_layers, token_features
+    from vitdistill.utils.malloc import keep_large_buffers
+
+    torch.set_num_threads(args.threads)
+    keep_large_buffers()
+    torch.manual_seed(0)
+    model = timm.create_model(args.model, pretrained=False).eval()
+    layers = resolve_layers(model, "all")
+    ds = build_dataset(
+        str(make_images(Path(args.scratch), args.batch_size)), split="val", transform=eval_transform(model)
+    )
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, collate_fn=collate_skip)
+    x, _, idx, _ = next(iter(loader))
+    with torch.inference_mode():
+        model(x)  # warm-up
+        fwd = timed(lambda: model(x), args.repeats)
+        feats = token_features(model, x, layers)
+    opts = AnalysisOptions(progress=False, plots=True)
+    last = layers[-1]
+    n_img = args.images
+    rot = sample_indices(n_img, opts.rotation_images, opts.seed)
+
+    def fresh() -> dict:
+        return {
+            L: LayerStats(L, opts, opts.permutations if last == L else 0, rot if last == L else None)
+            for L in layers
+        }
+
+    parts: dict[str, float] = {"forward (bare, one batch)": fwd}
+    st = fresh()
+    with torch.inference_mode():
+        parts["per-image SVD, 24 layers"] = timed(
+            lambda: [st[L].svd.update(f, idx) for L, f in zip(layers, feats, strict=True)], args.repeats
+        )
+        parts["PCA second moment, 24 layers"] = timed(
+            lambda: [st[L].pca.update(f) for L, f in zip(layers, feats, strict=True)], args.repeats
+        )
+        sep0 = fresh()
+        parts["SEP, 24 layers (no permutations)"] = timed(
+            lambda: [sep0[L].sep.update(f, idx) for L, f in zip(layers, feats, strict=True)], args.repeats
+        )
+        parts["SEP permutation test, last layer"] = timed(
+            lambda: st[last].sep.update(feats[-1], idx), args.repeats
+        ) - parts["SEP, 24 layers (no permutations)"] / len(layers)
+        all_ids = torch.tensor(rot[: args.batch_size])
+        parts["rotation sample (32 images)"] = timed(
+            lambda: st[last].rotation.update(feats[-1][: len(all_ids)], all_ids), args.repeats
+        )
+        # fill a state with n_img images (the batch repeated under new indices), for the fixed costs
+        full = fresh()
+        for s in range(0, n_img, args.batch_size):
+            ids = torch.arange(s, min(n_img, s + args.batch_size))
+            for L, f in zip(layers, feats, strict=True):
+                full[L].update(f[: len(ids)], ids)
+    parts["summary: PCA eigh, 24 layers"] = timed(
+        lambda: [setattr(full[L].pca, "_eig", None) or full[L].pca.eig() for L in layers], args.repeats
+    )
+    basis = full[last].pca.eig()[1]
+    parts["summary: rotation statistics"] = timed(lambda: full[last].rotation._compute(basis), args.repeats)
+    out = Path(args.scratch) / "parts_out"
+    timing = {"pass1_s": 0.0, "pass2_s": 0.0, "images_per_s": 0.0}
+    prov = {"model": args.model, "weights": {"kind": "random init"}}
+
+    def summary_and_outputs(plots: bool):
+        opts.plots = plots
+        for L in layers:
+            full[L].pca._eig = None
+        if full[last].rotation is not None:
+            full[last].rotation._computed = None
+        s = report.build_summary(full, layers, opts, prov, [str(i) for i in range(n_img)], n_img, 0, timing)
+        report.write_outputs(out, s, full, layers, opts, [str(i) for i in range(n_img)], None)
+
+    summary_and_outputs(True)  # warm-up (matplotlib import)
+    parts["build_summary + tables (no plots)"] = timed(lambda: summary_and_outputs(False), args.repeats)
+    parts["build_summary + tables + plots"] = timed(lambda: summary_and_outputs(True), args.repeats)
+    per_batch = sum(v for k, v in parts.items() if k.startswith(("per-image", "PCA", "SEP", "rotation")))
+    res = {
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+        "parts_s": parts,
+        "statistics_per_batch_s": per_batch,
+        "statistics_over_forward": per_batch / fwd,
+    }
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
