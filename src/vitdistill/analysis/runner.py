@@ -296,14 +296,14 @@ def analyze(
     threads = torch.get_num_threads()
     try:
         with large_buffers_on_heap() as heap_buffers:
-            return _analyze(
-                model, data, out, checkpoint, pretrained, num_classes, model_kwargs, options, heap_buffers
-            )
+            load = dict(checkpoint=checkpoint, pretrained=pretrained, num_classes=num_classes)
+            load.update(trust_checkpoint=trust_checkpoint, model_kwargs=model_kwargs)
+            return _analyze(model, data, out, load, options, heap_buffers)
     finally:
         torch.set_num_threads(threads)
 
 
-def _analyze(model, data, out, checkpoint, pretrained, num_classes, model_kwargs, options, heap_buffers):
+def _analyze(model, data, out, load: dict, options, heap_buffers):
     from vitdistill.analysis.loading import create_model
     from vitdistill.data import build_dataset, collate_skip, eval_transform, resolve_data_config
     from vitdistill.models.taps import check_tappable, resolve_layers, token_features
@@ -321,14 +321,19 @@ def _analyze(model, data, out, checkpoint, pretrained, num_classes, model_kwargs
     torch.manual_seed(opts.seed)  # identical random-init weights on every rank
     if isinstance(model, str):
         model, prov = create_model(
-            model, checkpoint, pretrained, num_classes, trust_checkpoint, **(model_kwargs or {})
+            model,
+            load["checkpoint"],
+            load["pretrained"],
+            load["num_classes"],
+            load["trust_checkpoint"],
+            **(load["model_kwargs"] or {}),
         )
     else:
         cfg = getattr(model, "pretrained_cfg", None) or {}
         prov = {
             "model": cfg.get("architecture", type(model).__name__),
             "weights": {"kind": "in-memory model"},
-            "model_kwargs": model_kwargs or {},
+            "model_kwargs": load["model_kwargs"] or {},
         }
     check_tappable(model)
     layer_ids = sorted(resolve_layers(model, opts.layers))  # "last" = the deepest analysed layer
