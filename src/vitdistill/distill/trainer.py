@@ -232,13 +232,13 @@ class EpochStats:
         return vals
 
     def state_dict(self) -> dict:
-        on_cpu = lambda t: None if t is None else t.cpu()  # noqa: E731
-        counts = {"n_steps": self.n_steps, "n_images": self.n_images, "skipped": int(self.skipped)}
+        tensors = {"sums": self.sums, "first_bad": self.first_bad}
         return {
             "names": self.names,
-            "sums": on_cpu(self.sums),
-            "first_bad": on_cpu(self.first_bad),
-            **counts,
+            **{k: None if t is None else t.cpu() for k, t in tensors.items()},
+            "n_steps": self.n_steps,
+            "n_images": self.n_images,
+            "skipped": int(self.skipped),
             "elapsed": self.elapsed,
         }
 
