@@ -732,14 +732,14 @@ def test_mistake_in_a_real_process(name, e):
 
 
 def test_crop_pct_recorded_is_the_one_used(e, tmp_path):
-    out = tmp_path / "o"
-    assert main(["analyze", *TINY, "--data", DATA, "--out", str(out), *FAST, "--crop-pct", "1.0"]) == 0
-    s = json.loads((out / "summary.json").read_text())
-    assert s["options"]["crop_pct"] == 1.0 and s["provenance"]["transform"]["crop_pct"] == 1.0
-    assert (
-        "crop_pct=1.0" in s["provenance"]["transform_repr"]
-        or "Resize(size=16" in s["provenance"]["transform_repr"]
-    )
+    # 16 px input: crop 1.0 resizes to 16, 0.875 to 18 (the model's default 0.9, which a silently
+    # ignored 0 used to give while 0.0 was recorded, to 17)
+    for crop, size in (("1.0", 16), ("0.875", 18)):
+        out = tmp_path / crop
+        assert main(["analyze", *TINY, "--data", DATA, "--out", str(out), *FAST, "--crop-pct", crop]) == 0
+        s = json.loads((out / "summary.json").read_text())
+        assert s["options"]["crop_pct"] == s["provenance"]["transform"]["crop_pct"] == float(crop)
+        assert f"Resize(size={size}," in s["provenance"]["transform_repr"]
 
 
 def test_unreadable_images_give_one_line_each(e, tmp_path, capsys):

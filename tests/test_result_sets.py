@@ -173,3 +173,41 @@ def test_entries_of_the_old_set_go_others_stay(tmp_path):
         (stage / "a.txt").write_text("2")
     assert sorted(p.name for p in folder.iterdir()) == [SET_MANIFEST, "a.txt", "user.txt"]
     assert (folder / "a.txt").read_text() == "2"
+
+
+def _consistent(folder: Path) -> int:
+    """The number of images of the one complete set in ``folder`` (every file agrees with summary.json)."""
+    s = json.loads((folder / "summary.json").read_text())
+    n = s["images"]
+    assert len((folder / "images.txt").read_text().splitlines()) == n
+    assert len((folder / "per_image.csv").read_text().splitlines()) == n + 1
+    with np.load(folder / "curves.npz") as z:
+        assert len(z["L1__svd_per_image_d"]) == n
+    assert (folder / "sep_curves.pdf").exists() == s["options"]["pdf"]
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".curves")]
+    return n
+
+
+@pytest.mark.slow
+def test_a_real_analyze_killed_while_writing_leaves_one_whole_set(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "o"
+    assert main(["analyze", *TINY, "--data", DATA, "--out", str(out), *FAST, "--images", "4", "--pdf"]) == 0
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"), OMP_NUM_THREADS="1")
+    argv = [sys.executable, "-m", "vitdistill", "analyze", *TINY, "--data", DATA, "--out", str(out), *FAST]
+    proc = subprocess.Popen(
+        [*argv, "--images", "8"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    end = time.time() + 300
+    while not list(tmp_path.glob(".o.staging-*")) and proc.poll() is None and time.time() < end:
+        time.sleep(0.002)
+    time.sleep(0.05)  # somewhere inside the writing of the new set
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert _consistent(out) in (4, 8)
+    assert main([*argv[3:], "--images", "6"]) == 0  # the next run into the folder tidies up
+    assert _consistent(out) == 6 and not list(tmp_path.glob(".o.staging-*"))
