@@ -390,35 +390,25 @@ def _human(n: float, unit: str = "") -> str:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Aligned plain-text table of :func:`inspect_models` rows."""
-    header = ["model", "params", "MACs/img", "input", "tokens", "width per block", "head in", "img/s"]
-    lines = [header]
+    from vitdistill.utils.tables import render
+
+    table = []
     for r in rows:
         tput = (
             "-"
             if r.get("throughput") is None
             else f"{r['throughput']:.1f} (bs {r['batch_size']}, {r['device']})"
         )
-        lines.append(
-            [
-                r["model"],
-                f"{r['params']:,}",
-                "-" if r.get("macs") is None else _human(r["macs"]),
-                "x".join(str(s) for s in r["input_size"][1:]),
-                "x".join(str(s) for s in r["token_grid"]) if r.get("token_grid") else "-",
-                r["widths"],
-                str(r.get("head_width", "")),
-                tput,
-            ]
+        table.append(
+            {
+                "model": r["model"],
+                "params": f"{r['params']:,}",
+                "MACs/img": "-" if r.get("macs") is None else _human(r["macs"]),
+                "input": "x".join(str(s) for s in r["input_size"][1:]),
+                "tokens": "x".join(str(s) for s in r["token_grid"]) if r.get("token_grid") else "-",
+                "width per block": r["widths"],
+                "head in": str(r.get("head_width", "")),
+                "img/s": tput,
+            }
         )
-    widths = [max(len(str(line[c])) for line in lines) for c in range(len(header))]
-    right = {1, 2, 6}
-    out = []
-    for j, line in enumerate(lines):
-        cells = [
-            str(v).rjust(widths[c]) if c in right and j else str(v).ljust(widths[c])
-            for c, v in enumerate(line)
-        ]
-        out.append("  ".join(cells).rstrip())
-        if j == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return render(table, "plain", text_cols=("model", "input", "tokens", "width per block", "img/s"))
