@@ -1,4 +1,9 @@
-"""Top-1 / top-5 of a run, an export folder, a local weights file or a timm model on a data set."""
+"""Top-1 / top-5 of a model on a data set: the trainer's validation and ``vitdistill eval``.
+
+:func:`evaluate_loader` is the one evaluation loop (sharded over ranks by :class:`ShardSampler`,
+summed with ``all_reduce``; accuracy by ``timm.utils.accuracy``); :func:`evaluate` loads a run, an
+export folder, a local weights file or a timm model and runs it on a data set.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,71 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from vitdistill.distill import build as build_mod
 from vitdistill.errors import UserError
+from vitdistill.utils import dist as dist_mod
+from vitdistill.utils.device import autocast, resolve_device
+
+
+class ShardSampler(Sampler[int]):
+    """Rank k reads indices k, k+W, ... (no padding, so no image is counted twice)."""
+
+    def __init__(self, n: int, world: int, rank: int):
+        self.idx = list(range(rank, n, world))
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __iter__(self):
+        return iter(self.idx)
+
+
+@torch.no_grad()
+def evaluate_loader(
+    model: nn.Module, loader, device: torch.device, amp_dtype=None, channels_last=False
+) -> dict:
+    """top-1 / top-5 / CE of ``model`` over ``loader``, summed over ranks.
+
+    A model that returns two heads (DeiT's class and distillation tokens) is scored on their mean.
+    """
+    from timm.utils import accuracy
+
+    was = model.training
+    model.eval()
+    stats = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss_sum, n
+    skipped = 0
+    for images, labels, _idx, n_skip in loader:
+        skipped += int(n_skip)
+        if images.shape[0] == 0:
+            continue
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            logits = model(images)
+        if isinstance(logits, tuple):
+            logits = (logits[0] + logits[1]) / 2
+        logits = logits.float()
+        n = labels.shape[0]
+        top1, top5 = accuracy(logits, labels, topk=(1, 5))  # percentages of this batch
+        stats[0] += torch.round(top1.double() * n / 100)
+        stats[1] += torch.round(top5.double() * n / 100)
+        stats[2] += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+        stats[3] += n
+    model.train(was)
+    dist_mod.all_reduce_sum(stats)
+    skipped_t = dist_mod.all_reduce_sum(torch.tensor([skipped], device=device))
+    n = max(stats[3].item(), 1.0)
+    return {
+        "top1": 100.0 * stats[0].item() / n,
+        "top5": 100.0 * stats[1].item() / n,
+        "loss": stats[2].item() / n,
+        "n": int(stats[3].item()),
+        "skipped": int(skipped_t.item()),
+    }
 
 
 def load_model(
@@ -65,12 +131,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """``{'top1', 'top5', 'loss', 'n', 'skipped'}`` of a model on ``data`` (its ``split``)."""
     from vitdistill.data import build_dataset, collate_skip, eval_transform
-    from vitdistill.distill.trainer import ShardSampler, evaluate_loader, resolve_device
-    from vitdistill.utils import dist as dist_mod
 
-    info = dist_mod.init_distributed(
-        device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    info = dist_mod.init_distributed(device)
     dev = resolve_device(device, info.local_rank)
     ds = build_dataset(data, split, transform=None, strict=strict, max_images=max_images)
     model = load_model(run_or_model, checkpoint, ema, ds.num_classes, trust_checkpoint)

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vitdistill.errors import UserError
+from vitdistill.utils.device import autocast, resolve_device
 
 __all__ = [
     "count_params",
@@ -169,31 +170,6 @@ def count_macs(model: nn.Module, input_size: Sequence[int] | None = None) -> int
     return counter.macs
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``torch.device`` for a user string; asking for CUDA on a machine without it is a UserError."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise UserError(f"unknown device {device!r} (use cpu or cuda)") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(
-            f"device {device!r} was requested but CUDA is not available on this machine; use --device cpu"
-        )
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UserError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise UserError("device 'mps' was requested but is not available")
-    return dev
-
-
-_AMP_DTYPES = {
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
-
-
 def measure_throughput(
     model: nn.Module,
     batch_size: int = 64,
@@ -218,15 +194,9 @@ def measure_throughput(
     size = tuple(input_size) if input_size is not None else model_input_size(model)
     _, dtype = _param_device_dtype(model)
     x = torch.randn(batch_size, *size, device=dev, dtype=dtype)
-    if amp in (None, False):
-        autocast = contextlib.nullcontext()
-    else:
-        amp_dtype = torch.bfloat16 if amp is True else _AMP_DTYPES.get(str(amp).lower())
-        if amp_dtype is None:
-            raise UserError(f"unknown amp mode {amp!r} (use bf16 or fp16)")
-        autocast = torch.autocast(device_type=dev.type, dtype=amp_dtype)
+    amp_ctx = autocast(dev, amp)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    with _eval_mode(model), torch.inference_mode(), autocast:
+    with _eval_mode(model), torch.inference_mode(), amp_ctx:
         for _ in range(warmup):
             model(x)
         sync()
