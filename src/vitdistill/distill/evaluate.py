@@ -7,16 +7,14 @@ export folder, a local weights file or a timm model and runs it on a data set.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from vitdistill.distill import build as build_mod
 from vitdistill.errors import UserError
+from vitdistill.models.loading import load_model
 from vitdistill.utils import dist as dist_mod
 from vitdistill.utils.device import autocast, resolve_device
 
@@ -78,42 +76,6 @@ def evaluate_loader(
         "n": int(stats[3].item()),
         "skipped": int(skipped_t.item()),
     }
-
-
-def load_model(
-    source: str | os.PathLike | nn.Module,
-    checkpoint=None,
-    ema: bool = False,
-    num_classes: int | None = None,
-    trust_checkpoint: bool = False,
-) -> nn.Module:
-    """A model from a run folder, an export folder, or a timm name (+ optional weights file)."""
-    import timm
-
-    from vitdistill.distill.export import load_exported, load_run_model
-
-    if isinstance(source, nn.Module):
-        return source.eval()
-    p = Path(source)
-    if p.is_dir():
-        if (p / "checkpoints").is_dir() or checkpoint is not None:
-            return load_run_model(p, checkpoint, ema)[0]
-        if (p / "model.safetensors").is_file():
-            return load_exported(p)
-        raise UserError(f"{p} is neither a run folder (checkpoints/) nor an export (model.safetensors)")
-    name = str(source)
-    build_mod._check_name(name, "evaluated")
-    kwargs = {} if num_classes is None or checkpoint is None else {"num_classes": num_classes}
-    try:
-        model = timm.create_model(name, pretrained=checkpoint is None, **kwargs)
-    except (RuntimeError, OSError) as e:
-        raise UserError(
-            f"cannot load pretrained weights for {name!r} ({str(e).splitlines()[0][:200]}); "
-            "pass --checkpoint FILE"
-        ) from None
-    if checkpoint is not None:
-        build_mod.load_weights(model, checkpoint, role="model", ema=ema, trust=trust_checkpoint)
-    return model.eval()
 
 
 def evaluate(
