@@ -261,3 +261,20 @@ def test_count_macs_agrees_with_torch_flop_counter_on_math_attention(name):
     ):
         m(x)
     assert count_macs(m) == ref.get_total_flops() // 2 > 0
+
+
+def test_throughput_runs_in_eval_inference_mode_under_autocast():
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+            self.seen = set()
+
+        def forward(self, x):
+            y = self.lin(x.flatten(1)[:, :4])
+            self.seen.add((self.training, torch.is_inference_mode_enabled(), y.dtype))
+            return y
+
+    m = Probe()
+    assert measure_throughput(m, batch_size=3, warmup=1, iters=2, amp="bf16", input_size=(1, 2, 2)) > 0
+    assert m.seen == {(False, True, torch.bfloat16)} and m.training

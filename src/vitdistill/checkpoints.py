@@ -199,3 +199,14 @@ def load_state_strict(
             )
         raise UserError(f"{role} checkpoint {source} does not fit the {role}: " + "; ".join(parts))
     model.load_state_dict(sd, strict=True)
+
+
+def read_run_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A vitdistill training checkpoint (``checkpoints/last.pt``): tensors and containers, never unpickled."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"checkpoint {str(p)!r} not found")
+    state = torch_load(p, opt_in=None)
+    if not isinstance(state, dict) or "student" not in state or "epoch" not in state:
+        raise UserError(f"{p} is not a vitdistill training checkpoint")
+    return state

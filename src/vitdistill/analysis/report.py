@@ -21,6 +21,7 @@ from vitdistill.utils.io import (
     link_or_copy,
     result_set,
 )
+from vitdistill.utils.tables import render
 
 
 def _clean(o: Any) -> Any:
@@ -114,58 +115,6 @@ def _sep_row(summary: dict, label: str | None = None) -> dict:
         row[f"d/D @ {a}%"] = f"{full['d_over_D'][a]:.6f}"
         row[f"d @ {a}%"] = full["d"][a]
     return row
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.6g}" if not v.is_integer() else f"{v:.2f}".rstrip("0").rstrip(".")
-    return str(v)
-
-
-def render(rows: list[dict], fmt: str, caption: str = "") -> str:
-    """A list of same-keyed dicts as a markdown, csv or LaTeX table."""
-    if not rows:
-        return ""
-    cols = list(rows[0].keys())
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(cols)
-        for r in rows:
-            w.writerow([_fmt(r.get(c)) for c in cols])
-        return buf.getvalue()
-    if fmt == "md":
-        align = ["|:--" if c == "Model" else "|--:" for c in cols]
-        lines = ["| " + " | ".join(cols) + " |", "".join(align) + "|"]
-        lines += ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows]
-        return "\n".join(lines) + "\n"
-    if fmt == "tex":
-
-        def esc(s: str) -> str:
-            return (
-                s.replace("\\", "\\textbackslash{}")
-                .replace("%", "\\%")
-                .replace("&", "\\&")
-                .replace("_", "\\_")
-                .replace("#", "\\#")
-            )
-
-        spec = "".join("l" if c == "Model" else "r" for c in cols)
-        lines = ["\\begin{table}[t]", "\\centering"]
-        if caption:
-            lines.append(f"\\caption{{{esc(caption)}}}")
-        lines += [
-            f"\\begin{{tabular}}{{{spec}}}",
-            "\\hline",
-            " & ".join(esc(c) for c in cols) + " \\\\",
-            "\\hline",
-        ]
-        lines += [" & ".join(esc(_fmt(r.get(c))) for c in cols) + " \\\\" for r in rows]
-        lines += ["\\hline", "\\end{tabular}", "\\end{table}"]
-        return "\n".join(lines) + "\n"
-    raise ValueError(fmt)
 
 
 def write_tables(out: Path, summaries: list[dict], labels: list[str] | None = None) -> None:

@@ -304,8 +304,8 @@ def analyze(
 
 
 def _analyze(model, data, out, load: dict, options, heap_buffers):
-    from vitdistill.analysis.loading import create_model
     from vitdistill.data import build_dataset, collate_skip, eval_transform, resolve_data_config
+    from vitdistill.models.loading import create_model
     from vitdistill.models.taps import check_tappable, resolve_layers, token_features
 
     unknown = set(options) - set(AnalysisOptions.__dataclass_fields__)

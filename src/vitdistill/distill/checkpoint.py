@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from vitdistill.checkpoints import torch_load
+from vitdistill.checkpoints import read_run_checkpoint
 from vitdistill.errors import UserError
 from vitdistill.utils.io import atomic_torch_save
 
@@ -67,10 +66,5 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"checkpoint {str(p)!r} not found")
-    state = torch_load(p, opt_in=None)  # never unpickled in full: vitdistill writes tensors and containers
-    if not isinstance(state, dict) or "student" not in state or "epoch" not in state:
-        raise UserError(f"{p} is not a vitdistill training checkpoint")
-    return state
+    """The training state of ``path`` (see :func:`vitdistill.checkpoints.read_run_checkpoint`)."""
+    return read_run_checkpoint(path)

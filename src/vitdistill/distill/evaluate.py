@@ -1,53 +1,81 @@
-"""Top-1 / top-5 of a run, an export folder, a local weights file or a timm model on a data set."""
+"""Top-1 / top-5 of a model on a data set: the trainer's validation and ``vitdistill eval``.
+
+:func:`evaluate_loader` is the one evaluation loop (sharded over ranks by :class:`ShardSampler`,
+summed with ``all_reduce``; accuracy by ``timm.utils.accuracy``); :func:`evaluate` loads a run, an
+export folder, a local weights file or a timm model and runs it on a data set.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
-from vitdistill.distill import build as build_mod
 from vitdistill.errors import UserError
+from vitdistill.models.loading import load_model
+from vitdistill.utils import dist as dist_mod
+from vitdistill.utils.device import autocast, resolve_device
 
 
-def load_model(
-    source: str | os.PathLike | nn.Module,
-    checkpoint=None,
-    ema: bool = False,
-    num_classes: int | None = None,
-    trust_checkpoint: bool = False,
-) -> nn.Module:
-    """A model from a run folder, an export folder, or a timm name (+ optional weights file)."""
-    import timm
+class ShardSampler(Sampler[int]):
+    """Rank k reads indices k, k+W, ... (no padding, so no image is counted twice)."""
 
-    from vitdistill.distill.export import load_exported, load_run_model
+    def __init__(self, n: int, world: int, rank: int):
+        self.idx = list(range(rank, n, world))
 
-    if isinstance(source, nn.Module):
-        return source.eval()
-    p = Path(source)
-    if p.is_dir():
-        if (p / "checkpoints").is_dir() or checkpoint is not None:
-            return load_run_model(p, checkpoint, ema)[0]
-        if (p / "model.safetensors").is_file():
-            return load_exported(p)
-        raise UserError(f"{p} is neither a run folder (checkpoints/) nor an export (model.safetensors)")
-    name = str(source)
-    build_mod._check_name(name, "evaluated")
-    kwargs = {} if num_classes is None or checkpoint is None else {"num_classes": num_classes}
-    try:
-        model = timm.create_model(name, pretrained=checkpoint is None, **kwargs)
-    except (RuntimeError, OSError) as e:
-        raise UserError(
-            f"cannot load pretrained weights for {name!r} ({str(e).splitlines()[0][:200]}); "
-            "pass --checkpoint FILE"
-        ) from None
-    if checkpoint is not None:
-        build_mod.load_weights(model, checkpoint, role="model", ema=ema, trust=trust_checkpoint)
-    return model.eval()
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __iter__(self):
+        return iter(self.idx)
+
+
+@torch.no_grad()
+def evaluate_loader(
+    model: nn.Module, loader, device: torch.device, amp_dtype=None, channels_last=False
+) -> dict:
+    """top-1 / top-5 / CE of ``model`` over ``loader``, summed over ranks.
+
+    A model that returns two heads (DeiT's class and distillation tokens) is scored on their mean.
+    """
+    from timm.utils import accuracy
+
+    was = model.training
+    model.eval()
+    stats = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss_sum, n
+    skipped = 0
+    for images, labels, _idx, n_skip in loader:
+        skipped += int(n_skip)
+        if images.shape[0] == 0:
+            continue
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp_dtype):
+            logits = model(images)
+        if isinstance(logits, tuple):
+            logits = (logits[0] + logits[1]) / 2
+        logits = logits.float()
+        n = labels.shape[0]
+        top1, top5 = accuracy(logits, labels, topk=(1, 5))  # percentages of this batch
+        stats[0] += torch.round(top1.double() * n / 100)
+        stats[1] += torch.round(top5.double() * n / 100)
+        stats[2] += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+        stats[3] += n
+    model.train(was)
+    dist_mod.all_reduce_sum(stats)
+    skipped_t = dist_mod.all_reduce_sum(torch.tensor([skipped], device=device))
+    n = max(stats[3].item(), 1.0)
+    return {
+        "top1": 100.0 * stats[0].item() / n,
+        "top5": 100.0 * stats[1].item() / n,
+        "loss": stats[2].item() / n,
+        "n": int(stats[3].item()),
+        "skipped": int(skipped_t.item()),
+    }
 
 
 def evaluate(
@@ -65,12 +93,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """``{'top1', 'top5', 'loss', 'n', 'skipped'}`` of a model on ``data`` (its ``split``)."""
     from vitdistill.data import build_dataset, collate_skip, eval_transform
-    from vitdistill.distill.trainer import ShardSampler, evaluate_loader, resolve_device
-    from vitdistill.utils import dist as dist_mod
 
-    info = dist_mod.init_distributed(
-        device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    info = dist_mod.init_distributed(device)
     dev = resolve_device(device, info.local_rank)
     ds = build_dataset(data, split, transform=None, strict=strict, max_images=max_images)
     model = load_model(run_or_model, checkpoint, ema, ds.num_classes, trust_checkpoint)

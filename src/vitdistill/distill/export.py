@@ -19,7 +19,6 @@ is recorded as ``vitdistill_lift`` / ``vitdistill_widelast`` with its base in ``
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -27,39 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitdistill.distill import build as build_mod
-from vitdistill.errors import UserError
+from vitdistill.models.loading import load_exported, load_run_model, run_checkpoint  # noqa: F401  (re-exported)
 from vitdistill.utils.io import atomic_write_json, atomic_write_with
-
-
-def run_checkpoint(run: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Path:
-    """The checkpoint to use for a run folder (``checkpoints/last.pt`` unless given)."""
-    if checkpoint is not None:
-        p = Path(checkpoint)
-        if not p.is_file():
-            raise UserError(f"checkpoint {str(p)!r} not found")
-        return p
-    p = Path(run) / "checkpoints" / "last.pt"
-    if not p.is_file():
-        raise UserError(f"{run} is not a finished or running vitdistill run (no checkpoints/last.pt)")
-    return p
-
-
-def load_run_model(run: str | os.PathLike, checkpoint=None, ema: bool = False) -> tuple[nn.Module, dict]:
-    """The student of a run (raw or EMA weights) in eval mode, and its checkpoint's model spec."""
-    from vitdistill.distill import checkpoint as ckpt_mod
-
-    st = ckpt_mod.load(run_checkpoint(run, checkpoint))
-    spec = st["model_spec"]
-    model = build_mod.create_from_spec(spec)
-    if ema:
-        if st.get("ema") is None:
-            raise UserError(f"{run} has no EMA weights (trained with ema.enabled: false)")
-        model.load_state_dict(st["ema"])
-    else:
-        model.load_state_dict(st["student"])
-    model.eval()
-    return model, spec
 
 
 def _timm_name_and_args(spec: dict) -> tuple[str, dict[str, Any]]:
@@ -115,29 +83,6 @@ def export(
     }
     atomic_write_json(out / "config.json", config)
     return config
-
-
-def load_exported(out_dir: str | os.PathLike) -> nn.Module:
-    """Rebuild an exported student (any kind, including remedy-on-base students) in eval mode."""
-    d = Path(out_dir)
-    cfg_path, weights = d / "config.json", d / "model.safetensors"
-    if not cfg_path.is_file() or not weights.is_file():
-        raise UserError(f"{d} is not an export folder (needs config.json and model.safetensors)")
-    cfg = json.loads(cfg_path.read_text())
-    spec = (cfg.get("vitdistill") or {}).get("model_spec")
-    if spec is None:
-        if not cfg.get("architecture"):
-            raise UserError(f"{cfg_path} names no architecture")
-        spec = {
-            "name": cfg["architecture"],
-            "remedy": "none",
-            "kwargs": cfg.get("model_args") or {},
-            "num_classes": cfg["num_classes"],
-        }
-    model = build_mod.create_from_spec(spec)
-    build_mod.load_weights(model, weights, role="exported")
-    model.eval()
-    return model
 
 
 def count_state(model: nn.Module) -> int:

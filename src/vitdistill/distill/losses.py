@@ -12,11 +12,14 @@ import torch.nn.functional as F
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
     """CE with label smoothing; ``target`` is class indices or (after mixup) soft targets.
 
-    Soft targets already carry the smoothing (timm's Mixup folds it in), so it is not applied twice.
+    Soft targets already carry the smoothing (timm's Mixup folds it in), so it is not applied twice;
+    they go through timm's ``SoftTargetCrossEntropy``, the loss timm's own training script pairs with Mixup.
     """
     logits = logits.float()
     if target.ndim == logits.ndim:
-        return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        from timm.loss import SoftTargetCrossEntropy
+
+        return SoftTargetCrossEntropy()(logits, target)
     return F.cross_entropy(logits, target, label_smoothing=smoothing)
 
 

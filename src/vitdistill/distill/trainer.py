@@ -36,10 +36,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from vitdistill.distill import build as build_mod
 from vitdistill.distill import checkpoint as ckpt_mod
 from vitdistill.distill import config as config_mod
+from vitdistill.distill.evaluate import ShardSampler, evaluate_loader
 from vitdistill.distill.task import DistillTask
 from vitdistill.errors import UserError
 from vitdistill.models.profile import count_params
 from vitdistill.utils import dist as dist_mod
+from vitdistill.utils.device import amp_dtype, autocast, resolve_device
 from vitdistill.utils.io import atomic_write_json, atomic_write_text
 from vitdistill.utils.lock import folder_lock
 from vitdistill.utils.progress import Progress, fmt_duration
@@ -187,19 +189,6 @@ class SeededSamples(Dataset):
         return self.dataset[index]
 
 
-class ShardSampler(Sampler[int]):
-    """Evaluation: rank k reads indices k, k+W, ... (no padding, so no image is counted twice)."""
-
-    def __init__(self, n: int, world: int, rank: int):
-        self.idx = list(range(rank, n, world))
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def __iter__(self):
-        return iter(self.idx)
-
-
 def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -269,71 +258,11 @@ class EpochStats:
         return out
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError("device cuda requested but CUDA is not available; use --device cpu")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    return torch.device("cpu")
-
-
-@torch.no_grad()
-def evaluate_loader(
-    model: nn.Module, loader, device: torch.device, amp_dtype=None, channels_last=False
-) -> dict:
-    """top-1 / top-5 / CE of ``model`` over ``loader``, summed over ranks."""
-    was = model.training
-    model.eval()
-    stats = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss_sum, n
-    skipped = 0
-    for images, labels, _idx, n_skip in loader:
-        skipped += int(n_skip)
-        if images.shape[0] == 0:
-            continue
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp_dtype):
-            logits = model(images)
-        if isinstance(logits, tuple):
-            logits = (logits[0] + logits[1]) / 2
-        logits = logits.float()
-        k = min(5, logits.shape[1])
-        top = logits.topk(k, dim=1).indices
-        hit = top.eq(labels[:, None])
-        stats[0] += hit[:, :1].sum()
-        stats[1] += hit.sum()
-        stats[2] += torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
-        stats[3] += labels.shape[0]
-    model.train(was)
-    dist_mod.all_reduce_sum(stats)
-    skipped_t = dist_mod.all_reduce_sum(torch.tensor([skipped], device=device))
-    n = max(stats[3].item(), 1.0)
-    return {
-        "top1": 100.0 * stats[0].item() / n,
-        "top5": 100.0 * stats[1].item() / n,
-        "loss": stats[2].item() / n,
-        "n": int(stats[3].item()),
-        "skipped": int(skipped_t.item()),
-    }
-
-
-def _autocast(device: torch.device, dtype):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 class Trainer:
     def __init__(self, cfg: dict, run_dir: Path, resume=None):
         self.cfg = cfg
         self.t0 = time.time()
-        self.dinfo = dist_mod.init_distributed(
-            cfg["device"] if cfg["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        )
+        self.dinfo = dist_mod.init_distributed(cfg["device"])
         self.device = resolve_device(cfg["device"], self.dinfo.local_rank)
         self.main = self.dinfo.is_main
         self.run_dir = Path(run_dir)
@@ -546,7 +475,7 @@ class Trainer:
             step_on_epochs=False,
             updates_per_epoch=self.steps_per_epoch,
         )
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg["amp"]]
+        self.amp_dtype = amp_dtype(cfg["amp"])
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg["amp"] == "fp16" else None
         self.ema = None
         if cfg["ema"]["enabled"]:
@@ -852,7 +781,7 @@ class Trainer:
         if self.dinfo.distributed and not last_micro:
             sync = self.model.no_sync()
         with sync:
-            with _autocast(dev, self.amp_dtype):
+            with autocast(dev, self.amp_dtype):
                 terms = self.task(images, target, trainable=self.model)
             loss = terms["loss"] / acc
             if self.scaler is not None:

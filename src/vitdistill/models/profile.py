@@ -14,7 +14,6 @@ activations, softmax, residual adds and pooling are not counted, as is usual for
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from vitdistill.errors import UserError
+from vitdistill.utils.device import autocast, resolve_device
 
 __all__ = [
     "count_params",
@@ -169,31 +169,6 @@ def count_macs(model: nn.Module, input_size: Sequence[int] | None = None) -> int
     return counter.macs
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``torch.device`` for a user string; asking for CUDA on a machine without it is a UserError."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise UserError(f"unknown device {device!r} (use cpu or cuda)") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(
-            f"device {device!r} was requested but CUDA is not available on this machine; use --device cpu"
-        )
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UserError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise UserError("device 'mps' was requested but is not available")
-    return dev
-
-
-_AMP_DTYPES = {
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
-
-
 def measure_throughput(
     model: nn.Module,
     batch_size: int = 64,
@@ -206,8 +181,9 @@ def measure_throughput(
     """Images per second of ``model`` in eval mode under ``torch.inference_mode``.
 
     The model is moved to ``device`` (in place, like ``model.to``). ``amp``: None/False = the model's
-    dtype, True or 'bf16' = bfloat16 autocast, 'fp16' = float16 autocast. CUDA is synchronised only
-    right before and after the timed iterations, so the figure is pure device time per batch.
+    dtype, True or 'bf16' = bfloat16 autocast, 'fp16' = float16 autocast. Timed by
+    ``torch.utils.benchmark.Timer``, which synchronises CUDA only around the timed iterations, so the
+    figure is pure device time per batch.
     """
     if batch_size < 1 or iters < 1 or warmup < 0:
         raise UserError(
@@ -218,24 +194,15 @@ def measure_throughput(
     size = tuple(input_size) if input_size is not None else model_input_size(model)
     _, dtype = _param_device_dtype(model)
     x = torch.randn(batch_size, *size, device=dev, dtype=dtype)
-    if amp in (None, False):
-        autocast = contextlib.nullcontext()
-    else:
-        amp_dtype = torch.bfloat16 if amp is True else _AMP_DTYPES.get(str(amp).lower())
-        if amp_dtype is None:
-            raise UserError(f"unknown amp mode {amp!r} (use bf16 or fp16)")
-        autocast = torch.autocast(device_type=dev.type, dtype=amp_dtype)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    with _eval_mode(model), torch.inference_mode(), autocast:
+    from torch.utils.benchmark import Timer
+
+    with _eval_mode(model), torch.inference_mode(), autocast(dev, amp):
         for _ in range(warmup):
             model(x)
-        sync()
-        start = time.perf_counter()
-        for _ in range(iters):
-            model(x)
-        sync()
-        elapsed = time.perf_counter() - start
-    return batch_size * iters / elapsed
+        # torch's Timer synchronises CUDA around the timed loop and keeps this process's thread count.
+        timer = Timer("model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads())
+        per_batch = timer.timeit(iters).mean
+    return batch_size / per_batch
 
 
 def token_grid(model: nn.Module) -> tuple[int, int]:
@@ -390,35 +357,25 @@ def _human(n: float, unit: str = "") -> str:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Aligned plain-text table of :func:`inspect_models` rows."""
-    header = ["model", "params", "MACs/img", "input", "tokens", "width per block", "head in", "img/s"]
-    lines = [header]
+    from vitdistill.utils.tables import render
+
+    table = []
     for r in rows:
         tput = (
             "-"
             if r.get("throughput") is None
             else f"{r['throughput']:.1f} (bs {r['batch_size']}, {r['device']})"
         )
-        lines.append(
-            [
-                r["model"],
-                f"{r['params']:,}",
-                "-" if r.get("macs") is None else _human(r["macs"]),
-                "x".join(str(s) for s in r["input_size"][1:]),
-                "x".join(str(s) for s in r["token_grid"]) if r.get("token_grid") else "-",
-                r["widths"],
-                str(r.get("head_width", "")),
-                tput,
-            ]
+        table.append(
+            {
+                "model": r["model"],
+                "params": f"{r['params']:,}",
+                "MACs/img": "-" if r.get("macs") is None else _human(r["macs"]),
+                "input": "x".join(str(s) for s in r["input_size"][1:]),
+                "tokens": "x".join(str(s) for s in r["token_grid"]) if r.get("token_grid") else "-",
+                "width per block": r["widths"],
+                "head in": str(r.get("head_width", "")),
+                "img/s": tput,
+            }
         )
-    widths = [max(len(str(line[c])) for line in lines) for c in range(len(header))]
-    right = {1, 2, 6}
-    out = []
-    for j, line in enumerate(lines):
-        cells = [
-            str(v).rjust(widths[c]) if c in right and j else str(v).ljust(widths[c])
-            for c, v in enumerate(line)
-        ]
-        out.append("  ".join(cells).rstrip())
-        if j == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return render(table, "plain", text_cols=("model", "input", "tokens", "width per block", "img/s"))

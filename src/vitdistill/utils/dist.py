@@ -33,12 +33,14 @@ def launched_by_torchrun() -> bool:
 
 
 def init_distributed(device: str = "cpu") -> DistInfo:
-    """Join the process group that torchrun set up (NCCL for CUDA, gloo otherwise)."""
+    """Join the process group that torchrun set up (NCCL for CUDA, gloo otherwise; ``auto`` = CUDA if present)."""
     if not launched_by_torchrun():
         return DistInfo()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", 0))
     if world > 1 and not dist.is_initialized():
+        if str(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         backend = "nccl" if str(device).startswith("cuda") else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local)

@@ -26,16 +26,15 @@ from typing import IO, Any
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
-    path = Path(path)
+def _replacing(path: Path, prefix: str, suffix: str) -> Iterator[str]:
+    """A temporary sibling of ``path`` to write; renamed over ``path`` if the block succeeds, else removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
         os.chmod(tmp, _final_mode(path))
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -44,6 +43,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
     _fsync_dir(path.parent)
     _step(f"wrote {path.name}")
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success."""
+    path = Path(path)
+    with _replacing(path, f".{path.name}.", ".tmp") as tmp, open(tmp, mode) as f:
+        yield f
 
 
 #: Test hook: called with a label after every completed write and every step of a result-set
@@ -110,21 +117,8 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
 def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
     """For writers that want a file name (savefig, safetensors): ``writer(tmp_path)`` then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, _final_mode(path))
+    with _replacing(path, f".{path.stem}.", path.suffix) as tmp:
         writer(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    _step(f"wrote {path.name}")
 
 
 def _json_default(o: Any) -> Any:

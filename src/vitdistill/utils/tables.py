@@ -1,4 +1,7 @@
-"""Render a list of same-keyed dicts as a markdown, csv or LaTeX table (no dependencies)."""
+"""The one table renderer: same-keyed dicts as markdown, csv, LaTeX or aligned plain text.
+
+Used by ``analyze`` / ``compare`` tables, ``inspect``, ``results`` and the demo report.
+"""
 
 from __future__ import annotations
 
@@ -28,10 +31,15 @@ def tex_escape(s: str) -> str:
 
 
 def render(rows: list[dict], fmt: str, caption: str = "", text_cols: tuple[str, ...] = ("Model",)) -> str:
-    """``rows`` as ``fmt`` (md, csv or tex); columns named in ``text_cols`` are left-aligned."""
+    """``rows`` as ``fmt`` (md, csv, tex or plain); columns named in ``text_cols`` are left-aligned.
+
+    Cells are formatted by :func:`fmt_cell`; pass strings for columns that need another format.
+    """
     if not rows:
         return ""
     cols = list(rows[0].keys())
+    if fmt == "plain":
+        return _plain(cols, [[fmt_cell(r.get(c)) for c in cols] for r in rows], text_cols)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -58,4 +66,19 @@ def render(rows: list[dict], fmt: str, caption: str = "", text_cols: tuple[str, 
         lines += [" & ".join(tex_escape(fmt_cell(r.get(c))) for c in cols) + " \\\\" for r in rows]
         lines += ["\\hline", "\\end{tabular}", "\\end{table}"]
         return "\n".join(lines) + "\n"
-    raise ValueError(f"unknown table format {fmt!r} (md, csv, tex)")
+    raise ValueError(f"unknown table format {fmt!r} (md, csv, tex, plain)")
+
+
+def _plain(cols: list[str], cells: list[list[str]], text_cols: tuple[str, ...]) -> str:
+    """Space-separated columns padded to their widest cell, a dashed rule under the header."""
+    widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(cols)]
+
+    def line(values: list[str], header: bool) -> str:
+        padded = [
+            v.ljust(w) if header or c in text_cols else v.rjust(w)
+            for v, w, c in zip(values, widths, cols, strict=True)
+        ]
+        return "  ".join(padded).rstrip()
+
+    out = [line(cols, True), "  ".join("-" * w for w in widths)]
+    return "\n".join(out + [line(v, False) for v in cells])
