@@ -16,6 +16,7 @@ import pytest
 
 SCRIPT = """
 import json, resource, sys, torch
+import timm, vitdistill.models  # loaded first, as in every analyze run
 from vitdistill.utils.malloc import keep_large_buffers
 accepted = None
 if sys.argv[1] == "keep":
