@@ -102,6 +102,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="per-image spectra in float32 with a float64 re-check near every boundary (mixed), or all float64",
     )
     p.add_argument(
+        "--overlap",
+        action="store_true",
+        help="compute the statistics of each batch on a worker thread while the next batch runs",
+    )
+    p.add_argument(
         "--crop-pct", type=float, help="override the eval transform's crop_pct (1.0 keeps the whole image)"
     )
     p.add_argument("--seed", type=int, default=0)
@@ -155,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         pca_curves=args.pca_curves,
         rank_rtol=args.rank_rtol,
         precision=args.precision,
+        overlap=args.overlap,
         crop_pct=args.crop_pct,
         seed=args.seed,
         final_norm=args.final_norm,
