@@ -65,7 +65,7 @@ class AnalysisOptions:
     pca_curves: str = "last"
     final_norm: bool = False
     rank_rtol: float | None = None
-    precision: str = "mixed"
+    precision: str = "float64"
     overlap: bool = False
     seed: int = 0
     strict: bool = False

@@ -97,9 +97,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precision",
-        default="mixed",
-        choices=["mixed", "float64"],
-        help="per-image spectra in float32 with a float64 re-check near every boundary (mixed), or all float64",
+        default="float64",
+        choices=["float64", "mixed"],
+        help="per-image eigenvalues in float64, or in float32 with a float64 re-check near every boundary "
+        "(same integers; faster only where float32 LAPACK is)",
     )
     p.add_argument(
         "--overlap",
