@@ -75,6 +75,8 @@ def on_solver_pool(fn: Callable, items: Sequence) -> list:
         finally:
             torch.set_num_threads(threads)
     if _pool is None or _pool[0] < workers:
+        if _pool is not None:
+            _pool[1].shutdown(wait=False)  # its threads end once idle
         _pool = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitdistill-solve"))
     try:
         return list(_pool[1].map(_one_thread, [fn] * len(items), items))
