@@ -9,7 +9,7 @@ import torch
 
 from vitdistill.analysis import PerImageSVD
 from vitdistill.analysis.rotation import pair_cosines
-from vitdistill.analysis.spectra import FRACTION_BAND, default_rank_rtol
+from vitdistill.analysis.spectra import EPS32, default_rank_rtol, needs_float64
 
 TS = (0.8, 0.9, 0.95, 0.99)
 
@@ -51,7 +51,7 @@ def test_flat_random_init_spectra_match_float64_reference(n, c):
 def test_spectra_far_from_every_boundary_stay_float32():
     s = np.linspace(1.0, 0.7, 20)  # full rank, s_min / s_1 = 0.7
     frac = np.cumsum(s**2) / np.sum(s**2)
-    assert min(np.abs(frac - t).min() for t in TS) > 10 * FRACTION_BAND  # nothing near a boundary
+    assert min(np.abs(frac - t).min() for t in TS) > 1e-3  # nothing near a threshold
     x = np.stack([with_spectrum(s, 20, 32, seed) for seed in range(4)])
     rows, rechecked = run(x, "mixed")
     assert rechecked == 0  # all answered by float32
@@ -60,9 +60,9 @@ def test_spectra_far_from_every_boundary_stay_float32():
 
 @pytest.mark.parametrize("offset", [-3e-7, -2e-8, 2e-8, 3e-7])
 def test_near_ties_with_an_energy_threshold_are_solved_in_float64(offset):
-    # energies chosen so that the cumulative fraction at k = 6 is 0.9 + offset: float32 cannot
-    # tell the side (its error is ~1e-7), the float64 re-check must
-    e = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.05 + offset, 0.04, 0.03, 0.02, 0.01 - offset])
+    # full rank, energies chosen so that the cumulative fraction at k = 6 is 0.9 + offset:
+    # float32 cannot tell the side (its error is ~1e-7), the float64 re-check must
+    e = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.05 + offset] + [0.01] * 9 + [0.01 - offset])
     x = np.stack([with_spectrum(np.sqrt(e), 16, 24, seed) for seed in range(3)])
     rows, rechecked = run(x, "mixed")
     assert rechecked == 3
@@ -72,27 +72,31 @@ def test_near_ties_with_an_energy_threshold_are_solved_in_float64(offset):
 
 
 @pytest.mark.parametrize("factor", [0.999, 1.001])
-def test_singular_values_at_the_rank_tolerance_are_solved_in_float64(factor):
+def test_a_singular_value_at_the_rank_tolerance(factor):
     n, c = 16, 24
     rtol = default_rank_rtol(n, c)
-    s = np.array([1.0, 0.9, 0.8, 0.5, 0.3, rtol * factor])
-    x = np.stack([with_spectrum(s, n, c, 7)]).astype(np.float64)
-    # a float64 input is solved in float64 whatever the precision; float32 input re-checks
-    rows64, _ = run(x, "mixed")
-    rows, rechecked = run(x.astype(np.float32), "mixed")
-    assert rechecked == 1
-    np.testing.assert_array_equal(rows[:, -1], [np_ranks(x[0].astype(np.float32), rtol)[-1]])
-    assert rows64[0, -1] == (6 if factor > 1 else 5)
+    s = np.array([1.0, 0.9, 0.8, 0.5, 0.3] + [0.2] * 10 + [rtol * factor])
+    # the certificate itself, on an exact float64 Gram matrix: full rank is proven only above rtol
+    g = torch.diag(torch.from_numpy(s**2))[None]
+    redo, full = needs_float64(torch.from_numpy(s**2)[None], g, TS, rtol)
+    assert bool(redo[0]) == (factor < 1) and bool(full[0]) == (factor > 1)
+    # end to end: the float32 matrix's rank is that of a float64 SVD of the same matrix
+    x = with_spectrum(s, n, c, 7)[None]
+    rows, _ = run(x, "mixed")
+    assert rows[0, -1] == np_ranks(x[0], rtol)[-1]
 
 
-def test_fraction_band_is_wide_against_the_measured_float32_error():
-    # float32 Gram + eigvalsh error of the cumulative fraction, on ill-conditioned tokens
+def test_float32_error_is_far_inside_the_band():
+    # the band of a cumulative fraction is k * eps32 * lambda_1 / total; the error of float32
+    # eigenvalues of a float64 Gram matrix, on ill-conditioned tokens, is well inside it
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(32, 64, 128, generator=g) + 5.0 * torch.randn(1, 1, 128, generator=g)
-    f32 = torch.linalg.eigvalsh(x @ x.mT).flip(-1).double()
-    f64 = torch.linalg.eigvalsh(x.double() @ x.double().mT).flip(-1)
+    x = (torch.randn(32, 64, 128, generator=g) + 5.0 * torch.randn(1, 1, 128, generator=g)).double()
+    gm = x @ x.mT
+    f32 = torch.linalg.eigvalsh(gm.float()).flip(-1).double()
+    f64 = torch.linalg.eigvalsh(gm).flip(-1)
     err = (f32.cumsum(-1) / f32.sum(-1, keepdim=True) - f64.cumsum(-1) / f64.sum(-1, keepdim=True)).abs()
-    assert float(err.max()) * 20 < FRACTION_BAND
+    band = 64 * EPS32 * f64[:, 0] / f64.sum(-1)
+    assert bool((err.amax(-1) * 10 < band).all()), (err.amax(-1) / band).max()
 
 
 def test_batched_principal_angles_match_scipy():

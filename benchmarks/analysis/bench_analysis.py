@@ -116,6 +116,7 @@ def run_analyze(model, data, out, args, images=None) -> tuple[float, dict]:
         images=images,
         checkpoint_every=0,
         split=args.split,
+        overlap=args.overlap,
     )
     sync()
     return time.perf_counter() - t, summary
@@ -170,11 +171,12 @@ while True:
 
 
 def _child(args, mode: str) -> tuple[float, dict]:
-    cmd = [sys.executable, __file__, mode] + [
-        f"--{k.replace('_', '-')}={v}"
-        for k, v in vars(args).items()
-        if k not in ("mode", "runs", "load", "repeats") and v is not None
-    ]
+    skip = ("mode", "runs", "load", "repeats")
+    cmd = [sys.executable, __file__, mode]
+    for k, v in vars(args).items():
+        if k in skip or v is None or v is False:
+            continue
+        cmd.append(f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}"))
     t = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -292,6 +294,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["ratio", "forward-one", "analyze-one", "memory", "memory-one"])
     p.add_argument("--images", default="64")
+    p.add_argument("--overlap", action="store_true", help="analyze --overlap (statistics beside the forward)")
     p.add_argument("--runs", type=int, default=3, help="ratio: processes of each kind (median)")
     p.add_argument("--load", type=int, default=0, help="ratio: threads of a competing job (0 = none)")
     p.add_argument("--batch-size", type=int, default=32)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from vitdistill.analysis.pca import CapturedEnergy, SecondMoment, solve_all
+from vitdistill.analysis.pipeline import StatsWorker
 from vitdistill.analysis.rotation import SubspaceRotation, sample_indices
 from vitdistill.analysis.sep import MODES, SEP
 from vitdistill.analysis.spectra import PRECISIONS, PerImageSVD
@@ -65,7 +66,8 @@ class AnalysisOptions:
     pca_curves: str = "last"
     final_norm: bool = False
     rank_rtol: float | None = None
-    precision: str = "mixed"
+    precision: str = "float64"
+    overlap: bool = False
     seed: int = 0
     strict: bool = False
     crop_pct: float | None = None
@@ -131,6 +133,7 @@ class AnalysisOptions:
             for k, v in asdict(self).items()
             if k not in ("resume", "progress", "pdf", "plots", "checkpoint_every", "num_workers", "device")
         }
+        keep.pop("overlap")  # where the statistics run does not change them
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -432,24 +435,34 @@ def _analyze(model, data, out, load: dict, options, heap_buffers):
     t0 = time.perf_counter()
     bar = Progress(len(todo), f"analyze {prov['model']}", unit="img", enabled=info.is_main and opts.progress)
     n_batches = 0
+
+    def consume(feats: list[torch.Tensor], idx: torch.Tensor) -> None:
+        for L, f in zip(layer_ids, feats, strict=True):
+            f = preprocess(f, opts.center, opts.standardize)
+            stats[L].update(f, idx)
+            if L in spills:
+                spills[L].write(f, idx)
+            if L in saved:
+                saved[L].write(f, idx)
+        done.extend(int(i) for i in idx)
+
+    # --overlap: the statistics of batch k run on a worker thread while batch k+1 is in the model
+    worker = StatsWorker(consume, depth=1) if opts.overlap else None
     for images, _labels, idx, n_skip in loader:
         skipped += int(n_skip)
         if images.numel():
             x = images.to(device, non_blocking=True)
             with torch.inference_mode():
                 feats = token_features(model, x, layer_ids, norm=opts.final_norm)
-                for L, f in zip(layer_ids, feats, strict=True):
-                    f = preprocess(f, opts.center, opts.standardize)
-                    stats[L].update(f, idx)
-                    if L in spills:
-                        spills[L].write(f, idx)
-                    if L in saved:
-                        saved[L].write(f, idx)
-            done.extend(int(i) for i in idx)
+                worker.submit(feats, idx) if worker else consume(feats, idx)
         n_batches += 1
         bar.update(int(images.shape[0]) + int(n_skip))
         if opts.checkpoint_every and n_batches % opts.checkpoint_every == 0:
+            worker.drain() if worker else None
             save_checkpoint()
+    if worker:
+        worker.drain()
+        worker.close()
     bar.close()
     if opts.checkpoint_every and n_batches:
         save_checkpoint()

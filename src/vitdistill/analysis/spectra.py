@@ -4,15 +4,14 @@ Only singular values are needed, so each image's spectrum comes from the eigenva
 smaller Gram matrix (X X^T when N <= C, else X^T X), batched with ``eigvalsh``: an (B, k, k)
 symmetric eigenproblem with k = min(N, C) instead of B full SVDs.
 
-**Precision.** The features are float32, and so are the Gram matrices and their eigenvalues
-(``precision='mixed'``, the default; about twice as fast as float64 on a CPU). The outputs are
-integers (d_t, numerical rank), and a float32 eigenvalue is off by at most a few float32 units
-of the largest one, so a float32 answer can only differ from the float64 one where a cumulative
-energy fraction lies very near a threshold, or a ratio lambda_i / lambda_1 very near the rank
-tolerance. Every image with such a value (within :data:`FRACTION_BAND` or
-:data:`RATIO_BAND`, 100 times the largest float32 error measured, see ``docs/analysis.md``) is
-solved again in float64, so the integers are those of an all-float64 computation.
-``precision='float64'`` solves everything in float64.
+**Precision.** The Gram matrices are formed in float64 (exact for float32 features) and, by
+default, solved in float64. With ``precision='mixed'`` their eigenvalues are computed in float32
+instead (with this machine's MKL only 1.4x faster than float64 for 196 x 196 matrices, which the
+Cholesky certificate below eats up; hence not the default). The outputs are integers (d_t, numerical rank), and float32
+eigenvalues can only change them where a cumulative energy fraction lies within float32 error of
+a threshold, or where the rank is not full. :func:`needs_float64` names those images (the band is
+about 40 times the largest float32 error measured; a float64 Cholesky factor proves full rank)
+and they are solved again in float64, so the integers are those of an all-float64 computation.
 
 **CPU solves.** LAPACK's own multi-threading is slow for such small problems, and collapses when
 another process holds a core (measured: a batch of 32 solves went from 0.09 s to 9.7 s). Every
@@ -39,11 +38,6 @@ import torch
 from vitdistill.analysis.stats import RowStore, by_stat, describe, energy_ranks, tkey
 
 EPS32 = float(np.finfo(np.float32).eps)
-# float32 re-check bands. Measured on CaiT-S24 (random init, 64 images x 24 layers) and on
-# constructed spectra (flat, decaying, low-rank plus noise, a dominant mean direction): the
-# largest float32 error of a cumulative energy fraction was 6.8e-7, of lambda_i / lambda_1 6.5e-7.
-FRACTION_BAND = 1e-4
-RATIO_BAND = 1e-4
 PRECISIONS = ("mixed", "float64")
 CUDA_BATCHED_MAX = 32  # the largest matrix that torch's CUDA eigvalsh solves as one batch
 
@@ -81,6 +75,8 @@ def on_solver_pool(fn: Callable, items: Sequence) -> list:
         finally:
             torch.set_num_threads(threads)
     if _pool is None or _pool[0] < workers:
+        if _pool is not None:
+            _pool[1].shutdown(wait=False)  # its threads end once idle
         _pool = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitdistill-solve"))
     try:
         return list(_pool[1].map(_one_thread, [fn] * len(items), items))
@@ -107,27 +103,76 @@ def gram(x: torch.Tensor) -> torch.Tensor:
     return x @ x.mT if x.shape[-2] <= x.shape[-1] else x.mT @ x
 
 
-def gram_eigenvalues(x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Squared singular values (B, min(N, C)) of each (N, C) matrix in ``x``, descending, float64;
-    the Gram matrices and their eigenvalues are computed in ``dtype``."""
-    return batched_eigvalsh(gram(x.to(dtype))).to(torch.float64).flip(-1).clamp_min(0.0)
+def _eigvalsh_desc(g: torch.Tensor) -> torch.Tensor:
+    return batched_eigvalsh(g).to(torch.float64).flip(-1).clamp_min(0.0)
 
 
-def near_a_boundary(ev: torch.Tensor, thresholds: Sequence[float], rtol: float) -> torch.Tensor:
-    """(B,) mask of spectra whose float32 integers could differ from float64 (module docstring).
+def gram_eigenvalues(x: torch.Tensor) -> torch.Tensor:
+    """Squared singular values (B, min(N, C)) of each (N, C) matrix in ``x``, descending, float64."""
+    return _eigvalsh_desc(gram(x.to(torch.float64)))
 
-    ``ev`` is (B, k) descending. True where a cumulative energy fraction lies within
-    :data:`FRACTION_BAND` of a threshold, where some lambda_i / lambda_1 lies below
-    rtol^2 + :data:`RATIO_BAND` (the rank test is s_i > rtol * s_1), or where the total is zero.
+
+def _cholesky_ok(g: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.cholesky_ex(g).info == 0
+
+
+def needs_float64(
+    ev: torch.Tensor, g: torch.Tensor, thresholds: Sequence[float], rtol: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks (redo, full_rank) (B,) for float32 eigenvalues ``ev`` (B, k, descending) of the
+    float64 Gram matrices ``g``: which images float32 cannot settle, and which are of full rank.
+
+    A float32 eigenvalue is off by a few float32 units of the largest, so no partial sum is off by
+    more than ``k * eps32 * lambda_1`` (measured on CaiT-S24, random init, 1536 image-layers: at
+    most 2.6 % of that). d_t is settled when no cumulative fraction lies within that band of a
+    threshold. The numerical rank is settled when it is full, which a float64 Cholesky factor of
+    G - rtol^2 * lambda_1 * I proves (lambda_1 taken at its upper bound); the float32 eigenvalues
+    below that are too noisy to count. Anything else, and an all-zero image, is re-solved in float64.
     """
+    k = ev.shape[-1]
     tot = ev.sum(-1, keepdim=True)
-    ok = tot[:, 0] > 0
+    err = k * EPS32 * ev[:, :1]
+    band = err / tot.clamp_min(1e-300)
     frac = ev.cumsum(-1) / tot.clamp_min(1e-300)
-    near = ~ok
+    redo = tot[:, 0] <= 0
     for t in thresholds:
-        near |= ((frac - t).abs() <= FRACTION_BAND).any(-1)
-    ratio = ev[:, -1] / ev[:, 0].clamp_min(1e-300)  # the smallest ratio decides
-    return near | (ratio <= rtol * rtol + RATIO_BAND)
+        redo |= ((frac - t).abs() <= band).any(-1)
+    tau = (rtol * rtol) * (ev[:, 0] + err[:, 0])
+    shifted = g - tau[:, None, None].to(g.device) * torch.eye(k, dtype=g.dtype, device=g.device)
+    if shifted.device.type == "cpu":
+        full = torch.cat(on_solver_pool(_cholesky_ok, shifted.chunk(min(solver_threads(), len(g)))))
+    else:
+        full = _cholesky_ok(shifted)
+    full = full.to(redo.device) & ~redo
+    return redo | ~full, full
+
+
+def spectra(
+    x: torch.Tensor, thresholds: Sequence[float], rtol: float, precision: str
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Squared singular values (B, k) float64 descending, numerical ranks (B,), and the number of
+    images solved in float64 after float32.
+
+    ``precision='mixed'``: the float64 Gram matrices are solved in float32, and the images that
+    :func:`needs_float64` names are solved again in float64 (module docstring).
+    """
+    g = gram(x.to(torch.float64))
+    if precision == "float64" or x.dtype == torch.float64:
+        ev = _eigvalsh_desc(g)
+        return ev, _rank(ev, rtol), 0
+    ev = _eigvalsh_desc(g.to(torch.float32))
+    redo, full = needs_float64(ev, g, thresholds, rtol)
+    rank = torch.full((len(ev),), ev.shape[-1], dtype=torch.int64, device=ev.device)
+    redo = redo.nonzero()[:, 0]
+    if len(redo):
+        ev[redo] = _eigvalsh_desc(g[redo.to(g.device)]).to(ev.device)
+        rank[redo] = _rank(ev[redo], rtol)
+    return ev, rank, len(redo)
+
+
+def _rank(ev: torch.Tensor, rtol: float) -> torch.Tensor:
+    s = ev.sqrt()
+    return (s > rtol * s[:, :1]).sum(-1)
 
 
 def default_rank_rtol(n: int, c: int) -> float:
@@ -143,7 +188,7 @@ class PerImageSVD:
         self,
         thresholds: Sequence[float] = (0.8, 0.9, 0.95, 0.99),
         rank_rtol: float | None = None,
-        precision: str = "mixed",
+        precision: str = "float64",
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS} (got {precision!r})")
@@ -160,17 +205,10 @@ class PerImageSVD:
         n, c = x.shape[-2:]
         self.shape = (int(n), int(c))
         rtol = self.rank_rtol if self.rank_rtol is not None else default_rank_rtol(n, c)
-        if self.precision == "float64" or x.dtype == torch.float64:
-            ev = gram_eigenvalues(x, torch.float64)
-        else:
-            ev = gram_eigenvalues(x, torch.float32)
-            redo = near_a_boundary(ev, self.thresholds, rtol).nonzero()[:, 0]
-            if len(redo):
-                ev[redo] = gram_eigenvalues(x[redo.to(x.device)], torch.float64).to(ev.device)
-                self.sum_rechecked += len(redo)
+        ev, rank, rechecked = spectra(x, self.thresholds, rtol, self.precision)
+        self.sum_rechecked += rechecked
         d = energy_ranks(ev, self.thresholds)
-        s = ev.sqrt()
-        rank = (s > rtol * s[:, :1]).sum(-1, keepdim=True)
+        rank = rank[:, None].to(d.device)
         self.rows.add(ids, torch.cat([d, rank], dim=-1))
         tot = ev.sum(-1, keepdim=True)
         norm = torch.where(tot > 0, ev / tot.clamp_min(1e-300), torch.zeros_like(ev)).sum(0).cpu()
