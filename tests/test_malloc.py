@@ -15,6 +15,7 @@ import pytest
 
 SCRIPT = """
 import json, resource, sys, torch
+import timm  # as in analyze, which loads its model before the first batch
 from vitdistill.utils.malloc import keep_large_buffers
 accepted = keep_large_buffers() if sys.argv[1] == "keep" else None
 faults = []
