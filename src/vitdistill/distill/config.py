@@ -132,7 +132,7 @@ SCHEMA: dict[str, Key] = {
         None,
         float,
         "center-crop fraction of the evaluation transform (DeiT: 0.875); null: the student's timm "
-        "default (1.0 on synthetic data)",
+        "default (1.0 on synthetic data); also the training transform when aug.enabled is false",
     ),
     # augmentation
     "aug.enabled": _k(
