@@ -472,13 +472,26 @@ def _logged_step(run: Path) -> int:
     return max(steps)
 
 
+def _running_in_group(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` still runs (zombies, which write nothing, do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
 def _kill_after_mid_epoch_checkpoint(cmd: list[str], run: Path, past_update: int) -> tuple[int, int]:
     """Start ``cmd``; SIGKILL it once last.pt is a mid-epoch checkpoint past ``past_update`` AND
     the run has logged a step after that checkpoint (so the resumed run has steps to redo).
 
     Returns (updates in last.pt after the kill, the last optimizer step the run had logged).
     """
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its own process group, killed whole: torchrun's workers die with it, as in a preempted job
+    proc = subprocess.Popen(
+        cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     last, seen, kept, deadline = run / "checkpoints" / "last.pt", None, None, time.time() + 600
     while proc.poll() is None and time.time() < deadline:
         if kept is not None and _logged_step(run) > kept:
@@ -490,8 +503,11 @@ def _kill_after_mid_epoch_checkpoint(cmd: list[str], run: Path, past_update: int
                 if st["in_epoch"] is not None and st["num_updates"] > past_update:
                     kept = st["num_updates"]
         time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    gone = time.time() + 30
+    while _running_in_group(proc.pid) and time.time() < gone:  # torchrun's workers stop writing
+        time.sleep(0.01)
     return ckpt_mod.load(last)["num_updates"], _logged_step(run)
 
 

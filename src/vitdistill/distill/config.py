@@ -40,7 +40,15 @@ def _k(default, types, doc, choices=None, nullable=None):
 SCHEMA: dict[str, Key] = {
     # run
     "seed": _k(
-        0, int, "base random seed; each rank uses seed + rank, each epoch reseeds from (seed, rank, epoch)"
+        0,
+        int,
+        "base random seed; each rank uses seed + rank (see seed_per_rank), each epoch reseeds from "
+        "(seed, rank, epoch)",
+    ),
+    "seed_per_rank": _k(
+        True,
+        bool,
+        "offset the seeds by rank (seed + rank); false: every rank uses the same seeds (the published code)",
     ),
     "epochs": _k(10, int, "number of training epochs"),
     "device": _k("auto", str, "auto (cuda when available), cpu, cuda, or cuda:N", None),
@@ -100,6 +108,12 @@ SCHEMA: dict[str, Key] = {
     "teacher.trust_checkpoint": _k(
         False, bool, "teacher.checkpoint may be fully unpickled (can run code: only for files you trust)"
     ),
+    "teacher.renormalize": _k(
+        True,
+        bool,
+        "re-normalise the teacher's input when its mean/std differ from the student's; false: the "
+        "teacher gets the student's normalised images (the published code)",
+    ),
     # data
     "data.train": _k(None, str, "training data: an ImageFolder dir, a file list, or synthetic:NAME"),
     "data.val": _k(None, str, "validation data (default: the val split of data.train)"),
@@ -114,6 +128,12 @@ SCHEMA: dict[str, Key] = {
     "data.max_val_images": _k(None, int, "use only the first N validation images"),
     "data.steps_per_epoch": _k(None, int, "cap optimizer steps per epoch (quick runs, benchmarks)"),
     "data.strict": _k(False, bool, "an unreadable image is fatal instead of skipped and counted"),
+    "data.eval_crop_pct": _k(
+        None,
+        float,
+        "center-crop fraction of the evaluation transform (DeiT: 0.875); null: the student's timm "
+        "default (1.0 on synthetic data); also the training transform when aug.enabled is false",
+    ),
     # augmentation
     "aug.enabled": _k(
         True, bool, "false: train on the deterministic eval transform (no augmentation at all)"
@@ -181,13 +201,24 @@ SCHEMA: dict[str, Key] = {
     "optim.lr": _k(None, float, "absolute learning rate; null: lr_base * batch_size / lr_base_size"),
     "optim.lr_base": _k(5e-4, float, "base learning rate for lr_base_size images per step"),
     "optim.lr_base_size": _k(512, int, "reference global batch for lr_base"),
-    "optim.weight_decay": _k(0.05, float, "weight decay (never on norms, biases, pos/cls tokens)"),
+    "optim.weight_decay": _k(
+        0.05, float, "weight decay (never on norms and biases; on pos/cls tokens as decay_embeddings says)"
+    ),
+    "optim.decay_embeddings": _k(
+        False,
+        bool,
+        "also decay the parameters the model lists in no_weight_decay() (pos_embed, cls_token, "
+        "dist_token), as the published code did; false: they are never decayed",
+    ),
     "optim.momentum": _k(0.9, float, "momentum for SGD-like optimizers"),
     "optim.clip_grad": _k(None, float, "clip the gradient norm to this value; null: off"),
     "optim.grad_accum": _k(1, int, "micro-batches accumulated per optimizer step"),
     # schedule
     "sched.name": _k(
-        "cosine", str, "lr schedule (stepped every optimizer step)", ("cosine", "tanh", "poly", "step")
+        "cosine",
+        str,
+        "lr schedule (stepped every optimizer step; see published_lag)",
+        ("cosine", "tanh", "poly", "step"),
     ),
     "sched.warmup_epochs": _k(5.0, float, "linear warmup length in epochs"),
     "sched.warmup_lr": _k(1e-6, float, "learning rate at the start of warmup"),
@@ -195,6 +226,12 @@ SCHEMA: dict[str, Key] = {
     "sched.cooldown_epochs": _k(0.0, float, "epochs at min_lr after the decay"),
     "sched.decay_epochs": _k(30.0, float, "step schedule: epochs between decays"),
     "sched.decay_rate": _k(0.1, float, "step schedule: decay factor"),
+    "sched.published_lag": _k(
+        False,
+        bool,
+        "the published code's schedule: the lr changes once per epoch, and epoch e uses the "
+        "value of epoch e - 1 (epoch 0 the initial one); false: stepped every optimizer step",
+    ),
     # EMA
     "ema.enabled": _k(False, bool, "keep an exponential moving average of the student (timm ModelEmaV3)"),
     "ema.decay": _k(0.99996, float, "EMA decay per optimizer step"),
@@ -372,6 +409,9 @@ def _check_semantics(cfg: dict) -> None:
     for key in ("loss.feat_weight", "loss.smoothing", "aug.mixup", "aug.cutmix", "aug.reprob"):
         if get(cfg, key) < 0:
             raise UserError(f"config key {key!r} must be >= 0, got {get(cfg, key)}")
+    crop = get(cfg, "data.eval_crop_pct")
+    if crop is not None and not 0.0 < crop <= 1.0:
+        raise UserError(f"config key 'data.eval_crop_pct' must be in (0, 1], got {crop}")
     if get(cfg, "loss.temperature") <= 0:
         raise UserError("config key 'loss.temperature' must be > 0")
     if cfg["model"]["remedy"] != "none" and cfg["model"]["width"] is None:

@@ -189,6 +189,17 @@ class SeededSamples(Dataset):
         return self.dataset[index]
 
 
+def process_seed(cfg: dict, rank: int, epoch: int | None = None) -> int:
+    """The seed of process ``rank``: ``seed + rank`` at start, then one per (seed, rank, epoch).
+
+    ``seed_per_rank: false`` gives every rank rank 0's seeds, as the published code did.
+    """
+    rank = rank if cfg["seed_per_rank"] else 0
+    if epoch is None:
+        return cfg["seed"] + rank
+    return cfg["seed"] * 1_000_003 + rank * 10_007 + epoch
+
+
 def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -273,10 +284,18 @@ class Trainer:
         if cfg["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
-        seed_all(cfg["seed"] + self.dinfo.rank)
+        seed_all(process_seed(cfg, self.dinfo.rank))
         self.resume_path = self._resume_path(resume)
-        self._build_data_and_models()
-        self._build_optim()
+        train_ds, val_ds = self._build_datasets()
+        student = self._build_student()
+        teacher = self._build_teacher(student)
+        self._set_transforms(student, train_ds, val_ds)
+        self._build_task(student, teacher)
+        self._build_loaders(train_ds, val_ds)
+        self._build_mixup()
+        self._build_optimizer()
+        self._build_scheduler()
+        self._build_ema_and_wrappers()
         self.start_epoch, self.num_updates = 0, 0
         self.best = {"raw": None, "ema": None}
         self.resume_in_epoch: dict | None = None  # this rank's part of a mid-epoch checkpoint
@@ -302,17 +321,11 @@ class Trainer:
             raise UserError(f"--resume {resume}: no such checkpoint file (use --resume auto or a .pt path)")
         return p
 
-    def _build_data_and_models(self) -> None:
-        from vitdistill.data import (
-            build_dataset,
-            collate_skip,
-            eval_transform,
-            resolve_data_config,
-            train_transform,
-        )
-        from vitdistill.data.transforms import model_input_size
+    def _build_datasets(self) -> tuple:
+        """The training and validation sets, transforms not yet set; sets ``num_classes``."""
+        from vitdistill.data import build_dataset
 
-        cfg, d = self.cfg, self.cfg["data"]
+        d = self.cfg["data"]
         if not d["train"]:
             raise UserError(
                 "no training data: set data.train in the config or pass --data DIR|synthetic:NAME"
@@ -330,25 +343,60 @@ class Trainer:
             raise UserError(
                 f"training data has {self.num_classes} classes but validation data has {val_ds.num_classes}"
             )
-        self.spec = build_mod.model_spec(cfg["model"], self.num_classes)
-        student = build_mod.create_from_spec(self.spec, pretrained=cfg["model"]["pretrained"])
-        if cfg["model"]["checkpoint"]:
+        return train_ds, val_ds
+
+    def _build_student(self) -> nn.Module:
+        """The student from its spec (timm name or remedy), with its starting weights."""
+        mc = self.cfg["model"]
+        self.spec = build_mod.model_spec(mc, self.num_classes)
+        student = build_mod.create_from_spec(self.spec, pretrained=mc["pretrained"])
+        if mc["checkpoint"]:
             build_mod.load_weights(
                 student,
-                cfg["model"]["checkpoint"],
+                mc["checkpoint"],
                 role="student",
-                trust=cfg["model"]["trust_checkpoint"],
+                trust=mc["trust_checkpoint"],
                 opt_in="--trust-checkpoint (or model.trust_checkpoint: true)",
             )
         self.student_params = count_params(student)
-        lc = cfg["loss"]
+        return student
+
+    def _build_teacher(self, student: nn.Module) -> nn.Module | None:
+        """The frozen teacher when a loss term needs it; sets ``input_size`` (the student's)."""
+        from vitdistill.data import resolve_data_config
+        from vitdistill.data.transforms import model_input_size
+
+        lc = self.cfg["loss"]
         teacher = None
         if lc["alpha"] > 0 or lc["feat_weight"] > 0:
-            teacher = build_mod.build_teacher(cfg["teacher"])
+            teacher = build_mod.build_teacher(self.cfg["teacher"])
         input_size = model_input_size(student) or resolve_data_config(student)["input_size"]
         self.input_size = tuple(input_size)
-        crop = 1.0 if str(d["train"]).startswith("synthetic:") else None
-        a = cfg["aug"]
+        if teacher is None:
+            return None
+        t_size = model_input_size(teacher)
+        if (
+            t_size is not None
+            and tuple(t_size) != self.input_size
+            and not getattr(getattr(teacher, "patch_embed", None), "dynamic_img_size", False)
+        ):
+            raise UserError(
+                f"teacher expects input {tuple(t_size[1:])} but the student sees "
+                f"{self.input_size[1:]}: set teacher.kwargs.img_size (and patch_size) to match"
+            )
+        return teacher
+
+    def _set_transforms(self, student: nn.Module, train_ds, val_ds) -> None:
+        """Training augmentation and the evaluation transform (crop: ``data.eval_crop_pct``)."""
+        from vitdistill.data import eval_transform, resolve_data_config, train_transform
+
+        cfg, a = self.cfg, self.cfg["aug"]
+        crop = cfg["data"]["eval_crop_pct"]
+        source = "data.eval_crop_pct"
+        if crop is None and str(cfg["data"]["train"]).startswith("synthetic:"):
+            crop, source = 1.0, "synthetic data: the whole image"
+        elif crop is None:
+            source = "the student's timm default"
         if a["enabled"]:
             train_ds.transform = train_transform(
                 student,
@@ -362,32 +410,39 @@ class Trainer:
         else:
             train_ds.transform = eval_transform(student, crop_pct=crop)
         val_ds.transform = eval_transform(student, crop_pct=crop)
-        renorm = None
-        if teacher is not None:
-            t_size = model_input_size(teacher)
-            if (
-                t_size is not None
-                and tuple(t_size) != self.input_size
-                and not getattr(getattr(teacher, "patch_embed", None), "dynamic_img_size", False)
-            ):
-                raise UserError(
-                    f"teacher expects input {tuple(t_size[1:])} but the student sees "
-                    f"{self.input_size[1:]}: set teacher.kwargs.img_size (and patch_size) to match"
-                )
-            s_cfg, t_cfg = resolve_data_config(student), resolve_data_config(teacher)
-            sm, ss = tuple(map(float, s_cfg["mean"])), tuple(map(float, s_cfg["std"]))
-            tm, ts = tuple(map(float, t_cfg["mean"])), tuple(map(float, t_cfg["std"]))
-            if (sm, ss) != (tm, ts):
-                renorm = ((sm, ss), (tm, ts))
-        self.teacher_renorm = renorm
+        self.eval_transform_info = {
+            "crop_pct": float(resolve_data_config(student, crop_pct=crop)["crop_pct"]),
+            "source": source,
+            "transform": str(val_ds.transform),
+        }
+
+    def _teacher_renorm(self, student: nn.Module, teacher: nn.Module | None) -> tuple | None:
+        """((student mean, std), (teacher mean, std)) when the teacher's input must be re-normalised."""
+        from vitdistill.data import resolve_data_config
+
+        if teacher is None or not self.cfg["teacher"]["renormalize"]:
+            return None
+        s_cfg, t_cfg = resolve_data_config(student), resolve_data_config(teacher)
+        sm, ss = tuple(map(float, s_cfg["mean"])), tuple(map(float, s_cfg["std"]))
+        tm, ts = tuple(map(float, t_cfg["mean"])), tuple(map(float, t_cfg["std"]))
+        return ((sm, ss), (tm, ts)) if (sm, ss) != (tm, ts) else None
+
+    def _build_task(self, student: nn.Module, teacher: nn.Module | None) -> None:
+        """The loss computation (student + projectors + teacher) on the device."""
+        self.teacher_renorm = self._teacher_renorm(student, teacher)
         teacher = teacher.to(self.device) if teacher is not None else None
         student = student.to(self.device)
-        self.task = DistillTask(student, teacher, lc, self.input_size, self.num_classes, renorm).to(
-            self.device
-        )
-        if cfg["channels_last"]:
+        self.task = DistillTask(
+            student, teacher, self.cfg["loss"], self.input_size, self.num_classes, self.teacher_renorm
+        ).to(self.device)
+        if self.cfg["channels_last"]:
             self.task.trainable.to(memory_format=torch.channels_last)
-        # batches
+
+    def _build_loaders(self, train_ds, val_ds) -> None:
+        """Global batches split over ranks and accumulation steps; the sharded validation loader."""
+        from vitdistill.data import collate_skip
+
+        cfg, d, a = self.cfg, self.cfg["data"], self.cfg["aug"]
         W, G, acc = self.dinfo.world_size, d["batch_size"], cfg["optim"]["grad_accum"]
         if G % (W * acc):
             raise UserError(f"data.batch_size={G} must be divisible by world size x grad_accum = {W}x{acc}")
@@ -412,7 +467,7 @@ class Trainer:
         )
         self.steps_per_epoch = self.sampler.steps
         self.loader_gen = torch.Generator()
-        nw = d["num_workers"]
+        nw, pin = d["num_workers"], self.device.type == "cuda"
         self.train_loader = DataLoader(
             SeededSamples(train_ds),
             batch_size=self.micro,
@@ -421,18 +476,20 @@ class Trainer:
             collate_fn=collate_skip,
             generator=self.loader_gen,
             drop_last=False,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=pin,
         )
-        vb = d["val_batch_size"] or max(1, self.micro * 2)
         self.val_loader = DataLoader(
             val_ds,
-            batch_size=vb,
+            batch_size=d["val_batch_size"] or max(1, self.micro * 2),
             sampler=ShardSampler(len(val_ds), W, self.dinfo.rank),
             num_workers=nw,
             collate_fn=collate_skip,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=pin,
         )
         self.train_ds, self.val_ds = train_ds, val_ds
+
+    def _build_mixup(self) -> None:
+        a = self.cfg["aug"]
         self.mixup = None
         if a["mixup"] > 0 or a["cutmix"] > 0:
             from timm.data import Mixup
@@ -443,25 +500,41 @@ class Trainer:
                 prob=a["mixup_prob"],
                 switch_prob=a["mixup_switch_prob"],
                 mode=a["mixup_mode"],
-                label_smoothing=lc["smoothing"],
+                label_smoothing=self.cfg["loss"]["smoothing"],
                 num_classes=self.num_classes,
             )
 
-    def _build_optim(self) -> None:
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import create_scheduler_v2
+    def _build_optimizer(self) -> None:
+        """timm's optimizer; ``optim.decay_embeddings`` also decays the model's no_weight_decay() list."""
+        from timm.optim import create_optimizer_v2, param_groups_weight_decay
 
-        cfg, o, s = self.cfg, self.cfg["optim"], self.cfg["sched"]
-        trainable = self.task.trainable
+        cfg, o = self.cfg, self.cfg["optim"]
         self.lr = (
             o["lr"] if o["lr"] is not None else o["lr_base"] * cfg["data"]["batch_size"] / o["lr_base_size"]
         )
+        group_fn = None
+        if o["decay_embeddings"]:  # the published code: only 1-D tensors and biases are not decayed
+
+            def group_fn(model):
+                return param_groups_weight_decay(model, o["weight_decay"], no_weight_decay_list=())
+
         try:
             self.optimizer = create_optimizer_v2(
-                trainable, opt=o["opt"], lr=self.lr, weight_decay=o["weight_decay"], momentum=o["momentum"]
+                self.task.trainable,
+                opt=o["opt"],
+                lr=self.lr,
+                weight_decay=o["weight_decay"],
+                momentum=o["momentum"],
+                param_group_fn=group_fn,
             )
         except (ValueError, AssertionError) as e:
             raise UserError(f"optim.opt={o['opt']!r}: {e}") from None
+
+    def _build_scheduler(self) -> None:
+        """timm's scheduler: per optimizer update, or per epoch for ``sched.published_lag``."""
+        from timm.scheduler import create_scheduler_v2
+
+        cfg, s = self.cfg, self.cfg["sched"]
         self.scheduler, _ = create_scheduler_v2(
             self.optimizer,
             sched=s["name"],
@@ -472,9 +545,13 @@ class Trainer:
             warmup_lr=s["warmup_lr"],
             warmup_epochs=s["warmup_epochs"],
             cooldown_epochs=s["cooldown_epochs"],
-            step_on_epochs=False,
+            step_on_epochs=s["published_lag"],
             updates_per_epoch=self.steps_per_epoch,
         )
+
+    def _build_ema_and_wrappers(self) -> None:
+        """AMP grad scaler, the student's EMA, and the compiled / DDP module the loop calls."""
+        cfg = self.cfg
         self.amp_dtype = amp_dtype(cfg["amp"])
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg["amp"] == "fp16" else None
         self.ema = None
@@ -484,7 +561,7 @@ class Trainer:
             self.ema = ModelEmaV3(
                 self.task.student, decay=cfg["ema"]["decay"], use_warmup=cfg["ema"]["warmup"]
             )
-        model: nn.Module = trainable
+        model: nn.Module = self.task.trainable
         if cfg["compile"]:
             model = torch.compile(model)
         if self.dinfo.distributed:
@@ -630,8 +707,10 @@ class Trainer:
         E = cfg["epochs"]
         self.t_loop, self.updates_at_start = time.time(), self.num_updates  # for the ETA
         for epoch in range(self.start_epoch, E):
-            seed_all(cfg["seed"] * 1_000_003 + self.dinfo.rank * 10_007 + epoch)
-            self.loader_gen.manual_seed(cfg["seed"] * 1_000_003 + self.dinfo.rank * 10_007 + epoch)
+            seed_all(process_seed(cfg, self.dinfo.rank, epoch))
+            self.loader_gen.manual_seed(process_seed(cfg, self.dinfo.rank, epoch))
+            if cfg["sched"]["published_lag"] and epoch > 0:
+                self.scheduler.step(epoch - 1)  # the published lag: epoch e runs at the value for e - 1
             train_stats = self._train_epoch(epoch)
             every = cfg["log"]["eval_every"]
             do_eval = epoch == E - 1 or (every > 0 and (epoch + 1) % every == 0)
@@ -843,6 +922,7 @@ class Trainer:
             "best_ema": self.best["ema"],
             "wall_time_s": time.time() - self.t0,
             "train_data": self.train_ds.describe() if hasattr(self.train_ds, "describe") else None,
+            "eval_transform": self.eval_transform_info,  # the crop every val_top1 above was measured with
         }
         if not summary["last"] and self.resume_path is not None:  # resumed a finished run
             with contextlib.suppress(Exception):
