@@ -127,6 +127,23 @@ def test_cli_train_eval_export_roundtrip(tmp_path, teacher_run, capsys):
     assert main(["eval", str(tmp_path / "exp"), "--data", DATA]) == 0
 
 
+def test_eval_of_a_run_uses_its_eval_crop(tmp_path):
+    """`eval RUN` scores the run as its training did: with the run's data.eval_crop_pct."""
+    run = tmp_path / "run"
+    cfg = _cfg(**{"epochs": 1, "data.eval_crop_pct": 0.5})
+    assert main(["train", "--config", str(_write(tmp_path / "c.yaml", cfg)), "--output", str(run)]) == 0
+    last = json.loads((run / "summary.json").read_text())["last"]
+    assert main(["eval", str(run), "--data", DATA, "--json", str(tmp_path / "ev.json")]) == 0
+    ev = json.loads((tmp_path / "ev.json").read_text())
+    epoch = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    assert ev["crop_pct"] == 0.5 and ev["top1"] == pytest.approx(last["top1"])
+    assert ev["loss"] == pytest.approx(epoch["val_loss"], rel=1e-5)
+    assert (
+        main(["eval", str(run), "--data", DATA, "--crop-pct", "1", "--json", str(tmp_path / "e1.json")]) == 0
+    )
+    assert json.loads((tmp_path / "e1.json").read_text())["crop_pct"] == 1.0
+
+
 @pytest.mark.parametrize("projector", ["pool", "linear"])
 def test_pool_run_saves_only_the_student(tmp_path, teacher_run, projector):
     """A pool run (16 <- 32 channels) trains and saves no projector; a linear run keeps one in its

@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-images", type=int, default=None, help="evaluate at most N images (default: all)"
     )
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    parser.add_argument(
+        "--crop-pct",
+        type=float,
+        default=None,
+        help="evaluation crop in (0, 1] (default: a run's data.eval_crop_pct, else the model's timm default)",
+    )
     parser.add_argument("--strict", action="store_true", help="an unreadable image is fatal")
     parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
 
@@ -43,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--batch-size must be >= 1")
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0 (got {args.workers})")
+    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
+        raise UserError(f"--crop-pct must be in (0, 1] (got {args.crop_pct})")
     res = evaluate(
         args.model,
         args.data,
@@ -55,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         strict=args.strict,
         trust_checkpoint=args.trust_checkpoint,
+        crop_pct=args.crop_pct,
     )
     if current().is_main:
         extra = f", {res['skipped']} unreadable skipped" if res["skipped"] else ""

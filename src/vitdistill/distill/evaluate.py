@@ -7,6 +7,7 @@ export folder, a local weights file or a timm model and runs it on a data set.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -90,8 +91,14 @@ def evaluate(
     num_workers: int = 0,
     strict: bool = False,
     trust_checkpoint: bool = False,
+    crop_pct: float | None = None,
 ) -> dict[str, Any]:
-    """``{'top1', 'top5', 'loss', 'n', 'skipped'}`` of a model on ``data`` (its ``split``)."""
+    """``{'top1', 'top5', 'loss', 'n', 'skipped', 'crop_pct', ...}`` of a model on ``data`` (its ``split``).
+
+    The evaluation crop is ``crop_pct`` when given, else a run folder's ``data.eval_crop_pct`` (so a
+    run is scored as it was during training), else the whole image on synthetic data, else the
+    model's timm default.
+    """
     from vitdistill.data import build_dataset, collate_skip, eval_transform
 
     info = dist_mod.init_distributed(device)
@@ -101,7 +108,9 @@ def evaluate(
     n_out = getattr(model, "num_classes", None)
     if n_out is not None and n_out != ds.num_classes:
         raise UserError(f"the model predicts {n_out} classes but {data} has {ds.num_classes}")
-    crop = 1.0 if str(data).startswith("synthetic:") else None
+    crop = crop_pct if crop_pct is not None else _run_crop_pct(run_or_model)
+    if crop is None and str(data).startswith("synthetic:"):
+        crop = 1.0
     ds.transform = eval_transform(model, crop_pct=crop)
     if len(ds) == 0:
         raise UserError(f"{data} ({split}) holds no images")
@@ -122,6 +131,24 @@ def evaluate(
             if not isinstance(run_or_model, nn.Module)
             else type(run_or_model).__name__,
             "ema": ema,
+            "crop_pct": crop,  # None: the model's timm default
         }
     )
     return out
+
+
+def _run_crop_pct(source) -> float | None:
+    """``data.eval_crop_pct`` from a run folder's ``config.yaml`` (None for anything else)."""
+    if isinstance(source, nn.Module):
+        return None
+    cfg_file = Path(source) / "config.yaml"
+    if not cfg_file.is_file():
+        return None
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(cfg_file.read_text()) or {}
+    except (yaml.YAMLError, OSError):
+        return None
+    crop = (cfg.get("data") or {}).get("eval_crop_pct") if isinstance(cfg, dict) else None
+    return float(crop) if isinstance(crop, int | float) else None
