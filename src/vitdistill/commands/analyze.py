@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vitdistill.errors import UserError
-from vitdistill.utils.overrides import parse_sets
+from vitdistill.utils.overrides import add_set_option, parse_sets
 
 
 def _percent_list(text: str, name: str) -> tuple[float, ...]:
@@ -41,13 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--pretrained", action="store_true", help="timm pretrained weights (needs them cached or network)"
     )
     p.add_argument("--num-classes", type=int, help="classifier size (default: from the checkpoint)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra timm model kwargs, e.g. --set img_size=32 --set patch_size=8",
-    )
+    add_set_option(p, "extra timm model kwargs", "--set img_size=32 --set patch_size=8")
     p.add_argument("--images", type=int, help="analyse at most N images (evenly spread over the data)")
     p.add_argument(
         "--layers", default="all", help="all | last | comma list like 0,5,11 (negatives from the end)"
@@ -150,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         trust_checkpoint=args.trust_checkpoint,
         pretrained=args.pretrained,
         num_classes=args.num_classes,
-        model_kwargs=parse_sets(args.set),
+        model_kwargs=parse_sets(args.overrides),
         layers=args.layers,
         images=args.images,
         batch_size=args.batch_size,

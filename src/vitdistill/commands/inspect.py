@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vitdistill.utils.overrides import parse_sets
+from vitdistill.utils.overrides import add_set_option, parse_sets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,14 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--amp", choices=["bf16", "fp16"], default=None, help="autocast dtype for the throughput run"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="model keyword argument, e.g. --set img_size=32 --set patch_size=4 (repeatable)",
-    )
+    add_set_option(parser, "model keyword argument", "--set img_size=32 --set patch_size=4")
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the rows as JSON")
 
 

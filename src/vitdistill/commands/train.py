@@ -5,19 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from vitdistill.utils.overrides import add_set_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", required=True, help="YAML recipe (see docs/training.md; configs/paper, configs/cpu)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set loss.alpha=0.9 (repeatable)",
-    )
+    add_set_option(parser, "override a config key", "--set loss.alpha=0.9")
     parser.add_argument("--data", help="training data: ImageFolder dir, image list file or synthetic:NAME")
     parser.add_argument("--output", help="run folder (default: runs/<config name>)")
     parser.add_argument(

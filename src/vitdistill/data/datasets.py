@@ -132,6 +132,15 @@ def _images_under(folder: Path) -> list[str]:
     return sorted(found, key=natural_key)
 
 
+def _capped(paths, labels, classes, transform, strict, info: dict, max_images) -> ImageFileDataset:
+    """The data set of ``paths`` cut to at most ``max_images``, evenly spread (recorded in ``info``)."""
+    keep = subset_positions(len(paths), max_images)
+    info = {**info, "max_images": max_images}
+    return ImageFileDataset(
+        [paths[i] for i in keep], [labels[i] for i in keep], classes, transform, strict, info
+    )
+
+
 def image_folder(
     root: str | os.PathLike,
     split: str = "train",
@@ -173,17 +182,8 @@ def image_folder(
         raise UserError(
             f"no images found in {folder} (expected class subfolders holding {', '.join(IMAGE_EXTENSIONS[:4])}... files)"
         )
-    keep = subset_positions(len(paths), max_images)
-    info = {
-        "kind": "folder",
-        "spec": str(root),
-        "split": split_dir,
-        "folder": str(folder),
-        "max_images": max_images,
-    }
-    return ImageFileDataset(
-        [paths[i] for i in keep], [labels[i] for i in keep], classes, transform, strict, info
-    )
+    info = {"kind": "folder", "spec": str(root), "split": split_dir, "folder": str(folder)}
+    return _capped(paths, labels, classes, transform, strict, info, max_images)
 
 
 def image_list(
@@ -239,17 +239,8 @@ def image_list(
         raise UserError(
             f"image list {list_file}: {len(missing)} listed file(s) do not exist, e.g. {missing[0]}"
         )
-    keep = subset_positions(len(paths), max_images)
-    info = {
-        "kind": "list",
-        "spec": str(list_file),
-        "split": None,
-        "missing_files": len(missing),
-        "max_images": max_images,
-    }
-    return ImageFileDataset(
-        [paths[i] for i in keep], [labels[i] for i in keep], classes, transform, strict, info
-    )
+    info = {"kind": "list", "spec": str(list_file), "split": None, "missing_files": len(missing)}
+    return _capped(paths, labels, classes, transform, strict, info, max_images)
 
 
 def build_dataset(

@@ -39,3 +39,15 @@ def parse_set(text: str) -> tuple[str, Any]:
 def parse_sets(items: Iterable[str] | None) -> dict[str, Any]:
     """Several ``--set`` pairs as a dict (a key given twice keeps its last value)."""
     return dict(parse_set(item) for item in items or ())
+
+
+def add_set_option(parser, what: str, example: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` option (into ``args.overrides``), worded for its command."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{what}, read by the one --set rule (YAML values), e.g. {example} (repeatable)",
+    )
