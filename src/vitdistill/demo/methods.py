@@ -45,11 +45,11 @@ METHODS: tuple[Method, ...] = (
         FEAT + " through a trainable Linear to the teacher's width, dropped after training",
     ),
     Method("lift_softkd", "Lift, soft KD", "lift_softkd.yaml", True, "lift", SOFT + "; projector kept"),
-    Method("lift_featkd", "Lift, soft + feature KD", "lift_featkd.yaml", True, "lift", FEAT + " (lifted tokens)"),
-    Method("widelast_softkd", "WideLast, soft KD", "widelast_softkd.yaml", True, "widelast", SOFT),
     Method(
-        "widelast_featkd", "WideLast, soft + feature KD", "widelast_featkd.yaml", True, "widelast", FEAT
+        "lift_featkd", "Lift, soft + feature KD", "lift_featkd.yaml", True, "lift", FEAT + " (lifted tokens)"
     ),
+    Method("widelast_softkd", "WideLast, soft KD", "widelast_softkd.yaml", True, "widelast", SOFT),
+    Method("widelast_featkd", "WideLast, soft + feature KD", "widelast_featkd.yaml", True, "widelast", FEAT),
     Method(
         "uniform_featkd",
         "Uniform (WideLast's parameters), soft + feature KD",
@@ -58,7 +58,9 @@ METHODS: tuple[Method, ...] = (
         "uniform",
         FEAT + ", teacher pooled to the uniform width; parameter-matched control for WideLast",
     ),
-    Method("lift_alone", "Lift, no teacher", "lift_alone.yaml", False, "lift", "Lift architecture, labels only"),
+    Method(
+        "lift_alone", "Lift, no teacher", "lift_alone.yaml", False, "lift", "Lift architecture, labels only"
+    ),
     Method(
         "widelast_alone",
         "WideLast, no teacher",

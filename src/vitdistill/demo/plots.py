@@ -84,10 +84,34 @@ def teacher_vs_paper(ta: dict, ref: dict, teacher_label: str, path: Path) -> Non
     th = ["80", "90", "95", "99"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.6))
     x = [int(t) for t in th]
-    a1.plot(x, [ta["svd_p99"][t] / ta["channels"] for t in th], "o-", color="#b0413e", label=f"{teacher_label}: per image")
-    a1.plot(x, [ta["pca_p99"][t] / ta["channels"] for t in th], "s--", color="#b0413e", label=f"{teacher_label}: shared basis")
-    a1.plot(x, [ref["svd_p99"][t] / ref["channels"] for t in th], "o-", color="#444", label="CaiT-S24 (paper): per image")
-    a1.plot(x, [ref["pca_p99"][t] / ref["channels"] for t in th], "s--", color="#444", label="CaiT-S24 (paper): shared basis")
+    a1.plot(
+        x,
+        [ta["svd_p99"][t] / ta["channels"] for t in th],
+        "o-",
+        color="#b0413e",
+        label=f"{teacher_label}: per image",
+    )
+    a1.plot(
+        x,
+        [ta["pca_p99"][t] / ta["channels"] for t in th],
+        "s--",
+        color="#b0413e",
+        label=f"{teacher_label}: shared basis",
+    )
+    a1.plot(
+        x,
+        [ref["svd_p99"][t] / ref["channels"] for t in th],
+        "o-",
+        color="#444",
+        label="CaiT-S24 (paper): per image",
+    )
+    a1.plot(
+        x,
+        [ref["pca_p99"][t] / ref["channels"] for t in th],
+        "s--",
+        color="#444",
+        label="CaiT-S24 (paper): shared basis",
+    )
     a1.set_xlabel("energy kept (%)")
     a1.set_ylabel("dimensions needed / width C (99th pct over images)")
     a1.set_title("Per-image SVD vs one shared PCA basis", fontsize=9)
@@ -95,9 +119,19 @@ def teacher_vs_paper(ta: dict, ref: dict, teacher_label: str, path: Path) -> Non
     a1.grid(alpha=0.3)
     al = ["50", "60", "70", "80", "90"]
     xa = [int(a) for a in al]
-    a2.plot(xa, [ta["sep_d_over_D"][a] for a in al], "o-", color="#b0413e", label=f"{teacher_label}: full order")
-    a2.plot(xa, [ta["sep_folded_d_over_D"][a] for a in al], "^:", color="#b0413e", label=f"{teacher_label}: folded")
-    a2.plot(xa, [ref["sep_d_over_D"][a] for a in al], "o-", color="#444", label="CaiT-S24 (paper): full order")
+    a2.plot(
+        xa, [ta["sep_d_over_D"][a] for a in al], "o-", color="#b0413e", label=f"{teacher_label}: full order"
+    )
+    a2.plot(
+        xa,
+        [ta["sep_folded_d_over_D"][a] for a in al],
+        "^:",
+        color="#b0413e",
+        label=f"{teacher_label}: folded",
+    )
+    a2.plot(
+        xa, [ref["sep_d_over_D"][a] for a in al], "o-", color="#444", label="CaiT-S24 (paper): full order"
+    )
     a2.set_xlabel("spectral energy kept (%)")
     a2.set_ylabel("channel frequencies needed / D")
     a2.set_title("Spectral Energy Pattern (SEP)", fontsize=9)

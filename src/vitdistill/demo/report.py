@@ -14,6 +14,7 @@ import csv
 import html
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +101,11 @@ def models_described(s: dict, uniform_width: int) -> dict[str, str]:
     """One phrase per architecture, for titles, legends and tables."""
     tw, td, sw, sd = s["teacher_width"], s["teacher_depth"], s["student_width"], s["student_depth"]
     return {
-        "teacher": f"ViT {tw} wide x {td} blocks",
-        "narrow": f"ViT {sw} wide x {sd} blocks",
-        "lift": f"ViT {sw} x {sd} + kept Linear+LN lift to {tw}",
-        "widelast": f"ViT {sw} wide, last of {sd} blocks at {tw}",
-        "uniform": f"ViT {uniform_width} wide x {sd} blocks",
+        "teacher": f"ViT {tw} wide x {_plural(td, 'block')}",
+        "narrow": f"ViT {sw} wide x {_plural(sd, 'block')}",
+        "lift": f"ViT {sw} wide x {sd} + kept lift to {tw}",
+        "widelast": f"ViT {sw} wide x {sd}, last block at {tw}",
+        "uniform": f"ViT {uniform_width} wide x {_plural(sd, 'block')}",
     }
 
 
@@ -241,8 +242,6 @@ def _human(n) -> str:
     return str(int(n))
 
 
-
-
 # ----------------------------------------------------------------------------- report sections
 
 
@@ -256,40 +255,64 @@ def section_top(report: dict) -> list[Block]:
     s, m, v = report["settings"]["settings"], report["models"], report["verdict"]
     b: list[Block] = [("h", 1, "vitdistill demo: the paper's claim in miniature")]
     if s["quick"]:
-        b.append(("p", "**Smoke run (`--quick`): the numbers in this report are not evidence.** Models are "
-                       "tiny and trained for about one epoch, near chance accuracy; no verdict is drawn. "
-                       "Run `vitdistill demo` without `--quick` for the study."))
+        b.append(
+            (
+                "p",
+                "**Smoke run (`--quick`): the numbers in this report are not evidence.** Models are "
+                "tiny and trained for about one epoch, near chance accuracy; no verdict is drawn. "
+                "Run `vitdistill demo` without `--quick` for the study.",
+            )
+        )
     n_arms = len(report["results"])
     b.append(("h", 2, "What this shows"))
-    b.append(("p", (
-        f"The paper (Tian, Xu, Li, ICML 2026) claims that feature distillation fails when a narrow ViT "
-        f"student learns from a wide teacher, and that it works once the student's end is as wide as the "
-        f"teacher (Lift: a kept lifting projector; WideLast: a wide last block). This demo tests that claim "
-        f"on a CPU: a {m['teacher']} teacher and {n_arms} kinds of students built on a {m['narrow']} "
-        f"backbone (width ratio {s['teacher_width'] // s['student_width']}x and depth ratio "
-        f"{s['teacher_depth'] / s['student_depth']:g}x, as CaiT-S24 over DeiT-Tiny), trained from scratch on "
-        f"a synthetic {report['data']['num_classes']}-class shapes task with {s['seeds']} paired seeds per "
-        f"arm. **{v['sentence']}**"
-    )))
+    b.append(
+        (
+            "p",
+            (
+                f"The paper (Tian, Xu, Li, ICML 2026) claims that feature distillation fails when a narrow ViT "
+                f"student learns from a wide teacher, and that it works once the student's end is as wide as the "
+                f"teacher (Lift: a kept lifting projector; WideLast: a wide last block). This demo tests that claim "
+                f"on a CPU: a {m['teacher']} teacher and {n_arms} kinds of students built on a {m['narrow']} "
+                f"backbone (width ratio {s['teacher_width'] // s['student_width']}x and depth ratio "
+                f"{s['teacher_depth'] / s['student_depth']:g}x, as CaiT-S24 over DeiT-Tiny), trained from scratch on "
+                f"a synthetic {report['data']['num_classes']}-class shapes task with {s['seeds']} paired seeds per "
+                f"arm. **{v['sentence']}**"
+            ),
+        )
+    )
     return b
 
 
 def section_verdict(report: dict) -> list[Block]:
     cs, v = report["contrasts"], report["verdict"]
     b: list[Block] = [("h", 2, "Verdict")]
-    holds = {True: "**holds: true**", False: "**holds: false**", None: "**holds: null** (undecided)"}[v["holds"]]
+    holds = {True: "**holds: true**", False: "**holds: false**", None: "**holds: null** (undecided)"}[
+        v["holds"]
+    ]
     b.append(("p", f"{holds}. Rule, fixed in the code: {v['rule']}."))
     head = ["Contrast", "What it measures", "Mean (points)", "95% CI", "Width", "n"]
     rows = []
     for name, c in cs.items():
         ci = c["ci"]
-        rows.append([f"`{name}`", c["description"], f"{c['mean']:+.2f}",
-                     "n/a" if ci is None else f"{ci[0]:+.2f} to {ci[1]:+.2f}",
-                     "n/a" if ci is None else f"{ci[1] - ci[0]:.2f}", str(c["n"])])
+        rows.append(
+            [
+                f"`{name}`",
+                c["description"],
+                f"{c['mean']:+.2f}",
+                "n/a" if ci is None else f"{ci[0]:+.2f} to {ci[1]:+.2f}",
+                "n/a" if ci is None else f"{ci[1] - ci[0]:.2f}",
+                str(c["n"]),
+            ]
+        )
     b.append(("table", head, rows))
-    b.append(("p", f"{report['contrasts_method']}: for each seed the arms' top-1 values are combined, then "
-                   "the interval is mean +- t(0.975, n-1) x sd / sqrt(n) over seeds. Per-seed values are in "
-                   "`6-report/report.json`."))
+    b.append(
+        (
+            "p",
+            f"{report['contrasts_method']}: for each seed the arms' top-1 values are combined, then "
+            "the interval is mean +- t(0.975, n-1) x sd / sqrt(n) over seeds. Per-seed values are in "
+            "`6-report/report.json`.",
+        )
+    )
     b.append(("img", "contrasts.png", "paired contrasts with 95% t intervals"))
     return b
 
@@ -304,12 +327,17 @@ def section_mechanism(report: dict) -> list[Block]:
             lines = "; ".join(f"*{x['question']}*: {x['text']}" for x in items)
             b.append(("p", f"**The miniature {reading}:** {lines}."))
     m = report["models"]
-    b.append(("p", (
-        "What it cannot tell at all: whether these effects hold at ImageNet scale with CaiT-S24 and "
-        f"DeiT-Tiny, with augmentation and 300 epochs. Here the teacher is a {m['teacher']} ViT trained for "
-        "seconds on synthetic shapes, and an interval that includes 0 means no effect was detected at this "
-        "budget, not that there is none."
-    )))
+    b.append(
+        (
+            "p",
+            (
+                "What it cannot tell at all: whether these effects hold at ImageNet scale with CaiT-S24 and "
+                f"DeiT-Tiny, with augmentation and 300 epochs. Here the teacher is a {m['teacher']} ViT trained for "
+                "seconds on synthetic shapes, and an interval that includes 0 means no effect was detected at this "
+                "budget, not that there is none."
+            ),
+        )
+    )
     return b
 
 
@@ -317,20 +345,42 @@ def section_results(report: dict) -> list[Block]:
     res, t, m = report["results"], report["teacher"], report["models"]
     b: list[Block] = [("h", 2, "Accuracy of every arm")]
     head = ["Arm", "Student", "Top-1 % (mean +- sd)", "Per seed", "Params", "MACs", "Images/s"]
-    rows = [[f"{t['label']} (1 run)", m["teacher"], _f(t["top1"]), _f(t["top1"]),
-             _human(t["params"]), _human(t["macs"]), _f(t["images_per_s"], 0)]]
+    rows = [
+        [
+            f"{t['label']} (1 run)",
+            m["teacher"],
+            _f(t["top1"]),
+            _f(t["top1"]),
+            _human(t["params"]),
+            _human(t["macs"]),
+            _f(t["images_per_s"], 0),
+        ]
+    ]
     for r in res.values():
-        rows.append([r["label"], m[r["arch"]], f"{_f(r['mean'])} +- {_f(r['std'])}",
-                     " / ".join(_f(v, 1) for v in r["top1"]), _human(r["params"]), _human(r["macs"]),
-                     _f(r["images_per_s"], 0)])
+        rows.append(
+            [
+                r["label"],
+                m[r["arch"]],
+                f"{_f(r['mean'])} +- {_f(r['std'])}",
+                " / ".join(_f(v, 1) for v in r["top1"]),
+                _human(r["params"]),
+                _human(r["macs"]),
+                _f(r["images_per_s"], 0),
+            ]
+        )
     b.append(("table", head, rows))
     params = report["data"].get("uniform_params") or {}
-    b.append(("p", (
-        f"Top-1: last epoch, {report['settings']['settings']['val_images']} validation images. The uniform "
-        f"control is {m['uniform']} ({_human(params.get('uniform'))} parameters against WideLast's "
-        f"{_human(params.get('widelast'))}). MACs per image; images/s at batch {report['profile_batch_size']} "
-        "on this machine (a busy machine measures less)."
-    )))
+    b.append(
+        (
+            "p",
+            (
+                f"Top-1: last epoch, {report['settings']['settings']['val_images']} validation images. The uniform "
+                f"control is {m['uniform']} ({_human(params.get('uniform'))} parameters against WideLast's "
+                f"{_human(params.get('widelast'))}). MACs per image; images/s at batch {report['profile_batch_size']} "
+                "on this machine (a busy machine measures less)."
+            ),
+        )
+    )
     b.append(("img", "accuracy.png", "top-1 per arm and seed"))
     return b
 
@@ -354,45 +404,74 @@ def _expected_differences(ta: dict, ref: dict) -> str:
 def section_teacher_analysis(report: dict) -> list[Block]:
     ta, ref = report["teacher_analysis"], report["reference"]
     b: list[Block] = [("h", 2, f"The teacher's features beside the paper's {ref['model']}")]
-    b.append(("p", (
-        f"Final block, patch tokens, uncentered; {ta['images']} validation images here, 1000 ImageNet images "
-        "in the paper. SVD = dimensions an image needs in its own basis; shared = in one dataset-level PCA "
-        "basis; both the 99th percentile over images, as fractions of the width."
-    )))
+    b.append(
+        (
+            "p",
+            (
+                f"Final block, patch tokens, uncentered; {ta['images']} validation images here, 1000 ImageNet images "
+                "in the paper. SVD = dimensions an image needs in its own basis; shared = in one dataset-level PCA "
+                "basis; both the 99th percentile over images, as fractions of the width."
+            ),
+        )
+    )
     head = ["Model", "C", "N"] + [f"SVD {x}%" for x in THRESHOLDS] + [f"Shared {x}%" for x in THRESHOLDS]
     rows = []
     for label, a in ((f"{ta['label']} (this demo)", ta), (f"{ref['model']} (paper)", ref)):
-        rows.append([label, str(a["channels"]), str(a["tokens"])]
-                    + [f"{a['svd_p99'][x]:.0f} ({a['svd_p99'][x] / a['channels']:.2f})" for x in THRESHOLDS]
-                    + [f"{a['pca_p99'][x]:.0f} ({a['pca_p99'][x] / a['channels']:.2f})" for x in THRESHOLDS])
+        rows.append(
+            [label, str(a["channels"]), str(a["tokens"])]
+            + [f"{a['svd_p99'][x]:.0f} ({a['svd_p99'][x] / a['channels']:.2f})" for x in THRESHOLDS]
+            + [f"{a['pca_p99'][x]:.0f} ({a['pca_p99'][x] / a['channels']:.2f})" for x in THRESHOLDS]
+        )
     b.append(("table", head, rows))
     head = ["Model", "D"] + [f"SEP d/D @ {a}%" for a in SEP_ALPHAS]
     rows = [
-        [f"{ta['label']} (this demo), full order", str(ta["channels"])] + [_f(ta["sep_d_over_D"][a], 3) for a in SEP_ALPHAS],
-        [f"{ta['label']} (this demo), folded", str(ta["channels"])] + [_f(ta["sep_folded_d_over_D"][a], 3) for a in SEP_ALPHAS],
-        [f"{ref['model']} (paper), full order", str(ref["sep_D"])] + [_f(ref["sep_d_over_D"][a], 3) for a in SEP_ALPHAS],
+        [f"{ta['label']} (this demo), full order", str(ta["channels"])]
+        + [_f(ta["sep_d_over_D"][a], 3) for a in SEP_ALPHAS],
+        [f"{ta['label']} (this demo), folded", str(ta["channels"])]
+        + [_f(ta["sep_folded_d_over_D"][a], 3) for a in SEP_ALPHAS],
+        [f"{ref['model']} (paper), full order", str(ref["sep_D"])]
+        + [_f(ref["sep_d_over_D"][a], 3) for a in SEP_ALPHAS],
     ]
     b.append(("table", head, rows))
     b.append(("img", "teacher_vs_paper.png", "miniature teacher beside CaiT-S24"))
     b.append(("p", _expected_differences(ta, ref)))
     if ta["rotation_overlap_mean"] is not None:
-        b.append(("p", (
-            f"Subspace rotation: two images' own subspaces (each keeping 90% of its energy, median k = "
-            f"{_f(ta['rotation_k_median'], 1)}) overlap {_f(ta['rotation_overlap_mean'], 3)} on average "
-            f"(1 = same subspace; random subspaces give {_f(ta['rotation_random_baseline'], 3)})."
-        )))
+        b.append(
+            (
+                "p",
+                (
+                    f"Subspace rotation: two images' own subspaces (each keeping 90% of its energy, median k = "
+                    f"{_f(ta['rotation_k_median'], 1)}) overlap {_f(ta['rotation_overlap_mean'], 3)} on average "
+                    f"(1 = same subspace; random subspaces give {_f(ta['rotation_random_baseline'], 3)})."
+                ),
+            )
+        )
     return b
 
 
 def section_students_analysis(report: dict) -> list[Block]:
     ta = report["teacher_analysis"]
     b: list[Block] = [("h", 2, "The students' final features beside the teacher's")]
-    b.append(("p", "First seed of each arm, final block (Lift: after its lifting projector), same images "
-                   "and options as the teacher."))
+    b.append(
+        (
+            "p",
+            "First seed of each arm, final block (Lift: after its lifting projector), same images "
+            "and options as the teacher.",
+        )
+    )
     head = ["Model", "C", "SVD 90%", "Shared 90%", "Shared 99% / C", "SEP d/D @ 70%", "SEP d/D @ 90%"]
-    rows = [[a["label"], str(a["channels"]), _f(a["svd_p99"]["90"], 1), _f(a["pca_p99"]["90"], 1),
-             _f(a["pca_p99"]["99"] / a["channels"]), _f(a["sep_d_over_D"]["70"], 3),
-             _f(a["sep_d_over_D"]["90"], 3)] for a in [ta] + report["student_analysis"]]
+    rows = [
+        [
+            a["label"],
+            str(a["channels"]),
+            _f(a["svd_p99"]["90"], 1),
+            _f(a["pca_p99"]["90"], 1),
+            _f(a["pca_p99"]["99"] / a["channels"]),
+            _f(a["sep_d_over_D"]["70"], 3),
+            _f(a["sep_d_over_D"]["90"], 3),
+        ]
+        for a in [ta] + report["student_analysis"]
+    ]
     b.append(("table", head, rows))
     return b
 
@@ -402,31 +481,48 @@ def section_setup(report: dict) -> list[Block]:
     stages = timing.get("stages", {})
     wall = sum(x["wall_s"] for x in stages.values())
     b: list[Block] = [("h", 2, "Setup, cost and where the numbers come from")]
-    b.append(("p", (
-        f"Data: {report['data']['spec']}, {s['img_size']}x{s['img_size']} pixels, patch {s['patch_size']} "
-        f"({(s['img_size'] // s['patch_size']) ** 2} tokens), decoded once without augmentation. Teacher: "
-        f"{report['teacher']['epochs']} epochs. Students: {s['epochs']} epochs, batch {s['batch_size']}, "
-        f"{_seeds_text(s)}; seed s gives every arm the same batch order and the same initial weights for the "
-        "parts it shares with the narrow student. The teacher's logits and tokens on the training set are "
-        "computed once and cached. Stages 1-5 took "
-        f"{wall / 60:.1f} min wall on {timing.get('workers', '?')} worker(s), {timing.get('cpu_count', '?')} CPUs."
-    )))
+    b.append(
+        (
+            "p",
+            (
+                f"Data: {report['data']['spec']}, {s['img_size']}x{s['img_size']} pixels, patch {s['patch_size']} "
+                f"({(s['img_size'] // s['patch_size']) ** 2} tokens), decoded once without augmentation. Teacher: "
+                f"{report['teacher']['epochs']} epochs. Students: {s['epochs']} epochs, batch {s['batch_size']}, "
+                f"{_seeds_text(s)}; seed s gives every arm the same batch order and the same initial weights for the "
+                "parts it shares with the narrow student. The teacher's logits and tokens on the training set are "
+                "computed once and cached. Stages 1-5 took "
+                f"{wall / 60:.1f} min wall on {timing.get('workers', '?')} worker(s), {timing.get('cpu_count', '?')} CPUs."
+            ),
+        )
+    )
     head = ["Stage", "Wall (s)", "CPU of the main process (s)"]
     b.append(("table", head, [[k, f"{v['wall_s']:.0f}", _f(v.get("cpu_s"), 0)] for k, v in stages.items()]))
-    b.append(("p", (
-        "Every number is read from a stage's files: `2-teacher/` and `4-students/<arm>-seed<k>/` hold "
-        "`summary.json` and `checkpoints/last.pt`; `3-teacher-analysis/` and `5-student-analysis/<arm>/` are "
-        "`vitdistill analyze` results; `5-student-analysis/profile.json` is `vitdistill inspect`; "
-        "`6-report/report.json` holds everything shown here."
-    )))
+    b.append(
+        (
+            "p",
+            (
+                "Every number is read from a stage's files: `2-teacher/` and `4-students/<arm>-seed<k>/` hold "
+                "`summary.json` and `checkpoints/last.pt`; `3-teacher-analysis/` and `5-student-analysis/<arm>/` are "
+                "`vitdistill analyze` results; `5-student-analysis/profile.json` is `vitdistill inspect`; "
+                "`6-report/report.json` holds everything shown here."
+            ),
+        )
+    )
     return b
 
 
 def blocks(report: dict) -> list[Block]:
     """The report as blocks: ("h", level, text), ("p", text), ("table", head, rows), ("img", file, alt)."""
     b: list[Block] = []
-    for section in (section_top, section_verdict, section_mechanism, section_results,
-                    section_teacher_analysis, section_students_analysis, section_setup):
+    for section in (
+        section_top,
+        section_verdict,
+        section_mechanism,
+        section_results,
+        section_teacher_analysis,
+        section_students_analysis,
+        section_setup,
+    ):
         b += section(report)
     b.append(("img", "../1-data/samples.png", "sample training images with their class"))
     return b
@@ -467,13 +563,20 @@ def _inline(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
 
 
+def _cell(text: str) -> str:
+    """A table cell: numbers right-aligned, text left-aligned."""
+    numeric = bool(re.fullmatch(r"[-+]?[\d.,]+[kMG%]?( [(+-].*)?|n/a", text))
+    return f"<td class='{'num' if numeric else 'txt'}'>{_inline(text)}</td>"
+
+
 def render_html(bl: list[tuple], report_dir: Path) -> str:
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>vitdistill demo report</title><style>",
         "body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;"
         "line-height:1.45;color:#222}table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
-        "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}"
+        "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}td.num{text-align:right;"
+        "white-space:nowrap}"
         "th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:0.5em 0}code{background:#f5f5f5;"
         "padding:0 3px}h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}",
         "</style></head><body>",
@@ -491,7 +594,7 @@ def render_html(bl: list[tuple], report_dir: Path) -> str:
                 + "</tr></thead><tbody>"
             )
             for r in item[2]:
-                parts.append("<tr>" + "".join(f"<td>{_inline(str(c))}</td>" for c in r) + "</tr>")
+                parts.append("<tr>" + "".join(_cell(str(c)) for c in r) + "</tr>")
             parts.append("</tbody></table>")
         elif kind == "img" and (report_dir / item[1]).is_file():
             data = base64.b64encode((report_dir / item[1]).read_bytes()).decode("ascii")
@@ -517,8 +620,16 @@ def summary_text(report: dict) -> str:
     return "\n".join(lines)
 
 
-HEADLINE_PLOT = ["featkd_vs_softkd", "lift_vs_featkd", "widelast_vs_featkd", "revival_lift",
-                 "revival_widelast", "widelast_vs_uniform", "lift_teacher_gain", "widelast_teacher_gain"]
+HEADLINE_PLOT = [
+    "featkd_vs_softkd",
+    "lift_vs_featkd",
+    "widelast_vs_featkd",
+    "revival_lift",
+    "revival_widelast",
+    "widelast_vs_uniform",
+    "lift_teacher_gain",
+    "widelast_teacher_gain",
+]
 
 
 def write_report(out: Path, settings, report_dir: Path, timing: dict | None = None) -> dict:
@@ -526,8 +637,12 @@ def write_report(out: Path, settings, report_dir: Path, timing: dict | None = No
     report = collect(out, settings, timing)
     plots.accuracy(report, report_dir / "accuracy.png")
     plots.contrasts(report, HEADLINE_PLOT, report_dir / "contrasts.png")
-    plots.teacher_vs_paper(report["teacher_analysis"], report["reference"], "teacher (this demo)",
-                           report_dir / "teacher_vs_paper.png")
+    plots.teacher_vs_paper(
+        report["teacher_analysis"],
+        report["reference"],
+        "teacher (this demo)",
+        report_dir / "teacher_vs_paper.png",
+    )
     atomic_write_json(report_dir / "report.json", report)
     bl = blocks(report)
     atomic_write_text(out / "report.md", render_markdown(bl, out, report_dir))

@@ -29,7 +29,9 @@ def _kwargs(s: DemoSettings, width: int, depth: int, num_heads: int | None = Non
     )
 
 
-def overrides(s: DemoSettings, key: str, seed: int, epochs: int, teacher_dir: Path, uniform: int) -> list[str]:
+def overrides(
+    s: DemoSettings, key: str, seed: int, epochs: int, teacher_dir: Path, uniform: int
+) -> list[str]:
     """Config overrides that fit a recipe to the demo's sizes."""
     m = BY_KEY[key]
     ov = [f"data.train={s.data_spec()}", f"data.batch_size={s.batch_size}", f"epochs={epochs}"]
@@ -66,7 +68,8 @@ def uniform_width(s: DemoSettings, num_classes: int) -> tuple[int, dict[str, int
     h = heads(s.student_width)
     target = params("widelast_featkd", 0)
     best = min(
-        range(s.student_width, s.teacher_width + 1, h), key=lambda w: abs(params("uniform_featkd", w) - target)
+        range(s.student_width, s.teacher_width + 1, h),
+        key=lambda w: abs(params("uniform_featkd", w) - target),
     )
     return best, {"widelast": target, "uniform": params("uniform_featkd", best)}
 

@@ -14,7 +14,10 @@ import math
 # name -> (description, {arm: coefficient}); a contrast is sum(coef * top1[arm]) per seed.
 CONTRASTS: dict[str, tuple[str, dict[str, int]]] = {
     "featkd_vs_softkd": ("narrow: soft + feature KD minus soft KD", {"featkd": 1, "softkd": -1}),
-    "lift_vs_featkd": ("Lift soft + feature KD minus narrow soft + feature KD", {"lift_featkd": 1, "featkd": -1}),
+    "lift_vs_featkd": (
+        "Lift soft + feature KD minus narrow soft + feature KD",
+        {"lift_featkd": 1, "featkd": -1},
+    ),
     "widelast_vs_featkd": (
         "WideLast soft + feature KD minus narrow soft + feature KD",
         {"widelast_featkd": 1, "featkd": -1},

@@ -236,14 +236,28 @@ class Study:
         task = fit.make_task(model, None, cfg, tuple(data["train"].images.shape[1:]), classes)
         t, c = time.time(), time.process_time()
         result = fit.fit(
-            task, data["train"], data["val"], None, cfg, 0,
-            on_epoch=lambda e, loss: self.tick(f"teacher epoch {e + 1}/{cfg['epochs']}: train loss {loss:.3f}"),
+            task,
+            data["train"],
+            data["val"],
+            None,
+            cfg,
+            0,
+            on_epoch=lambda e, loss: self.tick(
+                f"teacher epoch {e + 1}/{cfg['epochs']}: train loss {loss:.3f}"
+            ),
         )
         from vitdistill.models.profile import count_params
 
-        summary = {"method": "teacher", "seed": 0, "epochs": cfg["epochs"], "params": count_params(model),
-                   "val_images": len(data["val"]), **result,
-                   "wall_s": time.time() - t, "cpu_s": time.process_time() - c}
+        summary = {
+            "method": "teacher",
+            "seed": 0,
+            "epochs": cfg["epochs"],
+            "params": count_params(model),
+            "val_images": len(data["val"]),
+            **result,
+            "wall_s": time.time() - t,
+            "cpu_s": time.process_time() - c,
+        }
         fit.save_run(folder, model, spec, summary)
         line = f"width {self.s.teacher_width}, depth {self.s.teacher_depth}: val top-1 {result['top1']:.1f}%"
         return {"top1": result["top1"]}, line
@@ -272,8 +286,16 @@ class Study:
         for seed in self.s.seed_list:  # seed-major: every arm of a seed before the next seed
             narrow = self.config("alone", seed, self.s.epochs)
             for key in self.s.methods:
-                out.append({**common, "method": key, "seed": seed, "run_dir": str(self.run_dir(key, seed)),
-                            "config": self.config(key, seed, self.s.epochs), "narrow_config": narrow})
+                out.append(
+                    {
+                        **common,
+                        "method": key,
+                        "seed": seed,
+                        "run_dir": str(self.run_dir(key, seed)),
+                        "config": self.config(key, seed, self.s.epochs),
+                        "narrow_config": narrow,
+                    }
+                )
         return out
 
     def stage_students(self, folder: Path):
@@ -313,7 +335,12 @@ class Study:
             if not (folder / key / "summary.json").is_file():  # done before an interruption
                 # A Lift student's output tokens are the lifted ones (teacher width): those are distilled
                 # and pooled by its head, so they are what is compared with the teacher.
-                analyze(model, self.s.data_spec(), out=folder / key, **{**opts, "final_norm": hasattr(model, "lift_dim")})
+                analyze(
+                    model,
+                    self.s.data_spec(),
+                    out=folder / key,
+                    **{**opts, "final_norm": hasattr(model, "lift_dim")},
+                )
                 self.tick(f"analysed {key} (seed {first})")
             dirs.append(folder / key)
             labels.append(BY_KEY[key].label)

@@ -50,7 +50,10 @@ MECHANISM = {
     "featkd_vs_softkd": (
         "Feature KD on the narrow student (paper: it does not help)",
         {
-            "above": ("does not support", "feature KD with the pooled teacher helps even the narrow student here"),
+            "above": (
+                "does not support",
+                "feature KD with the pooled teacher helps even the narrow student here",
+            ),
             "below": ("supports", "feature KD with the pooled teacher hurts the narrow student here"),
             "includes": ("cannot tell", "no detectable effect of feature KD on the narrow student"),
         },
@@ -60,7 +63,10 @@ MECHANISM = {
         {
             "above": ("supports", "feature KD gains more on Lift than on the narrow student"),
             "below": ("does not support", "feature KD gains less on Lift than on the narrow student"),
-            "includes": ("cannot tell", "no detectable difference in feature KD's gain between Lift and narrow"),
+            "includes": (
+                "cannot tell",
+                "no detectable difference in feature KD's gain between Lift and narrow",
+            ),
         },
     ),
     "revival_widelast": (
@@ -83,7 +89,10 @@ MECHANISM = {
                 "a uniform student with WideLast's parameter count does better, so WideLast's gain here "
                 "can come from parameters alone",
             ),
-            "includes": ("cannot tell", "WideLast and the parameter-matched uniform student are not separated"),
+            "includes": (
+                "cannot tell",
+                "WideLast and the parameter-matched uniform student are not separated",
+            ),
         },
     ),
     "lift_teacher_gain": (
@@ -99,7 +108,10 @@ MECHANISM = {
         {
             "above": ("supports", "distilled WideLast beats WideLast trained without a teacher"),
             "below": ("does not support", "WideLast trained without a teacher beats distilled WideLast"),
-            "includes": ("cannot tell", "distilled WideLast and WideLast without a teacher are not separated"),
+            "includes": (
+                "cannot tell",
+                "distilled WideLast and WideLast without a teacher are not separated",
+            ),
         },
     ),
 }
@@ -116,8 +128,7 @@ def mechanism(cs: dict, quick: bool) -> list[dict]:
             continue
         reading, text = by_side[where]
         if quick:
-            reading = "cannot tell"
-            text = "smoke run: not evidence"
+            reading, text = "cannot tell", "smoke run, not evidence"
         out.append({"contrast": name, "question": question, "reading": reading, "text": f"{text}: {fmt(c)}"})
     return out
 
