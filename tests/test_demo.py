@@ -207,3 +207,12 @@ def test_verdict_rule_and_sentence(lift, wide, holds, phrase):
         verb = {"above": "beats it", "below": "falls below it", "includes": "differs from it"}[side]
         assert f"{remedy} {verb}" in v["sentence"]
     assert verdict(_cs(lift, wide), quick=True)["holds"] is None
+
+
+def test_uniform_control_is_parameter_matched_to_widelast(demo):
+    data = json.loads((demo / "1-data" / "data.json").read_text())
+    report = json.loads((demo / "6-report" / "report.json").read_text())
+    wide, uni = report["results"]["widelast_featkd"]["params"], report["results"]["uniform_featkd"]["params"]
+    assert data["uniform_params"] == {"widelast": wide, "uniform": uni}
+    assert abs(uni - wide) / wide < 0.05
+    assert report["results"]["alone"]["params"] < wide

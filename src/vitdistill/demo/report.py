@@ -320,12 +320,10 @@ def section_verdict(report: dict) -> list[Block]:
 def section_mechanism(report: dict) -> list[Block]:
     """What the miniature supports, does not support, and cannot tell, in plain words."""
     b: list[Block] = [("h", 2, "The mechanism, in plain words")]
-    mech = report["verdict"]["mechanism"]
-    for reading in READINGS:
-        items = [x for x in mech if x["reading"] == reading]
-        if items:
-            lines = "; ".join(f"*{x['question']}*: {x['text']}" for x in items)
-            b.append(("p", f"**The miniature {reading}:** {lines}."))
+    mech = sorted(report["verdict"]["mechanism"], key=lambda x: READINGS.index(x["reading"]))
+    items = [f"**{x['reading'].capitalize()}.** *{x['question']}*: {x['text']}." for x in mech]
+    b.append(("p", "What the miniature supports, does not support, and cannot tell:"))
+    b.append(("ul", items))
     m = report["models"]
     b.append(
         (
@@ -512,7 +510,7 @@ def section_setup(report: dict) -> list[Block]:
 
 
 def blocks(report: dict) -> list[Block]:
-    """The report as blocks: ("h", level, text), ("p", text), ("table", head, rows), ("img", file, alt)."""
+    """The report as blocks: ("h", level, text), ("p", text), ("ul", items), ("table", head, rows), ("img", file, alt)."""
     b: list[Block] = []
     for section in (
         section_top,
@@ -542,6 +540,8 @@ def render_markdown(bl: list[tuple], base: Path, report_dir: Path) -> str:
             lines += ["#" * item[1] + " " + item[2], ""]
         elif kind == "p":
             lines += [item[1], ""]
+        elif kind == "ul":
+            lines += [f"- {x}" for x in item[1]] + [""]
         elif kind == "table":
             head, rows = item[1], item[2]
             lines.append("| " + " | ".join(head) + " |")
@@ -587,6 +587,8 @@ def render_html(bl: list[tuple], report_dir: Path) -> str:
             parts.append(f"<h{item[1]}>{_inline(item[2])}</h{item[1]}>")
         elif kind == "p":
             parts.append(f"<p>{_inline(item[1])}</p>")
+        elif kind == "ul":
+            parts.append("<ul>" + "".join(f"<li>{_inline(x)}</li>" for x in item[1]) + "</ul>")
         elif kind == "table":
             parts.append(
                 "<table><thead><tr>"
