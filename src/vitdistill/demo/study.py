@@ -370,7 +370,11 @@ class Study:
             f = self.folder(i) / "stage.json"
             if f.is_file():
                 info = json.loads(f.read_text())
-                stages[STAGE_DIRS[i - 1]] = {"wall_s": info["elapsed_s"], "cpu_s": info.get("cpu_s")}
+                stages[STAGE_DIRS[i - 1]] = {
+                    "wall_s": info["elapsed_s"],
+                    "cpu_s": info.get("cpu_s"),
+                    "runs_cpu_s": info["result"].get("runs_cpu_s"),
+                }
         return {"stages": stages, "workers": self.s.workers, "cpu_count": os.cpu_count()}
 
     def run(self) -> dict:
