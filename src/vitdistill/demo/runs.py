@@ -46,6 +46,7 @@ def overrides(
         ov.append(f"model.width={s.teacher_width}")
     if m.uses_teacher:
         ov.append(f"teacher.checkpoint={teacher_dir.resolve()}")
+        ov.append(f"teacher.kwargs={_kwargs(s, s.teacher_width, s.teacher_depth)}")
     return ov
 
 
