@@ -5,6 +5,7 @@
 """
 
 from vitdistill.demo.methods import METHODS, TEACHER, Method
-from vitdistill.demo.study import STAGE_DIRS, DemoSettings, Study, run_demo
+from vitdistill.demo.settings import STAGE_DIRS, DemoSettings
+from vitdistill.demo.study import Study, run_demo
 
 __all__ = ["METHODS", "STAGE_DIRS", "TEACHER", "DemoSettings", "Method", "Study", "run_demo"]

@@ -1,0 +1,203 @@
+"""The demo's training loop: many tiny runs over data held in memory, teacher outputs cached.
+
+The library's :func:`vitdistill.distill.train` runs the teacher on every augmented batch and
+reads images through a DataLoader; for a study of ~60 tiny runs on a CPU that overhead is most
+of the cost. Here the data set is decoded once into tensors (no augmentation, so every epoch
+sees the same pixels), the teacher's outputs on it are computed once per kind of target
+(:func:`teacher_targets`, through :meth:`DistillTask.run_teacher`) and cached on disk, and each
+run only trains its student. Losses, projectors and models are the library's own
+(:class:`vitdistill.distill.task.DistillTask`, :func:`vitdistill.distill.build.create_from_spec`).
+
+Pairing: run (arm, seed) draws its batch order from ``seed`` alone, and the parts its student
+shares with the plain narrow student (same name and shape) start from the narrow student's
+initialisation for that seed (:func:`build_student`), so differences between arms at one seed
+are differences of method, not of luck.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitdistill.utils.io import atomic_write_json
+
+
+@dataclass
+class Split:
+    """A data split decoded into memory: images (N, 3, H, W) float32 and labels (N,)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def load_split(spec: str, split: str, model, max_images: int | None, crop_pct) -> Split:
+    """Decode a data split with ``model``'s eval transform (no augmentation) into tensors."""
+    from vitdistill.data import build_dataset, eval_transform
+
+    ds = build_dataset(spec, split, max_images=max_images)
+    ds.transform = eval_transform(model, crop_pct=crop_pct)
+    images, labels = [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        images.append(item[0])
+        labels.append(int(item[1]))
+    return Split(torch.stack(images), torch.tensor(labels, dtype=torch.long))
+
+
+def save_splits(path: Path, splits: dict[str, Split]) -> None:
+    from vitdistill.utils.io import atomic_torch_save
+
+    atomic_torch_save(path, {k: {"images": v.images, "labels": v.labels} for k, v in splits.items()})
+
+
+def load_splits(path) -> dict[str, Split]:
+    return {k: Split(**v) for k, v in torch.load(path, weights_only=True).items()}
+
+
+def resolve_config(recipe: dict, overrides: list[str]) -> dict:
+    """A recipe resolved by the library's config code (defaults filled, values checked)."""
+    from vitdistill.distill import config as config_mod
+
+    return config_mod.resolve(recipe, overrides)
+
+
+def build_student(cfg: dict, narrow_cfg: dict, seed: int, num_classes: int) -> tuple[torch.nn.Module, dict]:
+    """The arm's student for ``seed``; parts it shares with the narrow student start identical."""
+    from vitdistill.distill.build import create_from_spec, model_spec
+
+    spec = model_spec(cfg["model"], num_classes)
+    torch.manual_seed(seed)
+    model = create_from_spec(spec)
+    torch.manual_seed(seed)
+    narrow = create_from_spec(model_spec(narrow_cfg["model"], num_classes))
+    own = model.state_dict()
+    shared = {k: v for k, v in narrow.state_dict().items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(shared, strict=False)
+    return model, spec
+
+
+def make_task(model, teacher, cfg: dict, input_size, num_classes: int):
+    from vitdistill.distill.task import DistillTask
+
+    lc = cfg["loss"]
+    use_teacher = lc["alpha"] > 0 or lc["feat_weight"] > 0
+    return DistillTask(model, teacher if use_teacher else None, lc, input_size, num_classes)
+
+
+def target_kind(task) -> str | None:
+    """Which cached teacher outputs a task needs (None: no teacher): logits, tokens, pooled width."""
+    if task.teacher is None:
+        return None
+    pool = "-".join("raw" if c is None else str(c) for c in task.t_pool) if task.use_feat else "none"
+    return f"kd{int(task.use_kd)}-feat{int(task.use_feat)}-{pool}"
+
+
+@torch.no_grad()
+def teacher_targets(task, images: torch.Tensor, batch: int = 256) -> dict[str, Any]:
+    """The teacher's logits and tapped tokens on every image, as the task's training step sees them."""
+    logits, feats = [], []
+    for s in range(0, images.shape[0], batch):
+        lo, fe = task.run_teacher(images[s : s + batch])
+        if lo is not None:
+            logits.append(lo)
+        feats.append(fe)
+    return {
+        "logits": torch.cat(logits) if logits else None,
+        "feats": [torch.cat([f[i] for f in feats]) for i in range(len(feats[0]))] if feats else [],
+    }
+
+
+@torch.no_grad()
+def top1(model, split: Split, batch: int = 500) -> float:
+    was = model.training
+    model.eval()
+    hits = 0
+    for s in range(0, len(split), batch):
+        out = model(split.images[s : s + batch])
+        if isinstance(out, tuple):
+            out = (out[0] + out[1]) / 2
+        hits += int((out.argmax(1) == split.labels[s : s + batch]).sum())
+    model.train(was)
+    return 100.0 * hits / len(split)
+
+
+def _optimizer(task, cfg: dict, steps_per_epoch: int):
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    o, s = cfg["optim"], cfg["sched"]
+    lr = o["lr"] if o["lr"] is not None else o["lr_base"] * cfg["data"]["batch_size"] / o["lr_base_size"]
+    opt = create_optimizer_v2(task.trainable, opt=o["opt"], lr=lr, weight_decay=o["weight_decay"])
+    sched, _ = create_scheduler_v2(
+        opt,
+        sched=s["name"],
+        num_epochs=cfg["epochs"],
+        min_lr=s["min_lr"],
+        warmup_lr=s["warmup_lr"],
+        warmup_epochs=s["warmup_epochs"],
+        step_on_epochs=False,
+        updates_per_epoch=steps_per_epoch,
+    )
+    return opt, sched
+
+
+def fit(
+    task, train: Split, val: Split, targets: dict | None, cfg: dict, seed: int, on_epoch=None
+) -> dict[str, Any]:
+    """Train ``task.trainable`` for ``cfg['epochs']``; batch order drawn from ``seed`` only."""
+    batch = cfg["data"]["batch_size"]
+    steps = len(train) // batch
+    opt, sched = _optimizer(task, cfg, steps)
+    task.trainable.train()
+    losses, updates = [], 0
+    for epoch in range(cfg["epochs"]):
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        total = 0.0
+        for s in range(steps):
+            idx = order[s * batch : (s + 1) * batch]
+            t_out = (None, [])
+            if targets is not None:
+                lo = targets["logits"]
+                t_out = (lo[idx] if lo is not None else None, [f[idx] for f in targets["feats"]])
+            terms = task.losses(task.trainable(train.images[idx]), t_out, train.labels[idx])
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opt.step()
+            updates += 1
+            sched.step_update(num_updates=updates)
+            total += float(terms["loss"].detach())
+        if not torch.isfinite(torch.tensor(total)):
+            from vitdistill.errors import UserError
+
+            raise UserError(f"non-finite training loss in epoch {epoch} (seed {seed}); lower optim.lr")
+        losses.append(total / steps)
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
+    return {"top1": top1(task.student, val), "train_loss": losses, "steps": updates}
+
+
+def save_run(run_dir: Path, model, spec: dict, summary: dict) -> None:
+    """Weights in the library's run-checkpoint layout (``student`` + ``model_spec``), then summary.json."""
+    from vitdistill.distill import checkpoint as ckpt_mod
+
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    ckpt_mod.save(run_dir / "checkpoints" / "last.pt", {"student": model.state_dict(), "model_spec": spec})
+    atomic_write_json(run_dir / "summary.json", {**summary, "model": spec})
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    f = run_dir / "summary.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
+def cpu_clock() -> tuple[float, float]:
+    """(wall, this process's CPU seconds)."""
+    return time.time(), time.process_time()
