@@ -24,6 +24,7 @@ from vitdistill.demo.settings import STAGE_DIRS
 from vitdistill.demo.stats import contrasts
 from vitdistill.demo.verdict import READINGS, fmt, verdict
 from vitdistill.utils.io import atomic_write_json, atomic_write_text
+from vitdistill.utils.tables import render
 
 PAPER_MODEL = "CaiT-S24"
 THRESHOLDS = ("80", "90", "95", "99")
@@ -553,11 +554,8 @@ def render_markdown(bl: list[tuple], base: Path, report_dir: Path) -> str:
             lines += [f"- {x}" for x in item[1]] + [""]
         elif kind == "table":
             head, rows = item[1], item[2]
-            lines.append("| " + " | ".join(head) + " |")
-            lines.append("|" + "|".join([":--"] + ["--:"] * (len(head) - 1)) + "|")
-            for r in rows:
-                lines.append("| " + " | ".join(str(c) for c in r) + " |")
-            lines.append("")
+            table = [dict(zip(head, (str(c) for c in r), strict=True)) for r in rows]
+            lines += [render(table, "md", text_cols=(head[0],)).rstrip("\n"), ""]
         elif kind == "img" and (report_dir / item[1]).is_file():
             lines += [f"![{item[2]}]({_rel(report_dir / item[1], base)})", ""]
     return "\n".join(lines).rstrip() + "\n"
