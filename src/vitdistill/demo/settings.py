@@ -109,6 +109,11 @@ class DemoSettings:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1 (got {v})")
         if self.seed_offset < 0:
             raise UserError(f"--seed-offset must be >= 0 (got {self.seed_offset})")
+        if self.data is not None and not str(self.data).startswith("synthetic:"):
+            from pathlib import Path
+
+            if not Path(self.data).expanduser().exists():  # said before any stage starts
+                raise UserError(f"data folder {self.data} does not exist")
         if self.img_size % self.patch_size:
             raise UserError(
                 f"--img-size {self.img_size} must be a multiple of --patch-size {self.patch_size}"
