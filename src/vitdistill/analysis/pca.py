@@ -10,16 +10,19 @@ by :class:`CapturedEnergy`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from vitdistill.analysis.spectra import on_solver_pool
-from vitdistill.analysis.stats import RowStore, by_stat, energy_ranks, tkey
+from vitdistill.analysis.stats import Mergeable, RowStore, by_stat, energy_ranks, tkey
 
 
-class SecondMoment:
+class SecondMoment(Mergeable):
     """Streaming sum of X^T X (float64) and token count for one layer."""
+
+    reductions: ClassVar[dict[str, Any]] = {"sum_xtx": "sum", "sum_tokens": "sum", "thresholds": "first"}
 
     def __init__(self, thresholds: Sequence[float] = (0.8, 0.9, 0.95, 0.99)):
         self.thresholds = [float(t) for t in thresholds]
@@ -79,8 +82,15 @@ def solve_all(moments: Sequence[SecondMoment]) -> None:
     on_solver_pool(SecondMoment.eig, todo)
 
 
-class CapturedEnergy:
+class CapturedEnergy(Mergeable):
     """Per-image energy captured by the leading d shared-basis directions, and its d_t."""
+
+    reductions: ClassVar[dict[str, Any]] = {
+        "ids": "rows",
+        "rows": "rows",
+        "sum_curve": "sum",
+        "sum_sq_curve": "sum",
+    }
 
     def __init__(self, basis: torch.Tensor, thresholds: Sequence[float] = (0.8, 0.9, 0.95, 0.99)):
         self.basis = basis.to(torch.float64)

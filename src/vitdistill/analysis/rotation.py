@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from vitdistill.analysis.spectra import on_solver_pool, solver_threads
-from vitdistill.analysis.stats import describe, energy_ranks
+from vitdistill.analysis.stats import Mergeable, describe, energy_ranks
 
 PAIRS_PER_CALL = 64  # principal-angle problems per batched product and solver call
 
@@ -82,8 +83,10 @@ def pair_cosines(vs: list[torch.Tensor], pairs: list[tuple[int, int]]) -> list[t
     return [sv[p, :k] for p, k in enumerate(ks)]
 
 
-class SubspaceRotation:
+class SubspaceRotation(Mergeable):
     """Bounded per-image subspaces of one layer and the pairwise statistics computed from them."""
+
+    reductions: ClassVar[dict[str, Any]] = {"samples": "union", "threshold": "first"}
 
     def __init__(self, sample: list[int], threshold: float = 0.9, max_pairs: int = 5000, seed: int = 0):
         self.sample = set(int(i) for i in sample)

@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from vitdistill.analysis.pipeline import StatsWorker
 from vitdistill.analysis.rotation import SubspaceRotation, sample_indices
 from vitdistill.analysis.sep import MODES, SEP
 from vitdistill.analysis.spectra import PRECISIONS, PerImageSVD
-from vitdistill.analysis.stats import merge_states
+from vitdistill.analysis.stats import Mergeable, merge_states
 from vitdistill.errors import UserError
 from vitdistill.utils import dist
 from vitdistill.utils.io import atomic_torch_save
@@ -209,8 +209,15 @@ def preprocess(x: torch.Tensor, center: bool, standardize: bool) -> torch.Tensor
     return x
 
 
-class LayerStats:
+class LayerStats(Mergeable):
     """All streaming metrics of one layer."""
+
+    reductions: ClassVar[dict[str, Any]] = {
+        "svd": PerImageSVD.reductions,
+        "pca": SecondMoment.reductions,
+        "sep": SEP.reductions,
+        "rotation": SubspaceRotation.reductions,
+    }
 
     def __init__(
         self, layer: int, opts: AnalysisOptions, permutations: int, rotation_sample: list[int] | None
@@ -306,10 +313,86 @@ def analyze(
         torch.set_num_threads(threads)
 
 
+@dataclass
+class _Run:
+    """One analysis run's state, handed from each part of :func:`_analyze` to the next."""
+
+    opts: AnalysisOptions
+    info: dist.DistInfo
+    device: torch.device
+    model: nn.Module
+    prov: dict
+    layer_ids: list[int]
+    data: Any
+    transform: Any
+    ds: Any
+    n_total: int
+    out: Path
+    stats: dict[int, LayerStats] = field(default_factory=dict)
+    curve_layers: list[int] = field(default_factory=list)
+    spills: dict[int, FeatureFile] = field(default_factory=dict)  # pass-1 features for pass 2
+    saved: dict[int, FeatureFile] = field(default_factory=dict)  # --save-features
+    fingerprint: str = ""
+    done: list[int] = field(default_factory=list)
+    skipped: int = 0
+
+    @property
+    def last(self) -> int:
+        return self.layer_ids[-1]
+
+    @property
+    def state_dir(self) -> Path:
+        return self.out / ".analysis_state"
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.state_dir / f"rank{self.info.rank}.pt"
+
+    def save_checkpoint(self) -> None:
+        atomic_torch_save(
+            self.ckpt_path,
+            {
+                "fingerprint": self.fingerprint,
+                "layers": {L: self.stats[L].state_dict() for L in self.layer_ids},
+                "spills": {L: s.state_dict() for L, s in self.spills.items()},
+                "saved": {L: s.state_dict() for L, s in self.saved.items()},
+                "done": list(self.done),
+                "skipped": self.skipped,
+            },
+        )
+
+    def consume(self, feats: list[torch.Tensor], idx: torch.Tensor) -> None:
+        """Feed one batch of every layer's token features to the statistics (and the files)."""
+        for L, f in zip(self.layer_ids, feats, strict=True):
+            f = preprocess(f, self.opts.center, self.opts.standardize)
+            self.stats[L].update(f, idx)
+            if L in self.spills:
+                self.spills[L].write(f, idx)
+            if L in self.saved:
+                self.saved[L].write(f, idx)
+        self.done.extend(int(i) for i in idx)
+
+
 def _analyze(model, data, out, load: dict, options, heap_buffers):
-    from vitdistill.data import build_dataset, collate_skip, eval_transform, resolve_data_config
-    from vitdistill.models.loading import create_model
-    from vitdistill.models.taps import check_tappable, resolve_layers, token_features
+    run = _setup(model, data, out, load, options)
+    _build_stats(run)
+    _resume_or_reset(run)
+    t_pass1 = _pass1(run)
+    skipped_all, n_done = _merge_pass1(run)
+    t_pass2 = _pass2(run)
+    saved_manifest = _close_saved(run)
+    if not run.info.is_main:
+        dist.barrier()
+        return None
+    timing = {"pass1_s": t_pass1, "pass2_s": t_pass2, "images_per_s": n_done / max(t_pass1, 1e-9)}
+    summary = _write(run, heap_buffers, skipped_all, timing, saved_manifest)
+    dist.barrier()
+    return summary
+
+
+def _setup(model, data, out, load: dict, options) -> _Run:
+    """Options, device, model (with its provenance), data set and the locked output folder."""
+    from vitdistill.data import build_dataset, eval_transform
 
     unknown = set(options) - set(AnalysisOptions.__dataclass_fields__)
     if unknown:
@@ -320,6 +403,25 @@ def _analyze(model, data, out, load: dict, options, heap_buffers):
     device = torch.device(opts.device)
     if device.type == "cuda" and info.distributed:
         device = torch.device("cuda", info.local_rank)
+    model, prov, layer_ids = _setup_model(model, load, opts)
+    model = model.to(device).eval()
+
+    transform = eval_transform(model, crop_pct=opts.crop_pct)
+    ds = build_dataset(
+        data, split=opts.split, transform=transform, strict=opts.strict, max_images=opts.images
+    )
+    n_total = len(ds)
+    if n_total == 0:
+        raise UserError(f"no images found in {data}")
+    out = Path(out) if out is not None else Path("analysis") / str(prov["model"])
+    hold_folder(out, "analyze")  # before any write; released when analyze returns or fails
+    return _Run(opts, info, device, model, prov, layer_ids, data, transform, ds, n_total, out)
+
+
+def _setup_model(model, load: dict, opts: AnalysisOptions) -> tuple[nn.Module, dict, list[int]]:
+    """The model (built from its name, or as given), its provenance and the analysed layers."""
+    from vitdistill.models.loading import create_model
+    from vitdistill.models.taps import check_tappable, resolve_layers
 
     torch.manual_seed(opts.seed)  # identical random-init weights on every rank
     if isinstance(model, str):
@@ -340,191 +442,186 @@ def _analyze(model, data, out, load: dict, options, heap_buffers):
         }
     check_tappable(model)
     layer_ids = sorted(resolve_layers(model, opts.layers))  # "last" = the deepest analysed layer
-    model = model.to(device).eval()
+    return model, prov, layer_ids
 
-    transform = eval_transform(model, crop_pct=opts.crop_pct)
-    ds = build_dataset(
-        data, split=opts.split, transform=transform, strict=opts.strict, max_images=opts.images
-    )
-    n_total = len(ds)
-    if n_total == 0:
-        raise UserError(f"no images found in {data}")
-    out = Path(out) if out is not None else Path("analysis") / str(prov["model"])
-    hold_folder(out, "analyze")  # before any write; released when analyze returns or fails
-    state_dir = out / ".analysis_state"
-    ckpt_path = state_dir / f"rank{info.rank}.pt"
 
-    last = layer_ids[-1]
-    curve_layers = {"last": [last], "all": list(layer_ids), "off": []}[opts.pca_curves]
-    perm_layers = [last] if opts.permutation_layers == "last" else list(layer_ids)
-    rot_sample = sample_indices(n_total, opts.rotation_images, opts.seed)
-    stats = {
+def _build_stats(run: _Run) -> None:
+    """Every layer's metrics, the pass-2 scratch files and the --save-features files."""
+    opts, rank, last = run.opts, run.info.rank, run.last
+    run.curve_layers = {"last": [last], "all": list(run.layer_ids), "off": []}[opts.pca_curves]
+    perm_layers = [last] if opts.permutation_layers == "last" else list(run.layer_ids)
+    rot_sample = sample_indices(run.n_total, opts.rotation_images, opts.seed)
+    run.stats = {
         L: LayerStats(
             L, opts, opts.permutations if L in perm_layers else 0, rot_sample if last == L else None
         )
-        for L in layer_ids
+        for L in run.layer_ids
     }
-    spills = {L: FeatureFile(state_dir / f"features_L{L}_rank{info.rank}.f32") for L in curve_layers}
-    saved = (
+    run.spills = {L: FeatureFile(run.state_dir / f"features_L{L}_rank{rank}.f32") for L in run.curve_layers}
+    run.saved = (
         {
-            L: FeatureFile(state_dir / "features" / f"layer{L:02d}.rank{info.rank}.bin", opts.features_dtype)
-            for L in layer_ids
+            L: FeatureFile(run.state_dir / "features" / f"layer{L:02d}.rank{rank}.bin", opts.features_dtype)
+            for L in run.layer_ids
         }
         if opts.save_features
         else {}
     )
 
-    fp = (
-        opts.fingerprint()
-        + f"/w{info.world_size}/n{n_total}/"
-        + json.dumps(prov["weights"], sort_keys=True, default=str)
+
+def _resume_or_reset(run: _Run) -> None:
+    """--resume: load this rank's checkpoint (same fingerprint only); otherwise clear old state."""
+    run.fingerprint = (
+        run.opts.fingerprint()
+        + f"/w{run.info.world_size}/n{run.n_total}/"
+        + json.dumps(run.prov["weights"], sort_keys=True, default=str)
     )
-    done: list[int] = []
-    skipped = 0
-    if opts.resume and ckpt_path.exists():
-        ck = _read_state(ckpt_path)
-        if ck["fingerprint"] != fp:
+    if run.opts.resume and run.ckpt_path.exists():
+        ck = _read_state(run.ckpt_path)
+        if ck["fingerprint"] != run.fingerprint:
             raise UserError(
-                f"--resume: {ckpt_path} was written with other options, weights, data or process count; "
+                f"--resume: {run.ckpt_path} was written with other options, weights, data or process count; "
                 "rerun with the same flags or without --resume"
             )
-        for L in layer_ids:
-            stats[L].load_state_dict(ck["layers"][L])
-        for L, s in spills.items():
+        for L in run.layer_ids:
+            run.stats[L].load_state_dict(ck["layers"][L])
+        for L, s in run.spills.items():
             s.load_state_dict(ck["spills"][L])
-        for L, s in saved.items():
+        for L, s in run.saved.items():
             s.load_state_dict(ck["saved"][L])
-        done, skipped = list(ck["done"]), int(ck["skipped"])
+        run.done, run.skipped = list(ck["done"]), int(ck["skipped"])
     else:
-        if state_dir.exists() and info.is_main:
-            shutil.rmtree(state_dir, ignore_errors=True)
+        if run.state_dir.exists() and run.info.is_main:
+            shutil.rmtree(run.state_dir, ignore_errors=True)
         dist.barrier()
-        if opts.save_features:
-            for s in saved.values():
+        if run.opts.save_features:
+            for s in run.saved.values():
                 s.path.unlink(missing_ok=True)
 
-    def save_checkpoint() -> None:
-        atomic_torch_save(
-            ckpt_path,
-            {
-                "fingerprint": fp,
-                "layers": {L: stats[L].state_dict() for L in layer_ids},
-                "spills": {L: s.state_dict() for L, s in spills.items()},
-                "saved": {L: s.state_dict() for L, s in saved.items()},
-                "done": list(done),
-                "skipped": skipped,
-            },
-        )
 
-    shard = list(range(info.rank, n_total, info.world_size))
-    done_set = set(done)
+def _pass1(run: _Run) -> float:
+    """Stream this rank's images not yet done through the model and the statistics; the seconds."""
+    from vitdistill.data import collate_skip
+    from vitdistill.models.taps import token_features
+
+    opts, info = run.opts, run.info
+    shard = list(range(info.rank, run.n_total, info.world_size))
+    done_set = set(run.done)
     todo = [i for i in shard if i not in done_set]
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(ds, todo),
+        torch.utils.data.Subset(run.ds, todo),
         batch_size=opts.batch_size,
         shuffle=False,
         num_workers=opts.num_workers,
         collate_fn=collate_skip,
-        pin_memory=device.type == "cuda",
+        pin_memory=run.device.type == "cuda",
     )
-
     if opts.plots and info.is_main:
         from vitdistill.analysis import plots
 
         plots.start_warming()
     t0 = time.perf_counter()
-    bar = Progress(len(todo), f"analyze {prov['model']}", unit="img", enabled=info.is_main and opts.progress)
+    bar = Progress(
+        len(todo), f"analyze {run.prov['model']}", unit="img", enabled=info.is_main and opts.progress
+    )
     n_batches = 0
-
-    def consume(feats: list[torch.Tensor], idx: torch.Tensor) -> None:
-        for L, f in zip(layer_ids, feats, strict=True):
-            f = preprocess(f, opts.center, opts.standardize)
-            stats[L].update(f, idx)
-            if L in spills:
-                spills[L].write(f, idx)
-            if L in saved:
-                saved[L].write(f, idx)
-        done.extend(int(i) for i in idx)
-
     # --overlap: the statistics of batch k run on a worker thread while batch k+1 is in the model
-    worker = StatsWorker(consume, depth=1) if opts.overlap else None
+    worker = StatsWorker(run.consume, depth=1) if opts.overlap else None
     for images, _labels, idx, n_skip in loader:
-        skipped += int(n_skip)
+        run.skipped += int(n_skip)
         if images.numel():
-            x = images.to(device, non_blocking=True)
+            x = images.to(run.device, non_blocking=True)
             with torch.inference_mode():
-                feats = token_features(model, x, layer_ids, norm=opts.final_norm)
-                worker.submit(feats, idx) if worker else consume(feats, idx)
+                feats = token_features(run.model, x, run.layer_ids, norm=opts.final_norm)
+                worker.submit(feats, idx) if worker else run.consume(feats, idx)
         n_batches += 1
         bar.update(int(images.shape[0]) + int(n_skip))
         if opts.checkpoint_every and n_batches % opts.checkpoint_every == 0:
             worker.drain() if worker else None
-            save_checkpoint()
+            run.save_checkpoint()
     if worker:
         worker.drain()
         worker.close()
     bar.close()
     if opts.checkpoint_every and n_batches:
-        save_checkpoint()
-    t_pass1 = time.perf_counter() - t0
+        run.save_checkpoint()
+    return time.perf_counter() - t0
 
-    # merge pass-1 states across ranks; every rank needs the PCA basis for pass 2
-    skipped_all = sum(dist.all_gather_object(skipped))
-    for L in layer_ids:
-        states = dist.all_gather_object(stats[L].state_dict())
-        if info.distributed:
-            stats[L].load_state_dict(_merge_layer(states))
-    n_done = len(stats[last].svd.rows)
+
+def _merge_pass1(run: _Run) -> tuple[int, int]:
+    """Merge pass-1 states across ranks (every rank needs the PCA basis for pass 2).
+
+    Returns the skipped images of all ranks and the images analysed."""
+    skipped_all = sum(dist.all_gather_object(run.skipped))
+    for L in run.layer_ids:
+        states = dist.all_gather_object(run.stats[L].state_dict())
+        if run.info.distributed:
+            run.stats[L].load_state_dict(merge_states(states, LayerStats))
+    n_done = len(run.stats[run.last].svd.rows)
     if n_done == 0:
-        raise UserError(f"none of the {n_total} images in {data} could be read")
+        raise UserError(f"none of the {run.n_total} images in {run.data} could be read")
+    return skipped_all, n_done
 
+
+def _pass2(run: _Run) -> float:
+    """Solve every layer's PCA, then the per-image captured-energy curves from the scratch files."""
     t1 = time.perf_counter()
-    solve_all([stats[L].pca for L in layer_ids])
-    for L in curve_layers:
-        _, vec = stats[L].pca.eig()
-        ce = CapturedEnergy(vec.to(device), opts.thresholds)
-        for f, ids in spills[L].chunks(opts.batch_size):
-            ce.update(f.to(device), ids)
-        spills[L].close()
+    solve_all([run.stats[L].pca for L in run.layer_ids])
+    for L in run.curve_layers:
+        _, vec = run.stats[L].pca.eig()
+        ce = CapturedEnergy(vec.to(run.device), run.opts.thresholds)
+        for f, ids in run.spills[L].chunks(run.opts.batch_size):
+            ce.update(f.to(run.device), ids)
+        run.spills[L].close()
         parts = dist.all_gather_object(ce.state_dict())
-        ce.load_state_dict(merge_states(parts))
-        stats[L].curves = ce
-    t_pass2 = time.perf_counter() - t1
-    for s in saved.values():
+        ce.load_state_dict(merge_states(parts, CapturedEnergy))
+        run.stats[L].curves = ce
+    return time.perf_counter() - t1
+
+
+def _close_saved(run: _Run) -> dict | None:
+    """Close the --save-features files; every rank's file, ids and shape per layer (or None)."""
+    for s in run.saved.values():
         s.close()
-    saved_manifest = None
-    if saved:
-        saved_manifest = {
-            L: dist.all_gather_object({"file": s.path.name, "ids": s.ids, "shape": s.shape})
-            for L, s in saved.items()
-        }
-    if not info.is_main:
-        dist.barrier()
+    if not run.saved:
         return None
+    return {
+        L: dist.all_gather_object({"file": s.path.name, "ids": s.ids, "shape": s.shape})
+        for L, s in run.saved.items()
+    }
 
+
+def _write(run: _Run, heap_buffers, skipped_all: int, timing: dict, saved_manifest) -> dict:
+    """Rank 0: provenance, summary.json and every output file; the scratch state is removed."""
     from vitdistill.analysis import report
+    from vitdistill.data import resolve_data_config
 
+    ds, opts = run.ds, run.opts
     provenance = {
-        **prov,
+        **run.prov,
         "versions": _versions(),
-        "data": _jsonable(ds.describe() if hasattr(ds, "describe") else {"spec": str(data)}),
-        "transform": _jsonable(resolve_data_config(model, crop_pct=opts.crop_pct)),
-        "transform_repr": str(transform),
-        "device": str(device),
-        "world_size": info.world_size,
-        "num_prefix_tokens": int(getattr(model, "num_prefix_tokens", 0) or 0),
+        "data": _jsonable(ds.describe() if hasattr(ds, "describe") else {"spec": str(run.data)}),
+        "transform": _jsonable(resolve_data_config(run.model, crop_pct=opts.crop_pct)),
+        "transform_repr": str(run.transform),
+        "device": str(run.device),
+        "world_size": run.info.world_size,
+        "num_prefix_tokens": int(getattr(run.model, "num_prefix_tokens", 0) or 0),
         "allocator": {"glibc_large_buffers_on_heap": heap_buffers, "torch_threads": torch.get_num_threads()},
     }
-    sample_ids = list(getattr(ds, "sample_ids", [str(i) for i in range(n_total)]))
-    timing = {"pass1_s": t_pass1, "pass2_s": t_pass2, "images_per_s": n_done / max(t_pass1, 1e-9)}
+    sample_ids = list(getattr(ds, "sample_ids", [str(i) for i in range(run.n_total)]))
     summary = report.build_summary(
-        stats, layer_ids, opts, provenance, sample_ids, n_total, skipped_all, timing
+        run.stats, run.layer_ids, opts, provenance, sample_ids, run.n_total, skipped_all, timing
     )
     report.write_outputs(
-        out, summary, stats, layer_ids, opts, sample_ids, saved_manifest, state_dir / "features"
+        run.out,
+        summary,
+        run.stats,
+        run.layer_ids,
+        opts,
+        sample_ids,
+        saved_manifest,
+        run.state_dir / "features",
     )
-    shutil.rmtree(state_dir, ignore_errors=True)
-    dist.barrier()
+    shutil.rmtree(run.state_dir, ignore_errors=True)
     return summary
 
 
@@ -539,10 +636,3 @@ def _read_state(path: Path) -> dict:
     if not isinstance(ck, dict) or "fingerprint" not in ck:
         raise UserError(f"--resume: {path} is not an analysis state; rerun without --resume")
     return ck
-
-
-def _merge_layer(states: list[dict]) -> dict:
-    out = {k: merge_states([s[k] for s in states]) for k in ("svd", "pca", "sep")}
-    if "rotation" in states[0]:
-        out["rotation"] = merge_states([s["rotation"] for s in states])
-    return out

@@ -13,11 +13,12 @@ holds more energy than the Nyquist bin; d50 = D/2 in full mode is then no eviden
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from vitdistill.analysis.stats import RowStore, akey, bootstrap_ci, first_at_least
+from vitdistill.analysis.stats import Mergeable, RowStore, akey, bootstrap_ci, first_at_least
 
 MODES = ("full", "folded")
 
@@ -64,13 +65,24 @@ def _expand(half: torch.Tensor, d: int, mode: str) -> torch.Tensor:
     return half * _fold_weights(d, h, half.dtype, half.device)
 
 
-class SEP:
+class SEP(Mergeable):
     """Pooled SEP curves of one layer in both modes, plus per-image thresholds.
 
     With ``permutations`` > 0, R seeded channel permutations are applied to every token (one
     permutation per trial, shared by all tokens) in ``perm_mode``; per trial the pooled curve
     sums and per-image bandwidths are kept, so the robustness test needs per-image scalars only.
     """
+
+    reductions: ClassVar[dict[str, Any]] = {
+        **{f"{p}_{m}": "sum" for m in MODES for p in ("sum", "sumsq")},
+        "sum_perm": "sum",
+        "ids": "rows",
+        "rows": "rows",
+        "sum_tokens": "sum",
+        "sum_zero": "sum",
+        "D": "first",
+        "perm": {"ids": "rows", "rows": "rows"},
+    }
 
     def __init__(
         self,

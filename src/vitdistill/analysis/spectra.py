@@ -31,11 +31,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from vitdistill.analysis.stats import RowStore, by_stat, describe, energy_ranks, tkey
+from vitdistill.analysis.stats import Mergeable, RowStore, by_stat, describe, energy_ranks, tkey
 
 EPS32 = float(np.finfo(np.float32).eps)
 PRECISIONS = ("mixed", "float64")
@@ -181,8 +182,17 @@ def default_rank_rtol(n: int, c: int) -> float:
     return max(n, c) * float(np.finfo(np.float32).eps)
 
 
-class PerImageSVD:
+class PerImageSVD(Mergeable):
     """Streaming per-image spectra of one layer: per-image d_t and rank, mean energy spectrum."""
+
+    reductions: ClassVar[dict[str, Any]] = {
+        "ids": "rows",
+        "rows": "rows",
+        "sum_spectrum": "sum",
+        "shape": "first",
+        "thresholds": "first",
+        "sum_rechecked": "sum",
+    }
 
     def __init__(
         self,

@@ -1,14 +1,13 @@
 """Small shared helpers: threshold keys, percentile summaries, bootstrap, state merging.
 
-Every streaming metric keeps three kinds of state, and merging (ranks, resume) treats each kind
-the same way: ``sum_*`` tensors are added, per-image rows (``ids`` + ``rows``) are concatenated
-and re-sorted by image index, and ``samples`` dicts are united. Keeping to these three kinds is
-what makes a K-process run equal to a 1-process run.
+Every streaming metric declares how each key of its state merges (ranks, resume): see
+:class:`Mergeable` and :func:`merge_states`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -86,43 +85,103 @@ def first_at_least(curves: torch.Tensor, alphas: Sequence[float]) -> torch.Tenso
 
 # --- state merging ---------------------------------------------------------------------------
 
+#: How a state key merges across ranks (or a checkpoint plus new work). A declaration maps each
+#: key to one of these names, or to a nested declaration (the key holds a dict of its own state).
+REDUCTIONS = ("sum", "rows", "union", "first")
 
-def merge_states(states: Iterable[dict]) -> dict:
-    """Merge metric states from ranks (or from a checkpoint plus new work); see module docstring.
 
-    Nested dicts (other than ``samples``) are merged recursively; ``None`` marks a rank that saw
-    no image for that part of the state.
+def check_declaration(reductions: Mapping[str, Any], owner: str) -> None:
+    """Refuse a declaration with an unknown reduction, or "rows" keys without the "ids" sort key."""
+    for key, kind in reductions.items():
+        if isinstance(kind, Mapping):
+            check_declaration(kind, f"{owner}.{key}")
+        elif kind not in REDUCTIONS:
+            raise ValueError(
+                f"{owner}: state key {key!r} declares reduction {kind!r}; use one of {REDUCTIONS}"
+            )
+    if any(k == "rows" for k in reductions.values()) and reductions.get("ids") != "rows":
+        raise ValueError(
+            f"{owner}: 'rows' keys are sorted by the 'ids' key, which must be declared 'rows' too"
+        )
+
+
+class Mergeable:
+    """Base of every streaming metric whose state merges: it declares each state key's reduction.
+
+    ``reductions`` maps every key of ``state_dict()`` to "sum" (tensors added), "rows" (per-image
+    rows concatenated and re-sorted by the "ids" key), "union" (dicts keyed by image united and
+    sorted), "first" (configuration or shape: the first rank that knows it) or a nested
+    declaration (the key holds a dict merged by that declaration). Keeping to these kinds is what
+    makes a K-process run equal to a 1-process run.
+    """
+
+    reductions: ClassVar[dict[str, Any]] = {}
+    declared: ClassVar[list[type]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_declaration(cls.reductions, cls.__name__)
+        Mergeable.declared.append(cls)
+
+
+def declaration_for(keys: Iterable[str]) -> Mapping[str, Any]:
+    """The declaration of the one metric whose declared keys cover ``keys`` (an error otherwise)."""
+    keys = set(keys)
+    found = [c for c in Mergeable.declared if keys <= set(c.reductions)]
+    if len(found) != 1:
+        names = ", ".join(c.__name__ for c in found) or "no metric"
+        raise ValueError(
+            f"merge_states: {names} declares how to merge state keys {sorted(keys)}; "
+            "pass the metric's reductions"
+        )
+    return found[0].reductions
+
+
+def merge_states(states: Iterable[dict | None], reductions: Mapping[str, Any] | type | None = None) -> dict:
+    """Merge metric states from ranks (or from a checkpoint plus new work) by their declaration.
+
+    ``reductions`` is a metric class (its :attr:`Mergeable.reductions`) or a declaration; without
+    it, the one declared metric whose keys cover the states' keys is used. A key the declaration
+    does not name is refused. ``None`` marks a rank (or a key) that saw no image.
     """
     states = [s for s in states if s is not None]
     if not states:
         return {}
+    keys = list(dict.fromkeys(k for s in states for k in s))
+    if reductions is None:
+        reductions = declaration_for(keys)
+    elif isinstance(reductions, type):
+        reductions = reductions.reductions
+    undeclared = [k for k in keys if k not in reductions]
+    if undeclared:
+        raise ValueError(f"merge_states: no reduction declared for state key(s) {undeclared}")
     out: dict = {}
-    for key in dict.fromkeys(k for s in states for k in s):
-        vals = [s.get(key) for s in states]
-        present = [v for v in vals if v is not None]
-        if key in ("ids", "rows"):
+    for key in keys:
+        kind = reductions[key]
+        present = [v for v in (s.get(key) for s in states) if v is not None]
+        if kind == "rows":
             continue
         if not present:
             out[key] = None
-        elif key.startswith("sum"):
+        elif kind == "sum":
             acc = present[0].clone()
             for v in present[1:]:
                 acc += v
             out[key] = acc
-        elif key == "samples":
+        elif kind == "union":
             merged: dict = {}
             for v in present:
                 merged.update(v)
             out[key] = dict(sorted(merged.items()))
-        elif isinstance(present[0], dict):
-            out[key] = merge_states(present)
-        else:  # configuration or shape: the first rank that knows it
+        elif kind == "first":
             out[key] = present[0]
-    if any("ids" in s for s in states):
-        ids = torch.cat([s["ids"] for s in states if "ids" in s])
-        rows = torch.cat([s["rows"] for s in states if "ids" in s])
-        order = torch.argsort(ids, stable=True)
-        out["ids"], out["rows"] = ids[order], rows[order]
+        else:
+            out[key] = merge_states(present, kind)
+    holders = [s for s in states if "ids" in s]
+    if holders:
+        order = torch.argsort(torch.cat([s["ids"] for s in holders]), stable=True)
+        for key in (k for k in keys if reductions[k] == "rows"):
+            out[key] = torch.cat([s[key] for s in holders])[order]
     return out
 
 
