@@ -130,23 +130,11 @@ def top1(model, split: Split, batch: int = 500) -> float:
 
 
 def _optimizer(task, cfg: dict, steps_per_epoch: int):
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
+    """The trainer's own optimizer and scheduler builders, so a demo run follows its recipe exactly."""
+    from vitdistill.distill.trainer import build_optimizer, build_scheduler
 
-    o, s = cfg["optim"], cfg["sched"]
-    lr = o["lr"] if o["lr"] is not None else o["lr_base"] * cfg["data"]["batch_size"] / o["lr_base_size"]
-    opt = create_optimizer_v2(task.trainable, opt=o["opt"], lr=lr, weight_decay=o["weight_decay"])
-    sched, _ = create_scheduler_v2(
-        opt,
-        sched=s["name"],
-        num_epochs=cfg["epochs"],
-        min_lr=s["min_lr"],
-        warmup_lr=s["warmup_lr"],
-        warmup_epochs=s["warmup_epochs"],
-        step_on_epochs=False,
-        updates_per_epoch=steps_per_epoch,
-    )
-    return opt, sched
+    opt, _ = build_optimizer(cfg, task.trainable)
+    return opt, build_scheduler(cfg, opt, steps_per_epoch)
 
 
 def fit(
