@@ -13,6 +13,7 @@ from vitdistill.analysis.report import owned, write_tables
 from vitdistill.errors import UserError, first_line
 from vitdistill.utils.io import atomic_write_json, result_set
 from vitdistill.utils.lock import hold_folder, releases_folders
+from vitdistill.utils.plotting import pyplot
 
 
 def _load(d: Path) -> tuple[dict, dict]:
@@ -97,7 +98,7 @@ def _default_labels(summaries: list[dict], dirs: list[Path]) -> list[str]:
 
 
 def _overlay(out: Path, loaded, labels, pdf: bool) -> None:
-    plt = plots._plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for k, ((s, cv), lab) in enumerate(zip(loaded, labels, strict=True)):
         c = plots.COLORS[k % len(plots.COLORS)]

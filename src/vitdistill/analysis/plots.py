@@ -8,24 +8,16 @@ from pathlib import Path
 import numpy as np
 
 from vitdistill.utils.io import atomic_write_with
+from vitdistill.utils.plotting import pyplot
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 _warming: threading.Thread | None = None
 
 
 def _warm() -> None:
-    plt = _plt()
+    plt = pyplot()
     fig = plt.figure(figsize=(2, 2))
     fig.add_subplot().set_title("warm")  # loads the fonts
     fig.canvas.draw()
@@ -48,11 +40,11 @@ def save(fig, out: Path, name: str, pdf: bool, right: float = 0.98) -> None:
     atomic_write_with(out / f"{name}.png", lambda p: fig.savefig(p, dpi=130, format="png"))
     if pdf:
         atomic_write_with(out / f"{name}.pdf", lambda p: fig.savefig(p, format="pdf"))
-    _plt().close(fig)
+    pyplot().close(fig)
 
 
 def plot_layer_ranks(out: Path, summary: dict, pdf: bool) -> None:
-    plt = _plt()
+    plt = pyplot()
     layers = summary["layers"]
     x = [e["layer"] for e in layers]
     ts = list(layers[0]["svd"]["p99"].keys())
@@ -81,7 +73,7 @@ def plot_layer_ranks(out: Path, summary: dict, pdf: bool) -> None:
 
 
 def plot_hist(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> None:
-    plt = _plt()
+    plt = pyplot()
     svd = curves[f"L{layer}/svd_per_image_d"]
     pca = curves.get(f"L{layer}/pca_per_image_d")
     ts = list(summary["svd"]["p99"].keys())
@@ -117,7 +109,7 @@ def plot_hist(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> 
 
 
 def plot_pca(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> None:
-    plt = _plt()
+    plt = pyplot()
     lam = curves[f"L{layer}/pca_eigenvalues"]
     c = len(lam)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
@@ -156,7 +148,7 @@ def plot_pca(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> N
 
 
 def plot_sep(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> None:
-    plt = _plt()
+    plt = pyplot()
     sep = summary["sep"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, m in zip(axes, ("full", "folded"), strict=True):
@@ -204,7 +196,7 @@ def plot_rotation(out: Path, summary: dict, curves: dict, layer: int, pdf: bool)
     ov = curves.get(f"L{layer}/rotation_overlap")
     if not rot or ov is None or not len(ov):
         return
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     axes[0].hist(ov, bins=30, range=(0, 1), color=COLORS[0], histtype="stepfilled")
     if rot.get("random_baseline") is not None:

@@ -5,27 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from vitdistill.utils.io import atomic_write_with
+from vitdistill.utils.plotting import pyplot
 
 ARCH_COLORS = {"narrow": "#7aa6c2", "lift": "#d9874f", "widelast": "#b0413e", "uniform": "#8c8c8c"}
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def save(fig, path: Path) -> None:
     atomic_write_with(path, lambda p: fig.savefig(p, dpi=110, format="png", bbox_inches="tight"))
-    _plt().close(fig)
+    pyplot().close(fig)
 
 
 def accuracy(report: dict, path: Path) -> None:
     """Top-1 per arm: each seed a dot, the mean a bar; the teacher a dashed line."""
-    plt = _plt()
+    plt = pyplot()
     res, models = report["results"], report["models"]
     keys = list(res)
     fig, ax = plt.subplots(figsize=(7.0, 0.42 * len(keys) + 1.6))
@@ -55,7 +47,7 @@ def accuracy(report: dict, path: Path) -> None:
 
 def contrasts(report: dict, names: list[str], path: Path) -> None:
     """Paired contrasts: per-seed differences (dots), mean and 95% t interval (bar), zero line."""
-    plt = _plt()
+    plt = pyplot()
     cs = [(n, report["contrasts"][n]) for n in names if n in report["contrasts"]]
     fig, ax = plt.subplots(figsize=(7.0, 0.5 * len(cs) + 1.5))
     for i, (_, c) in enumerate(cs):
@@ -80,7 +72,7 @@ def contrasts(report: dict, names: list[str], path: Path) -> None:
 
 def teacher_vs_paper(ta: dict, ref: dict, teacher_label: str, path: Path) -> None:
     """Left: per-image vs shared-basis dims as d/C; right: SEP d/D; miniature teacher and CaiT-S24."""
-    plt = _plt()
+    plt = pyplot()
     th = ["80", "90", "95", "99"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.6))
     x = [int(t) for t in th]

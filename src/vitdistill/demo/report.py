@@ -24,7 +24,8 @@ from vitdistill.demo.settings import STAGE_DIRS
 from vitdistill.demo.stats import contrasts
 from vitdistill.demo.verdict import READINGS, fmt, verdict
 from vitdistill.utils.io import atomic_write_json, atomic_write_text
-from vitdistill.utils.tables import render
+from vitdistill.utils.plotting import pyplot
+from vitdistill.utils.tables import human, render
 
 PAPER_MODEL = "CaiT-S24"
 THRESHOLDS = ("80", "90", "95", "99")
@@ -191,7 +192,7 @@ def save_sample_grid(ds, path: Path, n: int = 24, cols: int = 8) -> None:
     """A grid of the first image of each class (then further images), titled by class name."""
     import numpy as np
 
-    plt = plots._plt()
+    plt = pyplot()
     picked, seen = [], set()
 
     def label(i: int) -> int:  # without decoding the image where the data set allows it
@@ -232,15 +233,6 @@ def _f(v, nd: int = 2) -> str:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _human(n) -> str:
-    if n is None:
-        return "n/a"
-    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suf}"
-    return str(int(n))
 
 
 # ----------------------------------------------------------------------------- report sections
@@ -350,8 +342,8 @@ def section_results(report: dict) -> list[Block]:
             m["teacher"],
             _f(t["top1"]),
             _f(t["top1"]),
-            _human(t["params"]),
-            _human(t["macs"]),
+            human(t["params"], 2),
+            human(t["macs"], 2),
             _f(t["images_per_s"], 0),
         ]
     ]
@@ -362,8 +354,8 @@ def section_results(report: dict) -> list[Block]:
                 m[r["arch"]],
                 f"{_f(r['mean'])} +- {_f(r['std'])}",
                 " / ".join(_f(v, 1) for v in r["top1"]),
-                _human(r["params"]),
-                _human(r["macs"]),
+                human(r["params"], 2),
+                human(r["macs"], 2),
                 _f(r["images_per_s"], 0),
             ]
         )
@@ -374,8 +366,8 @@ def section_results(report: dict) -> list[Block]:
             "p",
             (
                 f"Top-1: last epoch, {report['settings']['settings']['val_images']} validation images. The uniform "
-                f"control is {m['uniform']} ({_human(params.get('uniform'))} parameters against WideLast's "
-                f"{_human(params.get('widelast'))}). MACs per image; images/s at batch {report['profile_batch_size']} "
+                f"control is {m['uniform']} ({human(params.get('uniform'), 2)} parameters against WideLast's "
+                f"{human(params.get('widelast'), 2)}). MACs per image; images/s at batch {report['profile_batch_size']} "
                 "on this machine (a busy machine measures less)."
             ),
         )

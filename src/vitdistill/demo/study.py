@@ -32,6 +32,7 @@ from vitdistill.demo.settings import SIZE_FIELDS, STAGE_DIRS, DemoSettings
 from vitdistill.errors import UserError
 from vitdistill.utils.io import atomic_write_json
 from vitdistill.utils.lock import LOCK_NAME, folder_lock
+from vitdistill.utils.progress import fmt_duration
 
 __all__ = ["SIZE_FIELDS", "STAGE_DIRS", "DemoSettings", "Study", "run_demo"]
 
@@ -47,11 +48,6 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _fmt_time(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m {s:02d}s" if m else f"{s}s"
 
 
 class Study:
@@ -80,7 +76,7 @@ class Study:
     def tick(self, line: str) -> None:
         """A progress line, stamped with the time since the demo started."""
         if self.progress:
-            self.say(f"  [{_fmt_time(time.time() - self.t0)}] {line}")
+            self.say(f"  [{fmt_duration(time.time() - self.t0)}] {line}")
 
     def folder(self, number: int) -> Path:
         return self.out / STAGE_DIRS[number - 1]
@@ -137,7 +133,9 @@ class Study:
         marker = folder / "stage.json"
         if marker.is_file():
             info = json.loads(marker.read_text())
-            self.say(f"[{number}/6] {title}: finished earlier, skipped ({_fmt_time(info['elapsed_s'])} then)")
+            self.say(
+                f"[{number}/6] {title}: finished earlier, skipped ({fmt_duration(info['elapsed_s'])} then)"
+            )
             return info["result"]
         folder.mkdir(parents=True, exist_ok=True)
         self.say(f"[{number}/6] {title} ...")
@@ -146,7 +144,7 @@ class Study:
         elapsed = time.time() - t
         info = {"stage": number, "title": title, "elapsed_s": elapsed, "cpu_s": time.process_time() - c}
         atomic_write_json(marker, {**info, "result": result})
-        self.say(f"[{number}/6] {title}: {line} ({_fmt_time(elapsed)})")
+        self.say(f"[{number}/6] {title}: {line} ({fmt_duration(elapsed)})")
         return result
 
     # ---------------------------------------------------------------- helpers
@@ -390,7 +388,7 @@ class Study:
 
         self.say("")
         self.say(summary_text(report))
-        self.say(f"total {_fmt_time(time.time() - self.t0)}; report: {self.out / 'report.html'}")
+        self.say(f"total {fmt_duration(time.time() - self.t0)}; report: {self.out / 'report.html'}")
         return report
 
 

@@ -348,16 +348,9 @@ def inspect_models(
     return rows
 
 
-def _human(n: float, unit: str = "") -> str:
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.3f}{suffix}{unit}"
-    return f"{n:.0f}{unit}"
-
-
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Aligned plain-text table of :func:`inspect_models` rows."""
-    from vitdistill.utils.tables import render
+    from vitdistill.utils.tables import human, render
 
     table = []
     for r in rows:
@@ -370,7 +363,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             {
                 "model": r["model"],
                 "params": f"{r['params']:,}",
-                "MACs/img": "-" if r.get("macs") is None else _human(r["macs"]),
+                "MACs/img": "-" if r.get("macs") is None else human(r["macs"]),
                 "input": "x".join(str(s) for s in r["input_size"][1:]),
                 "tokens": "x".join(str(s) for s in r["token_grid"]) if r.get("token_grid") else "-",
                 "width per block": r["widths"],

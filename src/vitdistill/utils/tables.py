@@ -19,6 +19,16 @@ def fmt_cell(v: Any) -> str:
     return str(v)
 
 
+def human(n: float | None, digits: int = 3, unit: str = "") -> str:
+    """``5717416`` -> ``5.717M``: counts with a k / M / G suffix (None -> ``n/a``)."""
+    if n is None:
+        return "n/a"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.{digits}f}{suffix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
 def tex_escape(s: str) -> str:
     return (
         s.replace("\\", "\\textbackslash{}")
