@@ -115,18 +115,15 @@ def teacher_targets(task, images: torch.Tensor, batch: int = 256) -> dict[str, A
     }
 
 
-@torch.no_grad()
 def top1(model, split: Split, batch: int = 500) -> float:
-    was = model.training
-    model.eval()
-    hits = 0
-    for s in range(0, len(split), batch):
-        out = model(split.images[s : s + batch])
-        if isinstance(out, tuple):
-            out = (out[0] + out[1]) / 2
-        hits += int((out.argmax(1) == split.labels[s : s + batch]).sum())
-    model.train(was)
-    return 100.0 * hits / len(split)
+    """Top-1 on an in-memory split, through the library's one evaluation loop."""
+    from vitdistill.distill.evaluate import evaluate_loader
+
+    batches = (
+        (split.images[s : s + batch], split.labels[s : s + batch], None, 0)
+        for s in range(0, len(split), batch)
+    )
+    return evaluate_loader(model, batches, split.images.device)["top1"]
 
 
 def _optimizer(task, cfg: dict, steps_per_epoch: int):
