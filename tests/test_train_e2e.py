@@ -489,14 +489,46 @@ def _logged_step(run: Path) -> int:
     return max(steps)
 
 
-def _running_in_group(pgid: int) -> bool:
-    """Whether any process of group ``pgid`` still runs (zombies, which write nothing, do not count)."""
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every live descendant. torchrun starts each worker in a session of its own,
+    so a process-group kill would miss them: the tree is followed through parent pids instead."""
+    children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, which writes nothing, does not count)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _kill_tree(root: int) -> None:
+    """SIGKILL ``root`` and all its descendants as a preempted job dies: all at once. Every process
+    is stopped first, so none writes a file after another has died; returns once all are gone."""
+    tree = _process_tree(root)
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    tree = _process_tree(root) + tree  # anything forked while the first pass ran
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    gone = time.time() + 30
+    while any(_alive(p) for p in tree if p != root) and time.time() < gone:
+        time.sleep(0.01)
+    assert not any(_alive(p) for p in tree if p != root), "a process of the run outlived SIGKILL"
 
 
 def _kill_after_mid_epoch_checkpoint(cmd: list[str], run: Path, past_update: int) -> tuple[int, int]:
@@ -505,10 +537,7 @@ def _kill_after_mid_epoch_checkpoint(cmd: list[str], run: Path, past_update: int
 
     Returns (updates in last.pt after the kill, the last optimizer step the run had logged).
     """
-    # its own process group, killed whole: torchrun's workers die with it, as in a preempted job
-    proc = subprocess.Popen(
-        cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last, seen, kept, deadline = run / "checkpoints" / "last.pt", None, None, time.time() + 600
     while proc.poll() is None and time.time() < deadline:
         if kept is not None and _logged_step(run) > kept:
@@ -520,11 +549,8 @@ def _kill_after_mid_epoch_checkpoint(cmd: list[str], run: Path, past_update: int
                 if st["in_epoch"] is not None and st["num_updates"] > past_update:
                     kept = st["num_updates"]
         time.sleep(0.005)
-    os.killpg(proc.pid, signal.SIGKILL)
+    _kill_tree(proc.pid)  # the run and its workers (data loaders, torchrun's ranks), as in a preempted job
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-    gone = time.time() + 30
-    while _running_in_group(proc.pid) and time.time() < gone:  # torchrun's workers stop writing
-        time.sleep(0.01)
     return ckpt_mod.load(last)["num_updates"], _logged_step(run)
 
 
