@@ -10,6 +10,7 @@ import scipy.linalg
 import torch
 
 from vitdistill.analysis import SEP, CapturedEnergy, PerImageSVD, SecondMoment, SubspaceRotation, merge_states
+from vitdistill.analysis.pca import add_xtx_
 from vitdistill.analysis.rotation import sample_indices
 from vitdistill.analysis.stats import bootstrap_ci, describe
 
@@ -83,6 +84,19 @@ def test_zero_image_gives_zero_ranks_not_nan():
     assert m.compute()["zero_energy_images"] == 1
 
 
+@pytest.mark.parametrize("c", [10, 64, 97])
+def test_second_moment_product_matches_numpy(c):
+    # the block-split product (lower block rows, the upper right block copied) against numpy's full product
+    rng = np.random.default_rng(c)
+    acc = torch.zeros(c, c, dtype=torch.float64)
+    want = np.zeros((c, c))
+    for t in (50, 7):
+        x = rng.standard_normal((t, c)) * rng.uniform(0.1, 10, c)
+        add_xtx_(acc, torch.from_numpy(x))
+        want += x.T @ x
+    np.testing.assert_allclose(acc.numpy(), want, rtol=1e-12, atol=1e-12)
+
+
 def test_pca_global_and_per_image_curves_match_numpy():
     x = features(6, 10, 12, decay=True)
     sm = SecondMoment(TS)
@@ -124,7 +138,7 @@ def np_sep(x: np.ndarray, mode: str) -> np.ndarray:
     return 100 * np.cumsum(p, -1) / p.sum(-1, keepdims=True)
 
 
-@pytest.mark.parametrize("d", [16, 15])
+@pytest.mark.parametrize("d", [16, 15, 3, 2])
 def test_sep_matches_numpy_fft(d):
     x = features(4, 9, d)
     x[2, 3] = 0  # a zero-energy token: skipped and counted

@@ -19,6 +19,16 @@ from vitdistill.analysis.spectra import on_solver_pool
 from vitdistill.analysis.stats import Mergeable, RowStore, by_stat, energy_ranks, tkey
 
 
+def add_xtx_(acc: torch.Tensor, x: torch.Tensor) -> None:
+    """``acc += x^T x`` for x (T, C), both float64, with a quarter fewer products than one matrix
+    product: the lower block rows [x_2^T x_1, x_2^T x_2] and the block x_1^T x_1 are formed, and
+    the upper right block is copied from the lower left."""
+    h = x.shape[1] // 2
+    acc[h:].addmm_(x[:, h:].T, x)
+    acc[:h, :h].addmm_(x[:, :h].T, x[:, :h])
+    acc[:h, h:] = acc[h:, :h].T
+
+
 class SecondMoment(Mergeable):
     """Streaming sum of X^T X (float64) and token count for one layer."""
 
@@ -31,10 +41,11 @@ class SecondMoment(Mergeable):
         self._eig: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def update(self, x: torch.Tensor) -> None:
+        """Add a batch of token features (..., C); float64 input is used as it is (no copy)."""
         flat = x.reshape(-1, x.shape[-1]).to(torch.float64)
         if self.sum_xtx is None:
             self.sum_xtx = flat.new_zeros(flat.shape[1], flat.shape[1])
-        self.sum_xtx.addmm_(flat.T, flat)
+        add_xtx_(self.sum_xtx, flat)
         self.sum_tokens += flat.shape[0]
         self._eig = None
 

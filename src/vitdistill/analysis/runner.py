@@ -234,8 +234,9 @@ class LayerStats(Mergeable):
         self.curves: CapturedEnergy | None = None
 
     def update(self, x: torch.Tensor, ids: torch.Tensor) -> None:
-        self.svd.update(x, ids)
-        self.pca.update(x)
+        x64 = x.to(torch.float64)  # one float64 copy for the two products that need it
+        self.svd.update(x, ids, x64)
+        self.pca.update(x64)
         self.sep.update(x, ids)
         if self.rotation is not None:
             self.rotation.update(x, ids)

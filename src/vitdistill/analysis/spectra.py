@@ -149,15 +149,20 @@ def needs_float64(
 
 
 def spectra(
-    x: torch.Tensor, thresholds: Sequence[float], rtol: float, precision: str
+    x: torch.Tensor,
+    thresholds: Sequence[float],
+    rtol: float,
+    precision: str,
+    x64: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Squared singular values (B, k) float64 descending, numerical ranks (B,), and the number of
     images solved in float64 after float32.
 
     ``precision='mixed'``: the float64 Gram matrices are solved in float32, and the images that
-    :func:`needs_float64` names are solved again in float64 (module docstring).
+    :func:`needs_float64` names are solved again in float64 (module docstring). ``x64`` is ``x``
+    in float64 when the caller has it already.
     """
-    g = gram(x.to(torch.float64))
+    g = gram(x64 if x64 is not None else x.to(torch.float64))
     if precision == "float64" or x.dtype == torch.float64:
         ev = _eigvalsh_desc(g)
         return ev, _rank(ev, rtol), 0
@@ -210,12 +215,13 @@ class PerImageSVD(Mergeable):
         self.sum_spectrum: torch.Tensor | None = None  # sum over images of normalised s^2
         self.shape: tuple[int, int] | None = None
 
-    def update(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Add a batch (B, N, C); returns the (B, k) squared singular values for reuse."""
+    def update(self, x: torch.Tensor, ids: torch.Tensor, x64: torch.Tensor | None = None) -> torch.Tensor:
+        """Add a batch (B, N, C) (``x64``: the same in float64, if the caller has it); returns the
+        (B, k) squared singular values for reuse."""
         n, c = x.shape[-2:]
         self.shape = (int(n), int(c))
         rtol = self.rank_rtol if self.rank_rtol is not None else default_rank_rtol(n, c)
-        ev, rank, rechecked = spectra(x, self.thresholds, rtol, self.precision)
+        ev, rank, rechecked = spectra(x, self.thresholds, rtol, self.precision, x64)
         self.sum_rechecked += rechecked
         d = energy_ranks(ev, self.thresholds)
         rank = rank[:, None].to(d.device)
