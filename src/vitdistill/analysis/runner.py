@@ -33,7 +33,7 @@ from vitdistill.analysis.pca import CapturedEnergy, SecondMoment, solve_all
 from vitdistill.analysis.pipeline import StatsWorker
 from vitdistill.analysis.rotation import SubspaceRotation, sample_indices
 from vitdistill.analysis.sep import MODES, SEP
-from vitdistill.analysis.spectra import PRECISIONS, PerImageSVD
+from vitdistill.analysis.spectra import PRECISIONS, PerImageSVD, on_solver_pool
 from vitdistill.analysis.stats import Mergeable, merge_states
 from vitdistill.errors import UserError
 from vitdistill.utils import dist
@@ -363,10 +363,26 @@ class _Run:
         )
 
     def consume(self, feats: list[torch.Tensor], idx: torch.Tensor) -> None:
-        """Feed one batch of every layer's token features to the statistics (and the files)."""
+        """Feed one batch of every layer's token features to the statistics (and the files).
+
+        On the CPU the layers are updated in parallel on the solver pool, each single-threaded
+        (``spectra.on_solver_pool``): one layer's products, FFTs and solves are too small to
+        keep two threads busy, while whole layers side by side do. The last layer, which carries
+        the permutation test and the rotation sample, goes first.
+        """
+        opts = self.opts
+        feats = [preprocess(f, opts.center, opts.standardize) for f in feats]
+        jobs = sorted(zip(self.layer_ids, feats, strict=True), key=lambda j: j[0] != self.last)
+
+        def update(job: tuple[int, torch.Tensor]) -> None:
+            self.stats[job[0]].update(job[1], idx)
+
+        if self.device.type == "cpu":
+            on_solver_pool(update, jobs)
+        else:
+            for job in jobs:
+                update(job)
         for L, f in zip(self.layer_ids, feats, strict=True):
-            f = preprocess(f, self.opts.center, self.opts.standardize)
-            self.stats[L].update(f, idx)
             if L in self.spills:
                 self.spills[L].write(f, idx)
             if L in self.saved:

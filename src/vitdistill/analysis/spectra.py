@@ -29,6 +29,7 @@ torch's dispatch rules; it has not been timed on a GPU yet.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
@@ -43,6 +44,7 @@ PRECISIONS = ("mixed", "float64")
 CUDA_BATCHED_MAX = 32  # the largest matrix that torch's CUDA eigvalsh solves as one batch
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (size, pool), made on first use
+_in_solver = threading.local()  # .active is set on the pool's threads
 
 
 def solver_threads() -> int:
@@ -51,10 +53,12 @@ def solver_threads() -> int:
     return max(1, min(torch.get_num_threads(), cores))
 
 
-def _one_thread(fn: Callable, item):
+def _one_thread(fn: Callable, item, inference: bool):
     if torch.get_num_threads() != 1:  # once per solver thread: LAPACK single-threaded here
         torch.set_num_threads(1)
-    return fn(item)
+    _in_solver.active = True
+    with torch.inference_mode(inference):  # the caller's mode (it is per thread)
+        return fn(item)
 
 
 def on_solver_pool(fn: Callable, items: Sequence) -> list:
@@ -62,9 +66,12 @@ def on_solver_pool(fn: Callable, items: Sequence) -> list:
 
     Each solver thread sets its own thread count to 1 (OpenMP's and MKL's settings are per
     thread); the caller's count, and the default that new threads start from, are restored
-    afterwards. LAPACK releases the GIL, so the calls run in parallel.
+    afterwards. LAPACK releases the GIL, so the calls run in parallel. Called from a solver
+    thread (a job that itself solves), it runs the calls in that thread, one after the other.
     """
     global _pool
+    if getattr(_in_solver, "active", False):
+        return [fn(item) for item in items]
     threads = torch.get_num_threads()
     workers = min(solver_threads(), len(items))
     if workers < 2:
@@ -80,7 +87,8 @@ def on_solver_pool(fn: Callable, items: Sequence) -> list:
             _pool[1].shutdown(wait=False)  # its threads end once idle
         _pool = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitdistill-solve"))
     try:
-        return list(_pool[1].map(_one_thread, [fn] * len(items), items))
+        inference = [torch.is_inference_mode_enabled()] * len(items)
+        return list(_pool[1].map(_one_thread, [fn] * len(items), items, inference))
     finally:
         torch.set_num_threads(threads)
 
