@@ -182,7 +182,7 @@ def create_from_spec(spec: Mapping, pretrained: bool = False, role: str = "stude
     except OSError as e:
         raise UserError(f"cannot load pretrained weights for {name} (offline?): {first_line(e)}") from None
     except (TypeError, ValueError, AssertionError, RuntimeError) as e:
-        if pretrained and any(w in str(e).lower() for w in ("pretrained", "download")):
+        if pretrained and (isinstance(e, RuntimeError) or "pretrained" in str(e).lower()):
             raise UserError(f"cannot load pretrained weights for {name}: {first_line(e)}") from None
         raise UserError(f"cannot build {role} {name!r} with kwargs {kwargs}: {first_line(e)}") from None
 
