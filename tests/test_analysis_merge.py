@@ -85,7 +85,6 @@ def test_two_halves_merge_to_the_whole(kind):
         parts = [state_of(kind, ids) for ids in halves]
         assert_same_state(merge_states(parts, cls), whole)
         assert_same_state(merge_states(parts[::-1], cls.reductions), whole)  # order of ranks is irrelevant
-        assert_same_state(merge_states(parts), whole)  # the one metric that declares these keys
 
 
 def test_a_rank_without_images_leaves_the_merge_unchanged():
@@ -106,8 +105,6 @@ def test_an_undeclared_key_is_refused_not_guessed():
     parts[1]["sum_extra"] = torch.ones(3)  # named like a sum: still not merged without a declaration
     with pytest.raises(ValueError, match="sum_extra"):
         merge_states(parts, PerImageSVD)
-    with pytest.raises(ValueError, match="sum_extra"):
-        merge_states(parts)
     layer = [state_of("layer", torch.arange(5)), state_of("layer", torch.arange(5, 10))]
     layer[0]["sep"]["total"] = torch.ones(())  # inside a nested declaration too
     with pytest.raises(ValueError, match="total"):
@@ -125,4 +122,10 @@ def test_a_declaration_with_an_unknown_reduction_is_refused():
         class RowsWithoutIds(Mergeable):
             reductions = {"rows": "rows"}
 
-    assert all(c.__name__ not in ("Averaged", "RowsWithoutIds") for c in Mergeable.declared)
+
+def test_the_merge_rule_is_always_given():
+    parts = [state_of("svd", torch.arange(5)), state_of("svd", torch.arange(5, 10))]
+    with pytest.raises(TypeError):
+        merge_states(parts)  # no guessing the metric from its key names
+    with pytest.raises(TypeError, match="reductions"):
+        merge_states(parts, None)

@@ -19,33 +19,16 @@ import pytest
 import torch
 from PIL import Image
 
+from _helpers import TINY_KW as TINY
+from _helpers import train_cfg
 from vitdistill.distill import config as C
 from vitdistill.distill import train
 from vitdistill.distill.trainer import Trainer, process_seed
 from vitdistill.errors import UserError
 
-DATA = "synthetic:shapes?n=48&n_val=16&size=16&types=3"  # 6 classes
-TINY = dict(img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads=2)  # DeiT-Tiny's layout, small
-
 
 def _cfg(**over) -> dict:
-    cfg = {
-        "model": {"name": "deit_tiny_patch16_224", "kwargs": dict(TINY)},
-        "data": {"train": DATA, "batch_size": 16},
-        "epochs": 1,
-        "device": "cpu",
-        "aug": {"auto_augment": None, "reprob": 0.0},
-        "optim": {"lr": 1e-3},
-        "sched": {"warmup_epochs": 1},
-        "log": {"interval": 1, "progress": False},
-    }
-    for k, v in over.items():
-        node = cfg
-        *head, last = k.split(".")
-        for h in head:
-            node = node.setdefault(h, {})
-        node[last] = v
-    return cfg
+    return train_cfg("deit_tiny_patch16_224", **over)
 
 
 @pytest.fixture

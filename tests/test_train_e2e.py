@@ -17,6 +17,8 @@ import timm
 import torch
 import yaml
 
+from _helpers import DATA, train_cfg
+from _helpers import TINY_KW as S_KW
 from vitdistill.cli import main
 from vitdistill.distill import checkpoint as ckpt_mod
 from vitdistill.distill import export, load_exported, train
@@ -24,29 +26,11 @@ from vitdistill.distill.export import load_run_model
 from vitdistill.distill.trainer import EpochSampler
 from vitdistill.errors import UserError
 
-DATA = "synthetic:shapes?n=48&n_val=16&size=16&types=3"  # 6 classes
-S_KW = dict(img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads=2)
 T_KW = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2)
 
 
-def _cfg(**over):
-    cfg = {
-        "model": {"name": "vit_tiny_patch16_224", "kwargs": dict(S_KW)},
-        "data": {"train": DATA, "batch_size": 16},
-        "epochs": 2,
-        "device": "cpu",
-        "aug": {"auto_augment": None, "reprob": 0.0},
-        "optim": {"lr": 1e-3},
-        "sched": {"warmup_epochs": 1},
-        "log": {"interval": 1, "progress": False},
-    }
-    for k, v in over.items():
-        node = cfg
-        *head, last = k.split(".")
-        for h in head:
-            node = node.setdefault(h, {})
-        node[last] = v
-    return cfg
+def _cfg(**over) -> dict:
+    return train_cfg("vit_tiny_patch16_224", **{"epochs": 2, **over})
 
 
 def _write(path: Path, cfg: dict) -> Path:

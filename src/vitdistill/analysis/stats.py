@@ -116,42 +116,27 @@ class Mergeable:
     """
 
     reductions: ClassVar[dict[str, Any]] = {}
-    declared: ClassVar[list[type]] = []
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         check_declaration(cls.reductions, cls.__name__)
-        Mergeable.declared.append(cls)
 
 
-def declaration_for(keys: Iterable[str]) -> Mapping[str, Any]:
-    """The declaration of the one metric whose declared keys cover ``keys`` (an error otherwise)."""
-    keys = set(keys)
-    found = [c for c in Mergeable.declared if keys <= set(c.reductions)]
-    if len(found) != 1:
-        names = ", ".join(c.__name__ for c in found) or "no metric"
-        raise ValueError(
-            f"merge_states: {names} declares how to merge state keys {sorted(keys)}; "
-            "pass the metric's reductions"
-        )
-    return found[0].reductions
-
-
-def merge_states(states: Iterable[dict | None], reductions: Mapping[str, Any] | type | None = None) -> dict:
+def merge_states(states: Iterable[dict | None], reductions: Mapping[str, Any] | type) -> dict:
     """Merge metric states from ranks (or from a checkpoint plus new work) by their declaration.
 
-    ``reductions`` is a metric class (its :attr:`Mergeable.reductions`) or a declaration; without
-    it, the one declared metric whose keys cover the states' keys is used. A key the declaration
-    does not name is refused. ``None`` marks a rank (or a key) that saw no image.
+    ``reductions`` is the metric class (its :attr:`Mergeable.reductions`) or a declaration: the
+    caller always says how its states merge. A key the declaration does not name is refused.
+    ``None`` marks a rank (or a key) that saw no image.
     """
+    if isinstance(reductions, type):
+        reductions = reductions.reductions
+    if not isinstance(reductions, Mapping):
+        raise TypeError(f"merge_states needs the metric class or its reductions, got {reductions!r}")
     states = [s for s in states if s is not None]
     if not states:
         return {}
     keys = list(dict.fromkeys(k for s in states for k in s))
-    if reductions is None:
-        reductions = declaration_for(keys)
-    elif isinstance(reductions, type):
-        reductions = reductions.reductions
     undeclared = [k for k in keys if k not in reductions]
     if undeclared:
         raise ValueError(f"merge_states: no reduction declared for state key(s) {undeclared}")

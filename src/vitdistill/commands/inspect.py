@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "models",
         nargs="+",
         metavar="MODEL",
-        help="timm model names (vitdistill's students included) or builder specs "
+        help="timm model names (vitdistill's students included) or remedies on a base: "
         "lift:BASE:DIM / widelast:BASE:DIM[:NUM_WIDE]",
     )
     parser.add_argument(

@@ -26,21 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitdistill.models.loading import load_exported, load_run_model, run_checkpoint  # noqa: F401  (re-exported)
+from vitdistill.models.loading import (  # noqa: F401  (load_exported re-exported)
+    load_exported,
+    load_run_model,
+    run_checkpoint,
+    timm_architecture,
+)
 from vitdistill.utils.io import atomic_write_json, atomic_write_with
-
-
-def _timm_name_and_args(spec: dict) -> tuple[str, dict[str, Any]]:
-    """The timm architecture and ``model_args`` that rebuild this student (remedies on any base
-    are registered as ``vitdistill_lift`` / ``vitdistill_widelast``)."""
-    kwargs = dict(spec.get("kwargs") or {})
-    remedy = spec.get("remedy", "none")
-    if remedy == "lift":
-        return "vitdistill_lift", dict(base=spec["name"], lift_dim=int(spec["width"]), **kwargs)
-    if remedy == "widelast":
-        args = dict(base=spec["name"], wide_dim=int(spec["width"]), num_wide=int(spec.get("num_wide", 1)))
-        return "vitdistill_widelast", dict(args, **kwargs)
-    return spec["name"].split(".")[0], kwargs
 
 
 def export(
@@ -57,7 +49,7 @@ def export(
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     atomic_write_with(out / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     data_cfg = resolve_data_config(model)
-    arch, model_args = _timm_name_and_args(spec)
+    arch, model_args = timm_architecture(spec)
     pretrained_cfg = {
         "num_classes": spec["num_classes"],
         "input_size": list(data_cfg["input_size"]),

@@ -5,15 +5,9 @@ Importing this package registers the students in ``STUDENT_MODELS`` with timm
 ``deit_tiny_uniform219_patch16_224``).
 """
 
-from vitdistill.models.builders import (
-    STUDENT_MODELS,
-    build_model,
-    create_base_model,
-    create_lift,
-    create_widelast,
-    from_build_spec,
-)
+from vitdistill.models.builders import STUDENT_MODELS, create_base_model, create_lift, create_widelast
 from vitdistill.models.lift import LiftVisionTransformer, TokenProjector
+from vitdistill.models.loading import as_spec, build_model, create_model, from_build_spec
 from vitdistill.models.profile import (
     block_widths,
     count_macs,
@@ -51,4 +45,6 @@ __all__ = [
     "create_lift",
     "create_widelast",
     "from_build_spec",
+    "as_spec",
+    "create_model",
 ]

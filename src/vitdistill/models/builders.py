@@ -31,13 +31,12 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.vision_transformer import Attention, Block, Mlp, VisionTransformer, checkpoint_filter_fn
 from torch import nn
 
-from vitdistill.errors import UserError, closest_names
+from vitdistill.errors import UserError
 from vitdistill.models.lift import LiftVisionTransformer
+from vitdistill.models.loading import check_name
 from vitdistill.models.widelast import WideLastVisionTransformer
 
 __all__ = [
-    "build_model",
-    "from_build_spec",
     "create_lift",
     "create_widelast",
     "create_base_model",
@@ -280,16 +279,16 @@ def vitdistill_widelast(
     num_wide: int = 1,
     **kwargs,
 ) -> WideLastVisionTransformer:
-    """WideLast on any timm ViT ``base`` (kwargs go to ``timm.create_model(base, ...)``)."""
+    """WideLast on any timm ViT ``base`` (kwargs go to ``timm.create_model(base, ...)``, except
+    ``schedule`` and ``wide_num_heads``, which :func:`create_widelast` takes)."""
     return _remedy_entry(create_widelast, pretrained, kwargs, base, wide_dim, num_wide)
 
 
 def create_base_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """``timm.create_model`` with a one-line error (and close names) for unknown models."""
-    if not isinstance(name, str) or not timm.is_model(name):
-        hint = closest_names(str(name), timm.list_models())
-        more = f"; closest timm names: {', '.join(hint)}" if hint else "; see `timm.list_models()`"
-        raise UserError(f"unknown model '{name}'{more}")
+    if not isinstance(name, str):
+        raise UserError(f"unknown model {name!r}: a timm model name is a string")
+    check_name(name)
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except (TypeError, AssertionError) as e:
@@ -509,7 +508,8 @@ def create_widelast(
 
 
 def _plain(kwargs: dict) -> dict:
-    """The JSON/YAML-friendly part of the builder kwargs (for ``build_spec``)."""
+    """The JSON/YAML-friendly part of the builder kwargs (for ``build_spec``, which
+    :func:`vitdistill.models.loading.as_spec` reads into a model spec)."""
     out = {}
     for k, v in kwargs.items():
         if isinstance(v, (str, int, float, bool, type(None))):
@@ -517,50 +517,3 @@ def _plain(kwargs: dict) -> dict:
         elif isinstance(v, (tuple, list)) and all(isinstance(x, (str, int, float, bool)) for x in v):
             out[k] = list(v)
     return out
-
-
-def build_model(spec: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """A model from a spec string: a timm name, ``lift:BASE:LIFT_DIM`` or ``widelast:BASE:WIDE_DIM[:NUM_WIDE]``.
-
-    ``kwargs`` go to timm (``create_lift``/``create_widelast`` for the remedy specs). Bad names,
-    specs or keyword arguments raise ``UserError``.
-    """
-    if not isinstance(spec, str) or not spec:
-        raise UserError(f"model spec must be a non-empty string, got {spec!r}")
-    kind, _, rest = spec.partition(":")
-    try:
-        if kind in ("lift", "widelast") and rest:
-            parts = rest.split(":")
-            if kind == "lift" and len(parts) != 2 or kind == "widelast" and len(parts) not in (2, 3):
-                raise UserError(
-                    f"bad model spec '{spec}': use lift:BASE:LIFT_DIM or widelast:BASE:WIDE_DIM[:NUM_WIDE]"
-                )
-            try:
-                nums = [int(p) for p in parts[1:]]
-            except ValueError:
-                raise UserError(f"bad model spec '{spec}': widths must be integers") from None
-            if kind == "lift":
-                return create_lift(parts[0], nums[0], pretrained=pretrained, **kwargs)
-            return create_widelast(parts[0], nums[0], *nums[1:], pretrained=pretrained, **kwargs)
-        return create_base_model(spec, pretrained=pretrained, **kwargs)
-    except (TypeError, ValueError, AssertionError) as e:
-        raise UserError(f"cannot build '{spec}' with {kwargs or 'default arguments'}: {e}") from e
-
-
-def from_build_spec(spec: dict, pretrained: bool = False, **overrides) -> nn.Module:
-    """Rebuild a builder-made student from its ``model.build_spec`` (e.g. stored in a run config).
-
-    ``overrides`` update the recorded timm kwargs (e.g. ``num_classes``); load weights afterwards.
-    """
-    if not isinstance(spec, dict) or spec.get("builder") not in ("create_lift", "create_widelast"):
-        raise UserError(f"not a vitdistill build spec: {spec!r}")
-    kwargs = dict(spec.get("kwargs") or {}, **overrides)
-    kwargs.pop("pretrained_cfg_overlay", None)
-    if spec["builder"] == "create_lift":
-        return create_lift(spec["base"], spec["lift_dim"], pretrained=pretrained, **kwargs)
-    if spec.get("wide_num_heads") is not None:
-        kwargs["wide_num_heads"] = spec["wide_num_heads"]
-    kwargs["schedule"] = spec.get("schedule", "heads_step")
-    return create_widelast(
-        spec["base"], spec["wide_dim"], spec.get("num_wide", 1), pretrained=pretrained, **kwargs
-    )

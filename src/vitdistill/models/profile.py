@@ -303,11 +303,12 @@ def inspect_models(
     A model whose forward pass fails gets ``macs`` None, the reason in ``macs_error`` (one line)
     and no throughput; its other columns are filled as usual.
 
-    ``models`` are timm names (vitdistill's students included), builder specs such as
-    ``lift:vit_small_patch16_224:768`` / ``widelast:deit_tiny_patch16_224:384:2`` (see
-    :func:`vitdistill.models.build_model`), or model instances (measured as they are).
+    ``models`` are timm names (vitdistill's students included), remedy strings such as
+    ``lift:vit_small_patch16_224:768`` / ``widelast:deit_tiny_patch16_224:384:2``, model specs
+    (built by :func:`vitdistill.models.loading.create_model`), or model instances (measured as
+    they are).
     """
-    from vitdistill.models.builders import build_model
+    from vitdistill.models.loading import create_model
 
     dev = resolve_device(device) if throughput else None
     if labels is not None and len(labels) != len(models):
@@ -317,10 +318,8 @@ def inspect_models(
         if isinstance(item, nn.Module):
             model, name = item, _model_label(item)
         else:
-            kw = dict(model_kwargs or {})
-            if num_classes is not None:
-                kw["num_classes"] = num_classes
-            model, name = build_model(item, **kw), str(item)
+            model, prov = create_model(item, num_classes=num_classes, **(model_kwargs or {}))
+            name = item if isinstance(item, str) else prov["model"]
         row: dict[str, Any] = {
             "model": labels[i] if labels is not None else name,
             "params": count_params(model),
