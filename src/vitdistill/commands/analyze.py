@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "model",
         nargs="?",
         default="",
-        help="timm model name (optional with a run/export --checkpoint carrying config.json)",
+        help="timm model name, or a student lift:BASE:DIM / widelast:BASE:DIM[:NUM_WIDE] "
+        "(optional with a run/export --checkpoint carrying config.json)",
     )
     p.add_argument("--data", required=True, help="ImageFolder dir, image-list file, or synthetic:NAME")
     p.add_argument(
