@@ -3,8 +3,9 @@
     python benchmarks/analysis/bench_parts.py --threads 2 [--repeats 3] [--images 64]
 
 Builds CaiT-S24 (random init, seed 0), runs one batch of smooth random JPEGs through it (all 24
-self-attention blocks tapped), then times each streaming statistic on those same features, and
-the once-per-run parts (summary eigen-solves, rotation statistics, plots) on a state filled with
+self-attention blocks tapped), then times each streaming statistic on those same features as
+``analyze`` runs it (the layers side by side on the solver pool, each single-threaded), all of
+them together, and the once-per-run parts (summary eigen-solves, rotation statistics, plots) on a state filled with
 ``--images`` images (the batch repeated under new indices). Every figure is the median of
 ``--repeats`` timings taken in this process, in wall seconds (``parts_s``) and in CPU seconds of
 all this process's threads (``parts_cpu_s``). On a shared machine the CPU seconds, and the ratios
@@ -56,6 +57,7 @@ def main() -> None:
     from vitdistill.analysis.pca import solve_all
     from vitdistill.analysis.rotation import sample_indices
     from vitdistill.analysis.runner import AnalysisOptions, LayerStats
+    from vitdistill.analysis.spectra import on_solver_pool
     from vitdistill.data import build_dataset, collate_skip, eval_transform
     from vitdistill.models.taps import resolve_layers, token_features
     from vitdistill.utils.malloc import keep_large_buffers
@@ -86,19 +88,26 @@ def main() -> None:
         }
 
     parts: dict[str, tuple[float, float]] = {"forward (bare, one batch)": fwd}
+    pairs = sorted(zip(layers, feats, strict=True), key=lambda j: j[0] != last)  # as the runner orders them
+
+    def per_layer(fn):  # as the runner does: layers side by side on the solver pool, each single-threaded
+        return lambda: on_solver_pool(fn, pairs)
+
     st = fresh()
     with torch.inference_mode():
         parts["per-image SVD, 24 layers"] = timed(
-            lambda: [st[L].svd.update(f, idx) for L, f in zip(layers, feats, strict=True)], args.repeats
+            per_layer(lambda j: st[j[0]].svd.update(j[1], idx)), args.repeats
         )
         parts["PCA second moment, 24 layers"] = timed(
-            lambda: [st[L].pca.update(f) for L, f in zip(layers, feats, strict=True)], args.repeats
+            per_layer(lambda j: st[j[0]].pca.update(j[1])), args.repeats
         )
         sep0 = fresh()
         parts["SEP, 24 layers (no permutations)"] = timed(
-            lambda: [sep0[L].sep.update(f, idx) for L, f in zip(layers, feats, strict=True)], args.repeats
+            per_layer(lambda j: sep0[j[0]].sep.update(j[1], idx)), args.repeats
         )
-        with_perm = timed(lambda: st[last].sep.update(feats[-1], idx), args.repeats)
+        with_perm = timed(
+            lambda: on_solver_pool(lambda f: st[last].sep.update(f, idx), [feats[-1]]), args.repeats
+        )
         parts["SEP permutation test, last layer"] = tuple(
             a - b / len(layers)
             for a, b in zip(with_perm, parts["SEP, 24 layers (no permutations)"], strict=True)
@@ -106,6 +115,10 @@ def main() -> None:
         all_ids = torch.tensor(rot[: args.batch_size])
         parts["rotation sample (32 images)"] = timed(
             lambda: st[last].rotation.update(feats[-1][: len(all_ids)], all_ids), args.repeats
+        )
+        every = fresh()
+        parts["all statistics of the batch, as analyze runs them"] = timed(
+            per_layer(lambda j: every[j[0]].update(j[1], idx)), args.repeats
         )
         # fill a state with n_img images (the batch repeated under new indices), for the fixed costs
         full = fresh()
@@ -137,8 +150,7 @@ def main() -> None:
     summary_and_outputs(True)  # warm-up (matplotlib import)
     parts["build_summary + tables (no plots)"] = timed(lambda: summary_and_outputs(False), args.repeats)
     parts["build_summary + tables + plots"] = timed(lambda: summary_and_outputs(True), args.repeats)
-    batch = [v for k, v in parts.items() if k.startswith(("per-image", "PCA", "SEP", "rotation"))]
-    per_batch = [sum(v[i] for v in batch) for i in (0, 1)]
+    per_batch = parts["all statistics of the batch, as analyze runs them"]
     res = {
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg(),
