@@ -169,6 +169,20 @@ def test_sep_matches_numpy_fft(d):
         assert res[mode]["per_image_mean_d_over_D"]["80"] == pytest.approx(np.mean(per))
 
 
+def test_sep_counts_a_subnormal_energy_token_as_empty_not_infinite():
+    x = features(2, 6, 16)
+    x[1, 2] = 0
+    x[1, 2, 5] = 1e-22  # energy 1e-44: a float32 subnormal, whose inverse overflows
+    m = SEP(permutations=3)
+    m.update(x, torch.arange(2))
+    res = m.compute("full", n_boot=10)
+    assert res["zero_energy_tokens"] == 1 and res["tokens"] == 11
+    for mode in ("full", "folded"):
+        mean, std = m.mean_std(mode)
+        assert np.isfinite(mean).all() and np.isfinite(std).all() and mean[-1] == pytest.approx(100)
+    assert np.isfinite(res["permutation"]["curve_l1"]["mean"])
+
+
 def test_folded_total_equals_full_total():
     x = torch.randn(5, 12, dtype=torch.float64)
     from vitdistill.analysis.sep import power_spectrum

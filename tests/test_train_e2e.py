@@ -476,6 +476,8 @@ def _logged_step(run: Path) -> int:
 def _process_tree(root: int) -> list[int]:
     """``root`` and every live descendant. torchrun starts each worker in a session of its own,
     so a process-group kill would miss them: the tree is followed through parent pids instead."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("killing a run's process tree reads /proc (Linux)")
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
@@ -533,6 +535,7 @@ def _kill_after_mid_epoch_checkpoint(cmd: list[str], run: Path, past_update: int
                 if st["in_epoch"] is not None and st["num_updates"] > past_update:
                     kept = st["num_updates"]
         time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before it could be killed"
     _kill_tree(proc.pid)  # the run and its workers (data loaders, torchrun's ranks), as in a preempted job
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     return ckpt_mod.load(last)["num_updates"], _logged_step(run)

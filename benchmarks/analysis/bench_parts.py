@@ -81,11 +81,9 @@ def main() -> None:
     n_img = args.images
     rot = sample_indices(n_img, opts.rotation_images, opts.seed)
 
-    def fresh() -> dict:
-        return {
-            L: LayerStats(L, opts, opts.permutations if last == L else 0, rot if last == L else None)
-            for L in layers
-        }
+    def fresh(permutations: bool = True) -> dict:
+        perms = opts.permutations if permutations else 0
+        return {L: LayerStats(L, opts, perms if last == L else 0, rot if last == L else None) for L in layers}
 
     parts: dict[str, tuple[float, float]] = {"forward (bare, one batch)": fwd}
     pairs = sorted(zip(layers, feats, strict=True), key=lambda j: j[0] != last)  # as the runner orders them
@@ -101,20 +99,25 @@ def main() -> None:
         parts["PCA second moment, 24 layers"] = timed(
             per_layer(lambda j: st[j[0]].pca.update(j[1])), args.repeats
         )
-        sep0 = fresh()
+        sep0 = fresh(permutations=False)
         parts["SEP, 24 layers (no permutations)"] = timed(
             per_layer(lambda j: sep0[j[0]].sep.update(j[1], idx)), args.repeats
         )
-        with_perm = timed(
-            lambda: on_solver_pool(lambda f: st[last].sep.update(f, idx), [feats[-1]]), args.repeats
-        )
+
+        # one layer on one thread, as in its pool job, with and without the permutation test
+        def last_sep(stats):
+            return lambda: on_solver_pool(lambda f: stats[last].sep.update(f, idx), [feats[-1]])
+
+        with_perm, without = timed(last_sep(st), args.repeats), timed(last_sep(sep0), args.repeats)
         parts["SEP permutation test, last layer"] = tuple(
-            a - b / len(layers)
-            for a, b in zip(with_perm, parts["SEP, 24 layers (no permutations)"], strict=True)
+            a - b for a, b in zip(with_perm, without, strict=True)
         )
         all_ids = torch.tensor(rot[: args.batch_size])
         parts["rotation sample (32 images)"] = timed(
-            lambda: st[last].rotation.update(feats[-1][: len(all_ids)], all_ids), args.repeats
+            lambda: on_solver_pool(
+                lambda f: st[last].rotation.update(f, all_ids), [feats[-1][: len(all_ids)]]
+            ),
+            args.repeats,
         )
         every = fresh()
         parts["all statistics of the batch, as analyze runs them"] = timed(

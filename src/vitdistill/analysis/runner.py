@@ -33,7 +33,7 @@ from vitdistill.analysis.pca import CapturedEnergy, SecondMoment, solve_all
 from vitdistill.analysis.pipeline import StatsWorker
 from vitdistill.analysis.rotation import SubspaceRotation, sample_indices
 from vitdistill.analysis.sep import MODES, SEP
-from vitdistill.analysis.spectra import PRECISIONS, PerImageSVD, on_solver_pool
+from vitdistill.analysis.spectra import PRECISIONS, PerImageSVD, on_solver_pool, solver_threads
 from vitdistill.analysis.stats import Mergeable, merge_states
 from vitdistill.errors import UserError
 from vitdistill.utils import dist
@@ -365,10 +365,12 @@ class _Run:
     def consume(self, feats: list[torch.Tensor], idx: torch.Tensor) -> None:
         """Feed one batch of every layer's token features to the statistics (and the files).
 
-        On the CPU the layers are updated in parallel on the solver pool, each single-threaded
-        (``spectra.on_solver_pool``): one layer's products, FFTs and solves are too small to
-        keep two threads busy, while whole layers side by side do. The last layer, which carries
-        the permutation test and the rotation sample, goes first.
+        On the CPU, with at least as many layers as solver threads, the layers are updated in
+        parallel on the solver pool, each single-threaded (``spectra.on_solver_pool``): one
+        layer's products, FFTs and solves are too small to keep two threads busy, while whole
+        layers side by side do. The last layer, which carries the permutation test and the
+        rotation sample, goes first. Fewer layers than threads run one after the other, each
+        with every thread.
         """
         opts = self.opts
         feats = [preprocess(f, opts.center, opts.standardize) for f in feats]
@@ -377,7 +379,7 @@ class _Run:
         def update(job: tuple[int, torch.Tensor]) -> None:
             self.stats[job[0]].update(job[1], idx)
 
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and len(jobs) >= solver_threads() > 1:
             on_solver_pool(update, jobs)
         else:
             for job in jobs:

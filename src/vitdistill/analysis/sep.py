@@ -4,7 +4,8 @@ For a token x of D channels, S(k) = |DFT(x)_k|^2 and SEP(d) = 100 * sum_{k<d} S(
 ``full`` mode uses all D bins of the complex FFT in their native order (the published scripts'
 convention); ``folded`` uses the real FFT with bins 1..D/2-1 doubled (D' = D//2+1 bins, the
 paper's text). Curves are averaged over tokens (each token weighted equally); thresholds are the
-first bin count d where the mean curve reaches alpha. Zero-energy tokens are skipped and counted.
+first bin count d where the mean curve reaches alpha. Zero-energy tokens are skipped and counted
+(so are tokens whose float32 energy is below the smallest normal float32, whose inverse overflows).
 
 Caution: in full order S(k) = S(D-k) for real tokens, so SEP(D/2) >= 50% exactly when the DC bin
 holds more energy than the Nyquist bin; d50 = D/2 in full mode is then no evidence of anything.
@@ -12,6 +13,7 @@ holds more energy than the Nyquist bin; d50 = D/2 in full mode is then no eviden
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -71,7 +73,8 @@ def _expand(half: torch.Tensor, d: int, mode: str) -> torch.Tensor:
     return half * _fold_weights(d, h, half.dtype, half.device)
 
 
-def _curve_maps(d: int, mode: str, device) -> tuple[torch.Tensor, ...]:
+@functools.lru_cache(maxsize=32)
+def _curve_maps(d: int, mode: str, device: torch.device) -> tuple[torch.Tensor, ...]:
     """(a, b, s, j), each (D',): bin k of a token's curve (as a fraction) is
     ``a[k] + b[k] * q_0 + s[k] * c[j[k]]``, where q is the token's normalised half spectrum and
     c = cumsum(q), for tokens of non-zero energy.
@@ -190,7 +193,7 @@ class SEP(Mergeable):
         x = x.to(torch.float32)
         half = _power(torch.fft.rfft(x, dim=-1))  # (B, N, H), H = D//2+1
         tot = (half * _fold_weights(d, half.shape[-1], half.dtype, half.device)).sum(-1)  # (B, N) energy
-        valid = tot > 0
+        valid = tot >= torch.finfo(tot.dtype).tiny  # below it 1/energy overflows: counted as zero energy
         inv = torch.where(valid, tot, torch.ones_like(tot)).reciprocal_().mul_(valid)
         q = half.mul_(inv[..., None])  # normalised spectra; zero rows for empty tokens
         cnt = valid.sum(1, keepdim=True).to(torch.float64)  # (B, 1)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, ClassVar
 
 import numpy as np
@@ -44,6 +44,7 @@ PRECISIONS = ("mixed", "float64")
 CUDA_BATCHED_MAX = 32  # the largest matrix that torch's CUDA eigvalsh solves as one batch
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (size, pool), made on first use
+_pool_lock = threading.Lock()  # two caller threads must not replace the pool under each other
 _in_solver = threading.local()  # .active is set on the pool's threads
 
 
@@ -53,12 +54,24 @@ def solver_threads() -> int:
     return max(1, min(torch.get_num_threads(), cores))
 
 
-def _one_thread(fn: Callable, item, inference: bool):
+def _one_thread(fn: Callable, item, modes: tuple[bool, bool]):
     if torch.get_num_threads() != 1:  # once per solver thread: LAPACK single-threaded here
         torch.set_num_threads(1)
     _in_solver.active = True
-    with torch.inference_mode(inference):  # the caller's mode (it is per thread)
+    inference, grad = modes  # the caller's modes: torch keeps them per thread
+    with torch.inference_mode(inference), torch.set_grad_enabled(grad):
         return fn(item)
+
+
+def _solver_pool(workers: int) -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] < workers:
+            old = _pool
+            _pool = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitdistill-solve"))
+            if old is not None:
+                old[1].shutdown(wait=False)  # its threads end once their work is done
+        return _pool[1]
 
 
 def on_solver_pool(fn: Callable, items: Sequence) -> list:
@@ -68,8 +81,8 @@ def on_solver_pool(fn: Callable, items: Sequence) -> list:
     thread); the caller's count, and the default that new threads start from, are restored
     afterwards. LAPACK releases the GIL, so the calls run in parallel. Called from a solver
     thread (a job that itself solves), it runs the calls in that thread, one after the other.
+    If a call raises, the others are waited for before the error is raised.
     """
-    global _pool
     if getattr(_in_solver, "active", False):
         return [fn(item) for item in items]
     threads = torch.get_num_threads()
@@ -82,13 +95,12 @@ def on_solver_pool(fn: Callable, items: Sequence) -> list:
             return [fn(item) for item in items]
         finally:
             torch.set_num_threads(threads)
-    if _pool is None or _pool[0] < workers:
-        if _pool is not None:
-            _pool[1].shutdown(wait=False)  # its threads end once idle
-        _pool = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitdistill-solve"))
+    modes = (torch.is_inference_mode_enabled(), torch.is_grad_enabled())
     try:
-        inference = [torch.is_inference_mode_enabled()] * len(items)
-        return list(_pool[1].map(_one_thread, [fn] * len(items), items, inference))
+        pool = _solver_pool(workers)
+        futures = [pool.submit(_one_thread, fn, item, modes) for item in items]
+        wait(futures)
+        return [f.result() for f in futures]
     finally:
         torch.set_num_threads(threads)
 
