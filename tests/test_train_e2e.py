@@ -480,10 +480,9 @@ def _process_tree(root: int) -> list[int]:
         pytest.skip("killing a run's process tree reads /proc (Linux)")
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
-            if fields[0] != "Z":
-                children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        ppid = _live_parent(int(stat.parent.name))
+        if ppid is not None:
+            children.setdefault(ppid, []).append(int(stat.parent.name))
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -492,12 +491,17 @@ def _process_tree(root: int) -> list[int]:
     return tree
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, which writes nothing, does not count)."""
+def _live_parent(pid: int) -> int | None:
+    """The parent pid of ``pid`` while it runs; None once it is gone or a zombie (which writes nothing)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
     except (OSError, IndexError):
-        return False
+        return None
+    return int(fields[1]) if fields[0] != "Z" else None
+
+
+def _alive(pid: int) -> bool:
+    return _live_parent(pid) is not None
 
 
 def _kill_tree(root: int) -> None:

@@ -206,8 +206,9 @@ def build_model(spec: str | Mapping, pretrained: bool = False, **kwargs) -> nn.M
 
 
 def from_build_spec(build_spec: Mapping, pretrained: bool = False, **overrides) -> nn.Module:
-    """Rebuild a builder-made student from its ``build_spec`` (``overrides`` update its kwargs)."""
-    return create_from_spec(as_spec(build_spec, kwargs=overrides), pretrained=pretrained, role="model")
+    """Rebuild a builder-made student from its ``build_spec`` (``overrides`` update its kwargs):
+    :func:`build_model`, which reads a ``build_spec`` like any other description."""
+    return build_model(build_spec, pretrained, **overrides)
 
 
 # --------------------------------------------------------------------------------------------
