@@ -134,3 +134,6 @@ def test_resume_with_another_optimizer_is_a_one_line_error(tmp_path, capsys):
     capsys.readouterr()
     assert _train(tmp_path, _cfg(epochs=2, **{"optim.opt": "sgd"}), run, "--resume", "auto") == 2
     assert "optim.opt cannot change on resume" in _error_line(capsys)
+    # other parameter groups: the optimizer state cannot fit; one line, whatever torch says
+    assert _train(tmp_path, _cfg(epochs=2, **{"optim.decay_embeddings": True}), run, "--resume", "auto") == 2
+    assert "optimizer state does not fit" in _error_line(capsys)

@@ -61,9 +61,8 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
     try:
         atomic_torch_save(path, state)
     except OSError as e:
-        raise UserError(
-            f"could not write checkpoint {path}: {e.strerror or e}; the previous checkpoint is intact"
-        ) from None
+        kept = "the previous checkpoint is intact" if Path(path).is_file() else "nothing was written"
+        raise UserError(f"could not write checkpoint {path}: {e.strerror or e}; {kept}") from None
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
@@ -117,7 +116,8 @@ def load_optimizer(optimizer, saved: dict, path: Path, settings_changed: bool) -
         optimizer.load_state_dict(saved)
     except (ValueError, KeyError, RuntimeError) as e:
         raise UserError(
-            f"checkpoint {path}: its optimizer state does not fit this config's optimizer ({e}); "
+            f"checkpoint {path}: its optimizer state does not fit this config's optimizer "
+            f"({' '.join(str(e).split())[:300]}); "
             "resume with the optimizer settings the run started with"
         ) from None
     if settings_changed:

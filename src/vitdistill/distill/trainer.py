@@ -270,8 +270,9 @@ class Trainer:
             self.task.student.load_state_dict(state["student"])
             self.task.trainable.projectors.load_state_dict(state["projectors"])
         except RuntimeError as e:
+            detail = " ".join(str(e).split())[:300]  # load_state_dict lists the keys over several lines
             raise UserError(
-                f"checkpoint {path} does not fit this config's student and projectors: {e}"
+                f"checkpoint {path} does not fit this config's student and projectors: {detail}"
             ) from None
         ckpt_mod.load_optimizer(self.optimizer, state["optimizer"], path, settings_changed=bool(changed))
         if not changed:
