@@ -354,7 +354,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` by the one ``--set`` rule (:mod:`vitdistill.utils.overrides`), with shorthand keys."""
+    """``key=value`` by the one KEY=VALUE rule (:mod:`vitdistill.utils.overrides`), with shorthand keys."""
     key, value = parse_set(text)
     if key in SHORTHAND and isinstance(value, str):
         key = SHORTHAND[key]

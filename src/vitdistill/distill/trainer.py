@@ -357,15 +357,19 @@ class Trainer:
         if resume is None:
             if last.exists():
                 raise UserError(
-                    f"{self.run_dir} already holds a run (checkpoints/last.pt): use --resume auto "
-                    "to continue it, or another --output"
+                    f"{self.run_dir} already holds a run (checkpoints/last.pt): use resume='auto' "
+                    "to continue it, or another 'output'",
+                    settings=("resume", "output"),
                 )
             return None
         if str(resume) == "auto":
             return last if last.exists() else None
         p = Path(resume)
         if not p.is_file():
-            raise UserError(f"--resume {resume}: no such checkpoint file (use --resume auto or a .pt path)")
+            raise UserError(
+                f"resume={str(resume)!r}: no such checkpoint file (use resume='auto' or a .pt path)",
+                settings=("resume",),
+            )
         return p
 
     def _build_datasets(self) -> tuple:
@@ -375,7 +379,8 @@ class Trainer:
         d = self.cfg["data"]
         if not d["train"]:
             raise UserError(
-                "no training data: set data.train in the config or pass --data DIR|synthetic:NAME"
+                "no training data: set data.train in the config or give 'data' (a folder or synthetic:NAME)",
+                settings=("data",),
             )
         train_ds = build_dataset(
             d["train"], "train", transform=None, strict=d["strict"], max_images=d["max_train_images"]
@@ -670,6 +675,16 @@ class Trainer:
         self.best = st.get("best") or self.best
         ckpt_mod.set_rng_state(st["rng"])
         self.resume_in_epoch = self._in_epoch_state(path, st.get("in_epoch"))
+        if self.main:
+            within = (
+                f", {self.resume_in_epoch['steps_done']} steps into the next" if self.resume_in_epoch else ""
+            )
+            print(
+                f"vitdistill: resuming {path}: {self.start_epoch} of {self.cfg['epochs']} epochs done{within}, "
+                f"{self.num_updates} optimizer steps",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _in_epoch_state(self, path: Path, ie: dict | None) -> dict | None:
         """This rank's part of a mid-epoch checkpoint (None for an epoch-end one)."""
