@@ -98,3 +98,48 @@ def test_an_unknown_flag_far_from_everything_gets_no_guess(capsys):
         main(["train", "--config", "c.yaml", "--xyzzy-frobnicate"])
     err = capsys.readouterr().err
     assert "unrecognized arguments: --xyzzy-frobnicate" in err and "did you mean" not in err
+
+
+def test_analyze_says_which_images_and_that_dimensions_are_percentiles(tmp_path, capsys):
+    argv = [
+        "analyze",
+        "vit_tiny_patch16_224",
+        "--set",
+        "img_size=16",
+        "--set",
+        "patch_size=4",
+        "--set",
+        "depth=2",
+    ]
+    argv += [
+        "--data",
+        "synthetic:shapes?n=16&size=16",
+        "--out",
+        str(tmp_path / "a"),
+        "--no-plots",
+        "--no-progress",
+    ]
+    assert main([*argv, "--permutations", "0", "--rotation-images", "0"]) == 0
+    out = capsys.readouterr().out
+    assert ": 2 images," in out  # the val split of 16 generated images holds 16 // 6
+    assert "the val split of synthetic:shapes?n=16&size=16" in out and "n // 6 = 2" in out, out
+    assert "99th percentile over images" in out and "fractional" in out
+
+
+def test_no_cuda_home_warning_on_a_machine_without_cuda(tmp_path):
+    """torch.utils.cpp_extension (imported by torch.utils.benchmark) warns about CUDA_HOME when
+    torch has no CUDA: the throughput run must not import it."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom vitdistill.cli import main\n"
+        "main(['inspect', 'vit_tiny_patch16_224', '--set', 'img_size=32', '--set', 'patch_size=8', "
+        "'--set', 'depth=1', '--batch-size', '1', '--iters', '1', '--warmup', '0'])\n"
+        "print('cpp_extension' in ' '.join(sys.modules))"
+    )
+    env = dict(os.environ, CUDA_HOME=str(tmp_path), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("False") and "CUDA_HOME" not in r.stderr, r.stderr

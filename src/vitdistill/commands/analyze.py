@@ -31,21 +31,41 @@ def run(args: argparse.Namespace) -> int:
     options = options_from(args, AnalysisOptions)
     summary = analyze(args.model, args.data, args.out, model_kwargs=parse_sets(args.overrides), **options)
     if summary is not None:
-        out = args.out or f"analysis/{summary['model']}"
-        t = summary["svd"]["p99"]
-        print(
-            f"{summary['model']} layer {summary['layer']}: {summary['images']} images, N={summary['tokens']}, "
-            f"C={summary['channels']}"
-        )
-        print("  per-image SVD p99 d_t: " + ", ".join(f"{k}%: {v:g}" for k, v in t.items()))
-        if summary["pca"].get("p99"):
-            print(
-                "  shared-basis  p99 d_t: "
-                + ", ".join(f"{k}%: {v:g}" for k, v in summary["pca"]["p99"].items())
-            )
-        print(
-            "  SEP d ({}): ".format(summary["sep"]["mode"])
-            + ", ".join(f"{k}%: {v}" for k, v in summary["sep"]["d"].items())
-        )
-        print(f"  results in {out}/")
+        _print_summary(summary, args.out or f"analysis/{summary['model']}")
     return 0
+
+
+def _print_summary(summary: dict, out: str) -> None:
+    print(
+        f"{summary['model']} layer {summary['layer']}: {summary['images']} images, "
+        f"N={summary['tokens']} tokens, C={summary['channels']} channels"
+    )
+    print(f"  data: {_data_line(summary['provenance'].get('data') or {})}")
+    svd, pca = summary["svd"]["p99"], summary["pca"].get("p99")
+    energies = "/".join(f"{k}" for k in svd)
+    print(
+        f"  dimensions holding {energies}% of an image's energy, 99th percentile over images "
+        "(interpolated between images, so fractional):"
+    )
+    print("    per-image SVD:     " + ", ".join(f"{v:g}" for v in svd.values()))
+    if pca:
+        print("    shared PCA basis:  " + ", ".join(f"{v:g}" for v in pca.values()))
+    print(
+        "  SEP bandwidth d ({} FFT order) for {}% of the spectral energy: ".format(
+            summary["sep"]["mode"], "/".join(summary["sep"]["d"])
+        )
+        + ", ".join(str(v) for v in summary["sep"]["d"].values())
+    )
+    print(f"  results in {out}/")
+
+
+def _data_line(data: dict) -> str:
+    """Which images were read, and why so few when a generated set's val split is small."""
+    split, spec = data.get("split"), data.get("spec", "?")
+    line = f"the {split} split of {spec}" if split else str(spec)
+    options = data.get("options") or {}
+    if data.get("kind") == "synthetic" and split != "train" and "n_val=" not in spec:
+        line += (
+            f" (its val/test splits hold n // 6 = {options.get('n_val')} images; set n_val or --split train)"
+        )
+    return line
