@@ -420,7 +420,7 @@ class Trainer:
 
         lc = self.cfg["loss"]
         teacher = None
-        if lc["alpha"] > 0 or lc["feat_weight"] > 0:
+        if config_mod.needs_teacher(lc):
             teacher = build_mod.build_teacher(self.cfg["teacher"])
         input_size = model_input_size(student) or resolve_data_config(student)["input_size"]
         self.input_size = tuple(input_size)
