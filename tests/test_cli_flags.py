@@ -143,3 +143,22 @@ def test_no_cuda_home_warning_on_a_machine_without_cuda(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("False") and "CUDA_HOME" not in r.stderr, r.stderr
+
+
+def test_eval_takes_the_familiar_flags_that_apply(cfg, tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", cfg, "--output", str(run), "--epochs", "1"]) == 0
+    out = tmp_path / "eval.json"
+    argv = ["eval", str(run), "--data", DATA, "--batch-size", "3", "--workers", "0", "--device", "cpu"]
+    assert main([*argv, "--amp", "bf16", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["amp"] == "bf16" and res["n"] == 6
+    capsys.readouterr()
+    assert main([*argv, "--pretrained"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "brings its own weights" in err
+    with pytest.raises(SystemExit):
+        main([*argv, "--epochs", "3"])
+    assert "--epochs: eval does not train" in capsys.readouterr().err

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         module = _command_module(args.command) if args.command else None
         set_keys = module.set_keys() if hasattr(module, "set_keys") else {}
-        parser.error(unknown_arguments(extra, getattr(args, "flags", {}), set_keys))
+        not_here = getattr(module, "NOT_HERE", None)
+        parser.error(unknown_arguments(extra, getattr(args, "flags", {}), set_keys, not_here))
     if args.command is None:
         parser.print_help()
         return 2

@@ -127,9 +127,12 @@ def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
     }
 
 
-def unknown_arguments(extra: list[str], flags: dict[str, str], set_keys: dict[str, str]) -> str:
+def unknown_arguments(
+    extra: list[str], flags: dict[str, str], set_keys: dict[str, str], not_here: dict[str, str] | None = None
+) -> str:
     """``unrecognized arguments: ...`` naming the closest flag, or the ``--set`` key a flag-like
-    spelling stands for (``set_keys``: key -> an example value, e.g. ``log.tensorboard`` -> ``true``)."""
+    spelling stands for (``set_keys``: key -> an example value, e.g. ``log.tensorboard`` -> ``true``),
+    or why a flag of another command does not apply here (``not_here``: flag -> reason)."""
     import difflib
 
     message = f"unrecognized arguments: {' '.join(extra)}"
@@ -137,6 +140,8 @@ def unknown_arguments(extra: list[str], flags: dict[str, str], set_keys: dict[st
     if given is None:
         return message
     name = given[2:].split("=", 1)[0].lower().replace("_", "-")
+    if not_here and f"--{name}" in not_here:  # a flag of another command, with the reason
+        return f"{message} (--{name}: {not_here[f'--{name}']})"
     spelled = {f.removeprefix("--"): f for f in flags.values() if f.startswith("--")}
     for key in set_keys:  # a key as a flag would spell it, whole and by its last part
         for form in (key, key.rsplit(".", 1)[-1]):
