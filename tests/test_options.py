@@ -114,6 +114,23 @@ def test_wrong_types_are_refused_by_keyword():
             validate(AnalysisOptions(**kwargs))
 
 
+@pytest.mark.parametrize("kwargs", [{"rank_rtol": float("nan")}, {"thresholds": (0.9, float("nan"))}])
+def test_nan_is_in_no_range(kwargs):
+    with pytest.raises(UserError, match="got nan"):
+        validate(AnalysisOptions(**kwargs))
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_rotation_threshold_check_agrees_with_its_interval(v):
+    ok = 0 < v <= 1  # False for NaN
+    try:
+        validate(AnalysisOptions(rotation_threshold=v))
+    except UserError:
+        assert not ok
+    else:
+        assert ok
+
+
 def test_every_default_passes_its_own_check():
     validate(AnalysisOptions())
     assert [f.name for f in dataclasses.fields(AnalysisOptions)] == list(specs(AnalysisOptions))

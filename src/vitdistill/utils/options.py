@@ -135,6 +135,8 @@ _KIND_NAMES = {
 def _in_range(spec: Spec, v: Any) -> bool:
     if not isinstance(v, numbers.Real) or isinstance(v, bool):
         return True
+    if v != v:  # NaN is in no range
+        return spec.low is None and spec.above is None and spec.high is None and spec.below is None
     return not (
         (spec.low is not None and v < spec.low)
         or (spec.above is not None and v <= spec.above)

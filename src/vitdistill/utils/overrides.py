@@ -1,4 +1,4 @@
-"""The one ``KEY=VALUE`` rule for settings given as text, shared by every command's ``--set``.
+"""The one ``KEY=VALUE`` rule for settings given as text, shared by every command.
 
 * ``KEY`` is a name or a dotted path of names (``img_size``, ``loss.alpha``).
 * ``VALUE`` is read as YAML: ``32`` is an int, ``0.5`` a float, ``true`` / ``True`` a bool,
