@@ -4,7 +4,8 @@ One rule turns a declared setting (:mod:`vitdistill.utils.options`) into a flag:
 with ``-`` for ``_`` (``batch_size`` -> ``--batch-size``), unless the declaration names its own
 spelling; a setting that is on by default is turned off by ``--no-KEYWORD``; a percentage
 setting takes percentages (``--thresholds 80,90``) where the keyword takes fractions. Each flag's
-``dest`` is the keyword, so ``vars(args)`` hands the settings on unchanged.
+``dest`` is the keyword and a flag not given is absent from ``args``, so :func:`options_from`
+hands the library only what the user typed and every default stays in its declaration.
 
 Library errors name keywords (``'images' must be >= 1``, ``device='cuda'``) and list them in
 ``UserError.settings``; :func:`retell` puts the command's flag in their place.
@@ -52,16 +53,13 @@ def _shown(default: Any, spec: Spec) -> str:
 _METAVARS = {INT: "N", FLOAT: "X", FLOATS: "A,B,...", STRS: "A,B,..."}
 
 
-def add_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+def add_options(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per declared setting of ``cls`` (``dest`` = the keyword), help from its doc line."""
     values = defaults(cls)
     for name, spec in specs(cls).items():
-        if name in skip:
-            continue
         default, flag = values[name], flag_of(name, spec, values[name])
         unit = " in percent" if spec.percent else ""
         shown = "" if default is None or spec.kind == BOOL else f" (default {_shown(default, spec)})"
-        # not given: absent from args, so the declaration's default is the one that applies
         kw: dict[str, Any] = {"dest": name, "help": f"{spec.doc}{unit}{shown}", "default": argparse.SUPPRESS}
         if spec.kind == BOOL:
             kw["action"] = "store_false" if default is True else "store_true"
