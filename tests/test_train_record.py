@@ -41,9 +41,10 @@ def _records(run: Path) -> list[dict]:
 
 
 def _error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("vitdistill train: error: "), err
-    return err[0]
+    err = capsys.readouterr().err.strip().splitlines()  # progress lines may come first
+    assert err[-1].startswith("vitdistill train: error: "), err
+    assert not any("Traceback" in x or "error" in x for x in err[:-1]), err
+    return err[-1]
 
 
 def test_exploding_lr_stops_at_the_step_and_saves_nothing(tmp_path, capsys):

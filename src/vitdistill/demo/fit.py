@@ -88,11 +88,11 @@ def build_student(cfg: dict, narrow_cfg: dict, seed: int, num_classes: int) -> t
 
 
 def make_task(model, teacher, cfg: dict, input_size, num_classes: int):
+    from vitdistill.distill.config import needs_teacher
     from vitdistill.distill.task import DistillTask
 
     lc = cfg["loss"]
-    use_teacher = lc["alpha"] > 0 or lc["feat_weight"] > 0
-    return DistillTask(model, teacher if use_teacher else None, lc, input_size, num_classes)
+    return DistillTask(model, teacher if needs_teacher(lc) else None, lc, input_size, num_classes)
 
 
 def target_kind(task) -> str | None:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vitdistill.distill import build as build_mod
+from vitdistill.distill import config as config_mod
 from vitdistill.distill import inputs
 from vitdistill.distill.task import DistillTask
 from vitdistill.errors import UserError
@@ -36,9 +37,8 @@ def build_teacher(config: dict, student: nn.Module) -> tuple[nn.Module | None, t
     from vitdistill.data import resolve_data_config
     from vitdistill.data.transforms import model_input_size
 
-    loss_cfg = config["loss"]
     teacher = None
-    if loss_cfg["alpha"] > 0 or loss_cfg["feat_weight"] > 0:
+    if config_mod.needs_teacher(config["loss"]):
         teacher = build_mod.build_teacher(config["teacher"])
     input_size = tuple(model_input_size(student) or resolve_data_config(student)["input_size"])
     if teacher is None:
