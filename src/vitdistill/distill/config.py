@@ -81,6 +81,15 @@ SCHEMA: dict[str, Key] = {
         "count), heads_linear / fixed_linear (widths ramp up to `width` over the num_wide blocks)",
         ("heads_step", "fixed_step", "heads_linear", "fixed_linear"),
     ),
+    "model.init": _k(
+        "auto",
+        str,
+        "initialisation of a Lift / WideLast student: published (the paper's published code: Lift's "
+        "projector LayerNorm eps 1e-5 and PyTorch's default Linear init of its projector and head; "
+        "WideLast's cls_token trunc-normal 0.02) or timm; auto: published for the registered paper "
+        "students, timm for a remedy on any base",
+        ("auto", "published", "timm"),
+    ),
     "model.kwargs": _k(
         {},
         dict,
