@@ -12,6 +12,7 @@ from _helpers import DATA, TINY_KW
 from vitdistill.distill import build, config, train
 from vitdistill.distill.task import DistillTask
 from vitdistill.models import block_widths, count_params
+from vitdistill.models.conventions import published_decays_embeddings
 
 PAPER = sorted((Path(config.__file__).parents[1] / "configs" / "paper").glob("*.yaml"))
 PARAMS = {  # 1000 classes (docs/models.md)
@@ -50,6 +51,8 @@ def test_paper_recipe_builds_its_models(path, teacher):
     cfg = config.resolve(path)
     student = build.create_from_spec(build.model_spec(cfg["model"], 1000))
     assert count_params(student) == PARAMS[cfg["model"]["name"]]
+    # the recipes whose student the published code weight-decayed differently say how to reproduce it
+    assert ("optim.decay_embeddings=published" in path.read_text()) == published_decays_embeddings(student)
     lc = cfg["loss"]
     if lc["alpha"] == 0 and lc["feat_weight"] == 0:
         assert path.stem.endswith("_alone") and cfg["teacher"]["name"] is None

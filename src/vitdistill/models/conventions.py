@@ -22,7 +22,14 @@ from collections.abc import Mapping
 
 from vitdistill.errors import UserError
 
-__all__ = ["INITS", "PUBLISHED_DEFAULT", "check_init", "resolve_init", "saved_init"]
+__all__ = [
+    "INITS",
+    "PUBLISHED_DEFAULT",
+    "check_init",
+    "published_decays_embeddings",
+    "resolve_init",
+    "saved_init",
+]
 
 INITS = ("published", "timm")
 
@@ -77,3 +84,22 @@ def saved_init(name: str, remedy: str, kwargs: Mapping) -> dict:
     if remedy == "none" and name.split(".")[0] in PUBLISHED_DEFAULT:
         kwargs.setdefault("init", "timm")
     return kwargs
+
+
+WRAPPED_CONTROL = "deit_tiny_uniform219_patch16_224"
+
+
+def published_decays_embeddings(model) -> bool:
+    """Whether the published code weight-decayed this student's ``pos_embed`` / ``cls_token``.
+
+    Its optimizer factory exempted what the model's ``no_weight_decay()`` lists. timm's own models
+    (DeiT-Tiny, DeiT with a distillation token) have it; the published Lift, WideLast and
+    width-219 students were wrappers that did not forward it, so their embeddings were decayed.
+    """
+    from vitdistill.models.lift import LiftVisionTransformer
+    from vitdistill.models.widelast import WideLastVisionTransformer
+
+    if isinstance(model, LiftVisionTransformer | WideLastVisionTransformer):
+        return True
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return str(cfg.get("architecture") or "").split(".")[0] == WRAPPED_CONTROL
