@@ -233,3 +233,30 @@ def test_widelast_logits_equal_the_published_models():
         t = _published_block(t, p, 3 if i < 11 else 6)
     t = F.layer_norm(t, (384,), sd["norm.weight"], sd["norm.bias"], 1e-6)
     torch.testing.assert_close(m(x), t[:, 0] @ sd["head.weight"].T + sd["head.bias"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["new-spec", "spec-saved-before-init"])
+def test_runs_and_exports_rebuild_the_init_they_were_built_with(tmp_path, recorded):
+    from vitdistill.distill import checkpoint as ckpt_mod
+    from vitdistill.distill import export, load_exported
+    from vitdistill.distill.export import load_run_model
+
+    spec = as_spec("deit_tiny_lift_patch16_224", num_classes=10, kwargs=dict(img_size=32, patch_size=8))
+    if not recorded:  # as every run saved before the choice existed: built with eps 1e-6
+        spec["kwargs"].pop("init")
+    eps = 1e-5 if recorded else 1e-6
+    model = create_from_spec(spec).eval()
+    assert model.norm.norm.eps == eps
+    state = {"student": model.state_dict(), "model_spec": spec, "epoch": 1}
+    ckpt_mod.save(tmp_path / "run" / "checkpoints" / "last.pt", state)
+    export(tmp_path / "run", tmp_path / "export")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        for rebuilt in (
+            load_run_model(tmp_path / "run")[0],
+            load_exported(tmp_path / "export"),
+            timm.create_model(f"local-dir:{tmp_path / 'export'}", pretrained=True).eval(),
+        ):
+            assert rebuilt.norm.norm.eps == eps
+            torch.testing.assert_close(rebuilt(x), ref, rtol=0, atol=0)
