@@ -13,8 +13,8 @@ import timm
 import vitdistill.models  # noqa: F401  (registers the students)
 from _helpers import TINY_KW
 from vitdistill.distill import config as C
+from vitdistill.distill.optim import build_optimizer
 from vitdistill.distill.task import StudentWithProjectors
-from vitdistill.distill.trainer import build_optimizer
 from vitdistill.errors import UserError
 from vitdistill.models import create_lift, create_widelast
 
