@@ -17,6 +17,8 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import vitdistill.models  # noqa: F401  (registers the students)
 from vitdistill.distill import config as C
@@ -169,6 +171,18 @@ def test_new_descriptions_record_published_and_old_specs_rebuild_as_built():
 def test_config_model_init_key(model, init, kwargs, want):
     cfg = C.resolve({"model": model | {"init": init, "kwargs": kwargs}})
     assert model_spec(cfg["model"])["kwargs"] == want
+
+
+@given(st.text(max_size=12))
+@settings(max_examples=60, deadline=None)
+def test_model_init_accepts_its_three_values_only(text):
+    for over in ([f"model.init={text}"], [("model.init", text)]):
+        try:
+            got = C.resolve(None, over)["model"]["init"]
+        except UserError as e:
+            assert "model.init" in str(e)
+            continue
+        assert got in ("auto", "published", "timm")
 
 
 def test_config_model_init_errors():
