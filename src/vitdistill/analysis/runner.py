@@ -47,7 +47,7 @@ from vitdistill.utils.progress import Progress
 class AnalysisOptions:
     """Every knob of an analysis; all of them are recorded in summary.json."""
 
-    layers: Any = "all"
+    layers: Any = "auto"
     images: int | None = None
     batch_size: int = 32
     device: str = "cpu"
@@ -613,6 +613,7 @@ def _write(run: _Run, heap_buffers, skipped_all: int, timing: dict, saved_manife
     """Rank 0: provenance, summary.json and every output file; the scratch state is removed."""
     from vitdistill.analysis import report
     from vitdistill.data import resolve_data_config
+    from vitdistill.models.taps import describe_taps
 
     ds, opts = run.ds, run.opts
     provenance = {
@@ -624,6 +625,7 @@ def _write(run: _Run, heap_buffers, skipped_all: int, timing: dict, saved_manife
         "device": str(run.device),
         "world_size": run.info.world_size,
         "num_prefix_tokens": int(getattr(run.model, "num_prefix_tokens", 0) or 0),
+        "taps": describe_taps(run.model, run.layer_ids),
         "allocator": {"glibc_large_buffers_on_heap": heap_buffers, "torch_threads": torch.get_num_threads()},
     }
     sample_ids = list(getattr(ds, "sample_ids", [str(i) for i in range(run.n_total)]))

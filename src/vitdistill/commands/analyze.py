@@ -45,7 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_set_option(p, "extra timm model kwargs", "--set img_size=32 --set patch_size=8")
     p.add_argument("--images", type=int, help="analyse at most N images (evenly spread over the data)")
     p.add_argument(
-        "--layers", default="all", help="all | last | comma list like 0,5,11 (negatives from the end)"
+        "--layers",
+        default="auto",
+        help="auto (every block; the last four stages of a CNN) | all | last | comma list like 0,5,11 "
+        "(negatives from the end)",
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
@@ -183,8 +186,8 @@ def run(args: argparse.Namespace) -> int:
         out = args.out or f"analysis/{summary['model']}"
         t = summary["svd"]["p99"]
         print(
-            f"{summary['model']} layer {summary['layer']}: {summary['images']} images, N={summary['tokens']}, "
-            f"C={summary['channels']}"
+            f"{summary['model']} {summary['layer_unit']} {summary['layer']}: {summary['images']} images, "
+            f"N={summary['tokens']}, C={summary['channels']}"
         )
         print("  per-image SVD p99 d_t: " + ", ".join(f"{k}%: {v:g}" for k, v in t.items()))
         if summary["pca"].get("p99"):
