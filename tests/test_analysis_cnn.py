@@ -330,3 +330,15 @@ def test_compare_puts_a_cnn_teacher_beside_a_vit_student(tmp_path, capsys):
     index = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert [r["layer_unit"] for r in index["rows"]] == ["stage", "block"]
     assert (tmp_path / "cmp" / "compare.png").is_file()
+
+
+def test_a_cnn_with_a_blocks_attribute_is_tapped_by_stage_for_distillation_too():
+    from vitdistill.distill.task import forward_with_taps
+
+    m = small_cnn("test_efficientnet")  # EfficientNet names its stages `blocks`: not transformer blocks
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits, (tokens,) = forward_with_taps(m, x, [4], norm=False)
+        torch.testing.assert_close(logits, m(x))
+        torch.testing.assert_close(tokens, token_features(m, x, [4])[0])
+    assert tokens.shape == (2, 4, m.feature_info[4]["num_chs"])
