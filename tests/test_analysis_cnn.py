@@ -221,6 +221,7 @@ def test_every_stage_statistic_matches_numpy(name, tmp_path):
         permutation_layers="all",
         bootstrap=20,
         rotation_images=5,
+        rotation_layers="all",
         plots=False,
         progress=False,
     )
@@ -247,6 +248,8 @@ def test_every_stage_statistic_matches_numpy(name, tmp_path):
         perms = torch.stack([torch.randperm(x.shape[2], generator=g) for _ in range(3)])
         bw = e["sep"]["permutation"]["bandwidth"]["80"]
         assert bw["permuted"] == pytest.approx(np_permuted_bandwidth(x, perms, 80), rel=1e-6)
+        assert e["rotation"]["pairs"] == 10 and e["rotation"]["channels"] == x.shape[2]
+        assert e["rotation"]["overlap"]["mean"] == pytest.approx(np_overlap_mean(x, 0.9), rel=1e-4)
     last = maps[stages[-1]]
     assert (s["tokens"], s["channels"]) == last.shape[1:]
     assert s["rotation"]["pairs"] == 10

@@ -59,6 +59,8 @@ def build_summary(stats, layer_ids, opts, provenance, sample_ids, n_total, skipp
         entry["sep"]["folded"] = {k: sep["folded"][k] for k in ("bins", "d", "d_over_D")}
         if "permutation" in sep:
             entry["sep"]["permutation"] = sep["permutation"]
+        if st.rotation is not None:
+            entry["rotation"] = st.rotation.compute(st.pca.eig()[1])[0]
         layers.append(entry)
     st = stats[last]
     top = layers[-1]

@@ -59,6 +59,7 @@ class AnalysisOptions:
     sep_mode: str = "full"
     permutations: int = 50
     permutation_layers: str = "last"
+    rotation_layers: str = "last"
     bootstrap: int = 1000
     rotation_images: int = 64
     rotation_threshold: float = 0.9
@@ -102,6 +103,8 @@ class AnalysisOptions:
             raise UserError(f"--pca-curves must be last, all or off (got {self.pca_curves!r})")
         if self.permutation_layers not in ("last", "all"):
             raise UserError(f"--permutation-layers must be last or all (got {self.permutation_layers!r})")
+        if self.rotation_layers not in ("last", "all"):
+            raise UserError(f"--rotation-layers must be last or all (got {self.rotation_layers!r})")
         if self.features_dtype not in ("float16", "float32"):
             raise UserError(f"--features-dtype must be float16 or float32 (got {self.features_dtype!r})")
         if not 0 < self.rotation_threshold <= 1:
@@ -469,10 +472,11 @@ def _build_stats(run: _Run) -> None:
     opts, rank, last = run.opts, run.info.rank, run.last
     run.curve_layers = {"last": [last], "all": list(run.layer_ids), "off": []}[opts.pca_curves]
     perm_layers = [last] if opts.permutation_layers == "last" else list(run.layer_ids)
+    rot_layers = [last] if opts.rotation_layers == "last" else list(run.layer_ids)
     rot_sample = sample_indices(run.n_total, opts.rotation_images, opts.seed)
     run.stats = {
         L: LayerStats(
-            L, opts, opts.permutations if L in perm_layers else 0, rot_sample if last == L else None
+            L, opts, opts.permutations if L in perm_layers else 0, rot_sample if L in rot_layers else None
         )
         for L in run.layer_ids
     }

@@ -72,6 +72,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["last", "all"],
         help="layers that get the SEP channel-permutation test (default last)",
     )
+    p.add_argument(
+        "--rotation-layers",
+        default="last",
+        choices=["last", "all"],
+        help="layers that get the subspace-rotation sample (default last)",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples for the permutation CI")
     p.add_argument(
         "--rotation-images", type=int, default=64, help="images whose subspaces are kept (0 = off)"
@@ -161,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         sep_mode=args.sep_mode,
         permutations=args.permutations,
         permutation_layers=args.permutation_layers,
+        rotation_layers=args.rotation_layers,
         bootstrap=args.bootstrap,
         rotation_images=args.rotation_images,
         rotation_threshold=args.rotation_threshold / 100,
