@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import timm
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vitdistill.analysis import analyze
 from vitdistill.cli import main
@@ -345,3 +347,32 @@ def test_a_cnn_with_a_blocks_attribute_is_tapped_by_stage_for_distillation_too()
         torch.testing.assert_close(logits, m(x))
         torch.testing.assert_close(tokens, token_features(m, x, [4])[0])
     assert tokens.shape == (2, 4, m.feature_info[4]["num_chs"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.integers(-5, 5000),
+        st.floats(allow_nan=True),
+        st.text(max_size=4),
+        st.booleans(),
+        st.none(),
+        st.lists(st.one_of(st.integers(-3, 300), st.floats(), st.text(max_size=2)), max_size=3),
+    )
+)
+def test_img_size_is_a_positive_int_or_pair_or_a_user_error(size):
+    from vitdistill.models.builders import _image_size
+
+    try:
+        h, w = _image_size(size)
+    except UserError as e:
+        assert "img_size" in str(e)
+    else:
+        assert all(type(v) is int and v > 0 for v in (h, w))
+        assert (h, w) == ((size, size) if isinstance(size, int) else tuple(size))
+
+
+def test_a_bad_img_size_for_a_cnn_is_one_line(tmp_path, capsys):
+    rc = main(["analyze", "test_resnet", "--set", "img_size=0", "--data", DATA, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("vitdistill analyze: error: img_size") and len(err.splitlines()) == 1
