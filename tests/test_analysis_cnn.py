@@ -174,6 +174,10 @@ def test_published_default_is_the_last_four_stages():
     assert default_layers(convnext) == [0, 1, 2, 3]
     vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=6)
     assert default_layers(vit) == list(range(6)) and layer_unit(vit) == "block"
+    # one token grid throughout (no patch_embed attribute, but one stride): blocks, all of them
+    mixer = timm.models.MlpMixer(num_blocks=5, img_size=64, patch_size=16, embed_dim=32)
+    assert num_tap_layers(mixer) == 5 and default_layers(mixer) == list(range(5))
+    assert layer_unit(mixer) == "block"
 
 
 class _NoIntermediates(timm.models.ResNet):

@@ -96,9 +96,17 @@ def check_tappable(model: nn.Module) -> None:
     tap_family(model)
 
 
+def _isotropic(model: nn.Module) -> bool:
+    """Every tap at one stride (MLP-Mixer, ConvMixer, ...): its layers are blocks, not stages."""
+    strides = {i.get("reduction") for i in _feature_info(model)}
+    return len(strides) == 1 and None not in strides
+
+
 def layer_unit(model: nn.Module) -> str:
-    """What one layer of this model is: ``block`` (transformers) or ``stage`` (Swin, CNNs, hybrids)."""
-    return "block" if tap_family(model) == "blocks" else "stage"
+    """What one layer of this model is: ``block`` (transformers and other models that keep one
+    token grid throughout) or ``stage`` (Swin, CNNs, hybrids: the grid shrinks stage by stage)."""
+    family = tap_family(model)
+    return "block" if family == "blocks" or (family != "stages" and _isotropic(model)) else "stage"
 
 
 def num_tap_layers(model: nn.Module) -> int:
@@ -126,10 +134,11 @@ def describe_taps(model: nn.Module, layers: Sequence[int]) -> dict:
 
 
 def default_layers(model: nn.Module) -> list[int]:
-    """The layers analysed when none are named: every transformer block or Swin stage; the last
+    """The layers analysed when none are named: every block of a transformer (or of another model
+    that keeps one token grid, as MLP-Mixer) and every Swin stage; the last
     :data:`DEFAULT_STAGES` stages of a CNN or hybrid (the stem and early stages dropped)."""
     n = num_tap_layers(model)
-    if tap_family(model) in ("blocks", "stages"):
+    if tap_family(model) == "stages" or layer_unit(model) == "block":
         return list(range(n))
     return list(range(max(0, n - DEFAULT_STAGES), n))
 
