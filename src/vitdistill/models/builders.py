@@ -301,10 +301,43 @@ def create_base_model(name: str, pretrained: bool = False, **kwargs) -> nn.Modul
     if not isinstance(name, str):
         raise UserError(f"unknown model {name!r}: a timm model name is a string")
     check_name(name)
+    if "img_size" in kwargs:
+        _image_size(kwargs["img_size"])
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        try:
+            model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        except TypeError as e:
+            if "img_size" not in kwargs or "img_size" not in str(e):
+                raise
+            model = timm.create_model(name, pretrained=pretrained, **_without_img_size(kwargs))
+        return _with_input_size(model, kwargs) if "img_size" in kwargs else model
     except (TypeError, AssertionError) as e:
         raise UserError(f"cannot build '{name}' with {kwargs}: {e}") from e
+
+
+def _image_size(size: Any) -> tuple[int, int]:
+    """(H, W) of an ``img_size`` kwarg: a positive int or a pair of them; UserError otherwise."""
+    pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, list | tuple) else ()
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+        raise UserError(f"img_size must be a positive integer or a pair [H, W] of them (got {size!r})")
+    return pair
+
+
+def _without_img_size(kwargs: dict) -> dict:
+    return {k: v for k, v in kwargs.items() if k != "img_size"}
+
+
+def _with_input_size(model: nn.Module, kwargs: dict) -> nn.Module:
+    """``img_size`` becomes the model's data config input size, which the eval transform and
+    the taps read: timm keeps the registered size there even when the constructor took another
+    one, and a constructor without ``img_size`` (a CNN takes any input size) never sees it."""
+    h, w = _image_size(kwargs["img_size"])
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    cfg["input_size"] = (int(cfg.get("input_size", (3,))[0]), int(h), int(w))
+    cfg.pop("test_input_size", None)
+    model.pretrained_cfg = cfg
+    model.default_cfg = cfg
+    return model
 
 
 def _norm_layer_of(norm: nn.Module):
