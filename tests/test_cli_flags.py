@@ -72,6 +72,26 @@ def test_a_bad_shortcut_value_names_the_key(cfg, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--lr", "nan", "config key 'optim.lr' must be a finite number, got nan"),
+        ("--lr", "inf", "config key 'optim.lr' must be a finite number, got inf"),
+        ("--lr", "-1", "config key 'optim.lr' must be > 0"),
+        ("--lr", "", "--lr needs a value"),
+        ("--workers", "-1", "config key 'data.num_workers' must be >= 0, got -1"),
+        ("--seed", "-5", "config key 'seed' must be in [0, 4294967295], got -5"),
+        ("--seed", str(10**23), "config key 'seed' must fit in a signed 64-bit integer"),
+        ("--set", "loss.temperature=nan", "config key 'loss.temperature' must be a finite number"),
+    ],
+)
+def test_values_torch_cannot_take_are_one_line_before_the_run(cfg, tmp_path, capsys, flag, value, says):
+    assert main(["train", "--config", cfg, "--output", str(tmp_path / "r"), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vitdistill train: error: ") and says in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
     ("argv", "hint"),
     [
         (["train", "--config", "c.yaml", "--log-tensorboard"], "(did you mean --set log.tensorboard=true?)"),

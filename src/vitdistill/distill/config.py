@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,6 +327,10 @@ def check_value(key: str, value):
         raise UserError(
             f"config key {key!r} must be one of {', '.join(map(str, decl.choices))}; got {value!r}"
         )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"config key {key!r} must be a finite number, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise UserError(f"config key {key!r} must fit in a signed 64-bit integer, got {value}")
     if key == "device" and not (value in ("auto", "cpu", "cuda") or value.startswith("cuda:")):
         raise UserError(f"config key 'device' must be auto, cpu, cuda or cuda:N; got {value!r}")
     return value
@@ -409,10 +414,14 @@ def _check_semantics(cfg: dict) -> None:
     for key in ("epochs", "data.batch_size", "optim.grad_accum", "aug.repeated_aug", "log.interval"):
         if get(cfg, key) < 1:
             raise UserError(f"config key {key!r} must be >= 1, got {get(cfg, key)}")
-    if get(cfg, "log.checkpoint_steps") < 0:
-        raise UserError(
-            f"config key 'log.checkpoint_steps' must be >= 0, got {get(cfg, 'log.checkpoint_steps')}"
-        )
+    for key in ("log.checkpoint_steps", "data.num_workers"):
+        if get(cfg, key) < 0:
+            raise UserError(f"config key {key!r} must be >= 0, got {get(cfg, key)}")
+    if not 0 <= cfg["seed"] < 2**32:  # numpy's seed range; each epoch's seed is derived from it
+        raise UserError(f"config key 'seed' must be in [0, 4294967295], got {cfg['seed']}")
+    lr = get(cfg, "optim.lr")
+    if lr is not None and lr <= 0:
+        raise UserError(f"config key 'optim.lr' must be > 0 (or null: scaled from optim.lr_base), got {lr}")
     for key in ("loss.alpha",):
         if not 0.0 <= get(cfg, key) <= 1.0:
             raise UserError(f"config key {key!r} must be in [0, 1], got {get(cfg, key)}")
