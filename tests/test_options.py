@@ -123,6 +123,13 @@ def test_seeds_and_counts_that_torch_or_numpy_cannot_take_are_refused_up_front(
     assert not (tmp_path / "o").exists()
 
 
+def test_compare_labels_as_one_string_name_the_keyword(tmp_path):
+    from vitdistill.analysis import compare
+
+    with pytest.raises(UserError, match="'labels' must be a sequence of strings"):
+        compare([str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "c", labels="a,b")
+
+
 def test_an_unknown_keyword_names_the_closest():
     with pytest.raises(TypeError, match="did you mean images"):
         from_keywords(AnalysisOptions, {"imagez": 3})

@@ -130,6 +130,7 @@ _KIND_NAMES = {
     INT: "an integer",
     FLOAT: "a number",
     FLOATS: "numbers",
+    STRS: "strings",
     BOOL: "True or False",
     STR: "a string",
 }
