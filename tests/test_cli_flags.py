@@ -66,6 +66,15 @@ def test_shortcuts_reach_the_run_and_resume_auto_says_what_it_resumed(cfg, tmp_p
     assert "optimizer steps" in line
 
 
+def test_resume_auto_of_a_finished_run_says_nothing_is_left(cfg, tmp_path, capsys):
+    argv = ["train", "--config", cfg, "--output", str(tmp_path / "run"), "--epochs", "1"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--resume", "auto"]) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if "resuming" in x)
+    assert "1 of 1 epochs done" in line and "nothing left to train: raise epochs" in line, line
+
+
 def test_a_bad_shortcut_value_names_the_key(cfg, tmp_path, capsys):
     assert main(["train", "--config", cfg, "--output", str(tmp_path / "r"), "--epochs", "x"]) == 2
     assert "'epochs'" in capsys.readouterr().err

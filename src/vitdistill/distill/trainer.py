@@ -260,9 +260,10 @@ class Trainer:
             path, st.get("in_epoch"), self.steps_per_epoch, self.dinfo.world_size, self.dinfo.rank
         )
         if self.main:
-            within = (
-                f", {self.resume_in_epoch['steps_done']} steps into the next" if self.resume_in_epoch else ""
-            )
+            part = self.resume_in_epoch
+            within = f", {part['steps_done']} steps into the next" if part else ""
+            if self.start_epoch >= self.cfg["epochs"]:
+                within += " (nothing left to train: raise epochs to train further)"
             print(
                 f"vitdistill: resuming {path}: {self.start_epoch} of {self.cfg['epochs']} epochs done{within}, "
                 f"{self.num_updates} optimizer steps",
