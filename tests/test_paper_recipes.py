@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitdistill.distill import build, config
-from vitdistill.distill.task import DistillTask
-from vitdistill.models import block_widths, count_params
+from vitdistill.distill import config
+from vitdistill.distill.task import DistillTask, frozen_teacher
+from vitdistill.models import block_widths, count_params, create_model
 
 PAPER = sorted((Path(config.__file__).parents[1] / "configs" / "paper").glob("*.yaml"))
 PARAMS = {  # 1000 classes (docs/models.md)
@@ -26,7 +26,7 @@ PARAMS = {  # 1000 classes (docs/models.md)
 @pytest.fixture(scope="module")
 def teacher():
     cfg = config.resolve(PAPER[0])["teacher"] | {"name": "cait_s24_224.fb_dist_in1k", "pretrained": False}
-    return build.build_teacher(cfg)  # random init: no download
+    return frozen_teacher(cfg)  # random init: no download
 
 
 def test_the_published_variants_are_shipped():
@@ -44,7 +44,7 @@ def test_the_published_variants_are_shipped():
 @pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
 def test_paper_recipe_builds_its_models(path, teacher):
     cfg = config.resolve(path)
-    student = build.create_from_spec(build.model_spec(cfg["model"], 1000))
+    student = create_model(cfg["model"], num_classes=1000)[0]
     assert count_params(student) == PARAMS[cfg["model"]["name"]]
     lc = cfg["loss"]
     if lc["alpha"] == 0 and lc["feat_weight"] == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from vitdistill.commands import MODEL_FLAGS, as_flags
 from vitdistill.errors import UserError
 from vitdistill.utils.overrides import add_set_option, parse_sets
 
@@ -131,6 +132,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+@as_flags(MODEL_FLAGS)
 def run(args: argparse.Namespace) -> int:
     from vitdistill.analysis import analyze
     from vitdistill.utils.io import check_output

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vitdistill.commands import MODEL_FLAGS, as_flags
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="RUN_OR_MODEL", help="run folder, export folder, or timm model name")
@@ -38,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
 
 
+@as_flags(MODEL_FLAGS)
 def run(args: argparse.Namespace) -> int:
     from vitdistill.distill import evaluate
     from vitdistill.errors import UserError

@@ -18,6 +18,7 @@ from torch import nn
 
 from vitdistill.distill import losses
 from vitdistill.errors import UserError
+from vitdistill.models import create_model
 
 
 def _has_blocks(model: nn.Module) -> bool:
@@ -269,3 +270,18 @@ class DistillTask(nn.Module):
         t_out = self.run_teacher(x)
         out = (trainable or self.trainable)(x)
         return self.losses(out, t_out, target)
+
+
+def frozen_teacher(cfg_teacher: dict) -> nn.Module:
+    """The frozen teacher in eval mode from a config's ``teacher`` section (name + kwargs, with
+    pretrained weights or a local file; a vitdistill run or export may omit the name)."""
+    teacher, _ = create_model(
+        cfg_teacher.get("name"),
+        cfg_teacher.get("checkpoint"),
+        pretrained=bool(cfg_teacher.get("pretrained")),
+        trust_checkpoint=bool(cfg_teacher.get("trust_checkpoint")),
+        role="teacher",
+        opt_in="teacher.trust_checkpoint: true",
+        **(cfg_teacher.get("kwargs") or {}),
+    )
+    return teacher.requires_grad_(False)

@@ -33,12 +33,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from vitdistill.distill import build as build_mod
 from vitdistill.distill import checkpoint as ckpt_mod
 from vitdistill.distill import config as config_mod
 from vitdistill.distill.evaluate import ShardSampler, evaluate_loader
-from vitdistill.distill.task import DistillTask
+from vitdistill.distill.task import DistillTask, frozen_teacher
 from vitdistill.errors import UserError
+from vitdistill.models import as_spec, create_model
 from vitdistill.models.profile import count_params
 from vitdistill.utils import dist as dist_mod
 from vitdistill.utils.device import amp_dtype, autocast, resolve_device
@@ -395,16 +395,16 @@ class Trainer:
     def _build_student(self) -> nn.Module:
         """The student from its spec (timm name or remedy), with its starting weights."""
         mc = self.cfg["model"]
-        self.spec = build_mod.model_spec(mc, self.num_classes)
-        student = build_mod.create_from_spec(self.spec, pretrained=mc["pretrained"])
-        if mc["checkpoint"]:
-            build_mod.load_weights(
-                student,
-                mc["checkpoint"],
-                role="student",
-                trust=mc["trust_checkpoint"],
-                opt_in="--trust-checkpoint (or model.trust_checkpoint: true)",
-            )
+        self.spec = as_spec(mc, self.num_classes)
+        student, _ = create_model(
+            self.spec,
+            mc["checkpoint"] or None,
+            pretrained=mc["pretrained"],
+            trust_checkpoint=mc["trust_checkpoint"],
+            role="student",
+            opt_in="model.trust_checkpoint: true",
+        )
+        student.train()
         self.student_params = count_params(student)
         return student
 
@@ -416,7 +416,7 @@ class Trainer:
         lc = self.cfg["loss"]
         teacher = None
         if lc["alpha"] > 0 or lc["feat_weight"] > 0:
-            teacher = build_mod.build_teacher(self.cfg["teacher"])
+            teacher = frozen_teacher(self.cfg["teacher"])
         input_size = model_input_size(student) or resolve_data_config(student)["input_size"]
         self.input_size = tuple(input_size)
         if teacher is None:
