@@ -30,7 +30,8 @@ def check_name(name: str, role: str = "model") -> None:
         return
     near = closest_names(arch, timm.list_models(), n=5)
     hint = f"; closest: {', '.join(near)}" if near else "; see timm.list_models()"
-    raise UserError(f"unknown {role} model {name!r}{hint}")
+    what = "model" if role == "model" else f"{role} model"
+    raise UserError(f"unknown {what} {name!r}{hint}")
 
 
 def create_base(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
@@ -40,7 +41,7 @@ def create_base(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
         raise UserError(f"unknown model {name!r}: a timm model name is a string")
     check_name(name)
     try:
-        with hub_fails_fast(name, pretrained):
+        with hub_fails_fast(name, pretrained, kwargs):
             return timm.create_model(name, pretrained=pretrained, **kwargs)
     except (TypeError, AssertionError) as e:
         raise UserError(f"cannot build '{name}' with {kwargs}: {e}") from e

@@ -39,12 +39,24 @@ def hub_answers(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
     return True
 
 
+def _downloads(name: str, kwargs: dict) -> bool:
+    """Whether ``timm.create_model(name, pretrained=True, **kwargs)`` would fetch weights over the network."""
+    from timm.models import get_pretrained_cfg
+
+    overlay = kwargs.get("pretrained_cfg_overlay") or {}
+    if overlay.get("file") or overlay.get("state_dict") or kwargs.get("pretrained_cfg"):
+        return False
+    cfg = get_pretrained_cfg(name)
+    return cfg is None or bool(cfg.hf_hub_id or cfg.url)
+
+
 @contextlib.contextmanager
-def hub_fails_fast(name: str, pretrained: bool) -> Iterator[None]:
-    """Around ``timm.create_model(name, pretrained=...)``: offline mode when the hub does not answer,
-    and a UserError (with :data:`LOCAL_FILE_HINT`) when the weights cannot be had."""
+def hub_fails_fast(name: str, pretrained: bool, kwargs: dict) -> Iterator[None]:
+    """Around ``timm.create_model(name, pretrained=..., **kwargs)``: offline mode when weights would
+    be downloaded but the hub does not answer, and a UserError (with :data:`LOCAL_FILE_HINT`) when
+    they cannot be had."""
     hub = _hub()
-    if not pretrained:
+    if not pretrained or not _downloads(name, kwargs):
         yield
         return
     offline_before = hub is not None and bool(hub.HF_HUB_OFFLINE)

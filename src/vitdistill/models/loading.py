@@ -249,15 +249,17 @@ def _requested_spec(name, w: Weights | None, num_classes, kwargs: dict, role: st
         and num_classes in (None, saved.get("num_classes"))
     ):
         return as_spec(saved, num_classes, kwargs), True
+    what = "model" if role == "model" else f"{role} model"
+    if not name and w is None:
+        raise UserError(f"no {what} given: {MODEL_STRINGS}, a run or export folder, or a weights file")
     if not name:
-        cfg = w.config if w is not None else {}
-        name = cfg.get("architecture") or cfg.get("model") or cfg.get("model_name")
+        name = w.config.get("architecture") or w.config.get("model") or w.config.get("model_name")
         if not name:
             raise UserError(
-                f"no {role} model name given, and the checkpoint records none (no vitdistill model "
+                f"no {what} name given, and the checkpoint records none (no vitdistill model "
                 "spec, no architecture in a config.json beside it)"
             )
-        kwargs = {**(cfg.get("model_args") or {}), **kwargs}
+        kwargs = {**(w.config.get("model_args") or {}), **kwargs}
     return as_spec(name, num_classes, kwargs), False
 
 
