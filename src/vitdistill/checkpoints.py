@@ -136,7 +136,8 @@ def _unpickle(data: bytes, file: Path, trust: bool, opt_in: str | None) -> Any:
             if not trust:
                 raise UserError(
                     f"checkpoint {file} pickles Python objects besides tensors{what}, and unpickling it "
-                    f"could run code; if you trust the file, pass {opt_in}"
+                    f"could run code; if you trust the file, pass {opt_in}",
+                    settings=("trust_checkpoint",),
                 ) from None
         except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is unusable
             raise UserError(f"cannot read checkpoint {file}: {first_line(e)}") from None

@@ -72,7 +72,10 @@ def hub_fails_fast(name: str, pretrained: bool, kwargs: dict) -> Iterator[None]:
             why = "HF_HUB_OFFLINE is set and they are not in the local cache"
         else:
             why = first_line(e)
-        raise UserError(f"cannot load the pretrained weights of {name}: {why}; {LOCAL_FILE_HINT}") from None
+        raise UserError(
+            f"cannot load the pretrained weights of {name}: {why}; {LOCAL_FILE_HINT}",
+            settings=("checkpoint",),
+        ) from None
     finally:
         if unreachable:
             hub.HF_HUB_OFFLINE = False

@@ -222,7 +222,7 @@ def create_model(
     if _weights_source(source):
         source, checkpoint = None, checkpoint or source
     if pretrained and checkpoint:
-        raise UserError("give either pretrained=True or a checkpoint, not both")
+        raise UserError("give either pretrained=True or a checkpoint, not both", settings=("pretrained",))
     if "num_classes" in kwargs:
         n = kwargs.pop("num_classes")
         if num_classes is not None and n is not None and int(n) != int(num_classes):
