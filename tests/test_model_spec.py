@@ -17,7 +17,7 @@ import timm
 import torch
 
 from vitdistill.distill import config, export
-from vitdistill.distill.task import frozen_teacher
+from vitdistill.distill.networks import frozen_teacher
 from vitdistill.errors import UserError
 from vitdistill.models import as_spec, create_lift, create_model, create_widelast, spec_label
 

@@ -19,12 +19,13 @@ from torch import nn
 from vitdistill.distill import losses
 from vitdistill.distill.config import default, needs_teacher
 from vitdistill.errors import UserError
-from vitdistill.models import create_model
 
 
 def _has_blocks(model: nn.Module) -> bool:
-    blocks = getattr(model, "blocks", None)
-    return isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) > 0
+    """A transformer tapped block by block (a CNN's ``blocks``, as EfficientNet's, are not)."""
+    from vitdistill.models.taps import tap_family
+
+    return tap_family(model) == "blocks"
 
 
 def forward_with_taps(model: nn.Module, x: torch.Tensor, layers: list[int], norm: bool):
@@ -271,18 +272,3 @@ class DistillTask(nn.Module):
         t_out = self.run_teacher(x)
         out = (trainable or self.trainable)(x)
         return self.losses(out, t_out, target)
-
-
-def frozen_teacher(cfg_teacher: dict) -> nn.Module:
-    """The frozen teacher in eval mode from a config's ``teacher`` section (name + kwargs, with
-    pretrained weights or a local file; a vitdistill run or export may omit the name)."""
-    teacher, _ = create_model(
-        cfg_teacher.get("name"),
-        cfg_teacher.get("checkpoint"),
-        pretrained=bool(cfg_teacher.get("pretrained")),
-        trust_checkpoint=bool(cfg_teacher.get("trust_checkpoint")),
-        role="teacher",
-        opt_in="teacher.trust_checkpoint: true",
-        **(cfg_teacher.get("kwargs") or {}),
-    )
-    return teacher.requires_grad_(False)

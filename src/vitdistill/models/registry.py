@@ -12,6 +12,10 @@
 
 (``deit_tiny_widelast_patch16_224`` is the ``heads_step`` schedule.)
 
+The Lift and WideLast students initialise as the paper's published code did (``init="published"``,
+see :mod:`vitdistill.models.conventions`; ``init="timm"`` gives timm's conventions); the builders
+default to timm's.
+
 None of them has published weights; ``pretrained=True`` loads a local file given through
 ``pretrained_cfg_overlay=dict(file=...)`` or an export folder through ``local-dir:``. The file is
 read by :mod:`vitdistill.checkpoints`, once, and checked like every other weights file.
@@ -29,6 +33,7 @@ from torch import nn
 from vitdistill.checkpoints import check_values, load_state_strict, read_state_dict
 from vitdistill.errors import UserError
 from vitdistill.models.builders import create_lift, create_widelast, record_input_size
+from vitdistill.models.conventions import check_init
 from vitdistill.models.lift import LiftVisionTransformer
 from vitdistill.models.widelast import WideLastVisionTransformer
 
@@ -116,14 +121,16 @@ def _create(model_cls, variant: str, pretrained: bool, model_args: dict, kwargs:
 @register_model
 def deit_tiny_lift_patch16_224(pretrained: bool = False, **kwargs) -> LiftVisionTransformer:
     """DeiT-Tiny with a retained lifting projector 192 -> 384 and a head on the mean lifted patch token."""
-    args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, lift_dim=384)
+    args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, lift_dim=384, init="published")
     return _create(LiftVisionTransformer, "deit_tiny_lift_patch16_224", pretrained, args, kwargs)
 
 
 @register_model
 def deit_tiny_widelast_patch16_224(pretrained: bool = False, **kwargs) -> WideLastVisionTransformer:
     """DeiT-Tiny whose last block runs at 384 (6 heads of 64) after an entry projection."""
-    args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, wide_dim=384, num_wide=1)
+    args = dict(
+        patch_size=16, embed_dim=192, depth=12, num_heads=3, wide_dim=384, num_wide=1, init="published"
+    )
     return _create(WideLastVisionTransformer, "deit_tiny_widelast_patch16_224", pretrained, args, kwargs)
 
 
@@ -136,6 +143,7 @@ def _deit_tiny_widelast(variant: str, schedule: str, num_wide: int, pretrained: 
         wide_dim=384,
         num_wide=num_wide,
         schedule=schedule,
+        init="published",
     )
     return _create(WideLastVisionTransformer, variant, pretrained, args, kwargs)
 
@@ -172,7 +180,11 @@ def deit_tiny_widelast_fixed_linear_patch16_224(
 
 @register_model
 def deit_tiny_uniform219_patch16_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """Uniform-width control: width 219 everywhere (3 heads of 73), parameter-matched to WideLast."""
+    """Uniform-width control: width 219 everywhere (3 heads of 73), parameter-matched to WideLast.
+
+    The published code built it with timm (DeiT-Tiny's arguments, width 219), so its
+    initialisation is timm's under either ``init``."""
+    check_init(kwargs.pop("init", "published"))
     args = dict(patch_size=16, embed_dim=219, depth=12, num_heads=3)
     return _create(VisionTransformer, "deit_tiny_uniform219_patch16_224", pretrained, args, kwargs)
 
