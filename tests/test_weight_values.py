@@ -120,3 +120,14 @@ def test_any_non_finite_entry_is_named(shape, where, value, dtype):
     check_values({"a": torch.zeros(shape, dtype=dtype), "steps": torch.tensor(7)}, own, "f")  # clean
     with pytest.raises(UserError, match="f: tensor 'a' holds (NaN|Inf) values"):
         check_values({"a": bad, "steps": torch.tensor(7)}, own, "f")
+
+
+def test_weights_timm_reads_itself_are_checked_too(reference, tmp_path):
+    """A plain timm name with ``pretrained_cfg_overlay=dict(file=...)``: timm opens the file, and
+    the model it built is checked before anyone uses it."""
+    file = tmp_path / "w.safetensors"
+    safetensors.torch.save_file(_spoiled(reference, "blocks.0.norm1.weight", "inf"), str(file))
+    with pytest.raises(
+        UserError, match="pretrained weights of vit_tiny_patch16_224: tensor 'blocks.0.norm1.weight'"
+    ):
+        create_model(BASE, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)), **KW)

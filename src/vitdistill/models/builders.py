@@ -17,6 +17,7 @@ from timm.layers import LayerScale, PatchDropout, PatchEmbed
 from timm.models.vision_transformer import Attention, Block, Mlp, VisionTransformer
 from torch import nn
 
+from vitdistill.checkpoints import check_values
 from vitdistill.errors import UserError, closest_names
 from vitdistill.models.conventions import CLS_TOKEN_STD, check_init
 from vitdistill.models.hub import hub_fails_fast
@@ -51,6 +52,9 @@ def create_base(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
                 if "img_size" not in kwargs or "img_size" not in str(e):
                     raise
                 model = timm.create_model(name, pretrained=pretrained, **_without_img_size(kwargs))
+        if pretrained:  # timm read these weights itself: at least they must be finite
+            own = model.state_dict()
+            check_values(own, own, f"the pretrained weights of {name}")
         return _with_input_size(model, kwargs) if "img_size" in kwargs else model
     except (TypeError, AssertionError) as e:
         raise UserError(f"cannot build '{name}' with {kwargs}: {e}") from e
