@@ -412,6 +412,7 @@ def _analyze(model, data, out, load: dict, options, heap_buffers):
 def _setup(model, data, out, load: dict, options) -> _Run:
     """Options, device, model (with its provenance), data set and the locked output folder."""
     from vitdistill.data import build_dataset, eval_transform
+    from vitdistill.data.timm_sources import refuse_stream
 
     unknown = set(options) - set(AnalysisOptions.__dataclass_fields__)
     if unknown:
@@ -429,6 +430,7 @@ def _setup(model, data, out, load: dict, options) -> _Run:
     ds = build_dataset(
         data, split=opts.split, transform=transform, strict=opts.strict, max_images=opts.images
     )
+    refuse_stream(ds, "analyze numbers every image (per_image.csv, the rotation sample, resumable passes)")
     n_total = len(ds)
     if n_total == 0:
         raise UserError(f"no images found in {data}")

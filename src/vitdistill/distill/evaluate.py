@@ -114,13 +114,17 @@ def evaluate(
     ds.transform = eval_transform(model, crop_pct=crop)
     if len(ds) == 0:
         raise UserError(f"{data} ({split}) holds no images")
-    loader = DataLoader(
-        ds,
-        batch_size=batch_size,
-        sampler=ShardSampler(len(ds), info.world_size, info.rank),
-        num_workers=num_workers,
-        collate_fn=collate_skip,
-    )
+    if getattr(ds, "streaming", False):
+        ds.set_loader_cfg(num_workers)  # timm's reader splits the shards over ranks and workers
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip)
+    else:
+        loader = DataLoader(
+            ds,
+            batch_size=batch_size,
+            sampler=ShardSampler(len(ds), info.world_size, info.rank),
+            num_workers=num_workers,
+            collate_fn=collate_skip,
+        )
     model = model.to(dev)
     out = evaluate_loader(model, loader, dev)
     out.update(

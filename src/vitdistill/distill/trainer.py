@@ -370,19 +370,16 @@ class Trainer:
 
     def _build_datasets(self) -> tuple:
         """The training and validation sets, transforms not yet set; sets ``num_classes``."""
-        from vitdistill.data import build_dataset
+        from vitdistill.data.holdout import train_val_sets
+        from vitdistill.data.timm_sources import refuse_stream
 
         d = self.cfg["data"]
         if not d["train"]:
             raise UserError(
                 "no training data: set data.train in the config or pass --data DIR|synthetic:NAME"
             )
-        train_ds = build_dataset(
-            d["train"], "train", transform=None, strict=d["strict"], max_images=d["max_train_images"]
-        )
-        val_ds = build_dataset(
-            d["val"] or d["train"], "val", transform=None, strict=d["strict"], max_images=d["max_val_images"]
-        )
+        train_ds, val_ds = train_val_sets(d, self.cfg["seed"])
+        refuse_stream(train_ds, "training reads images by seeded position (repeated augmentation, exact resume)")
         if len(train_ds) == 0:
             raise UserError(f"training data {d['train']} holds no images")
         self.num_classes = train_ds.num_classes
@@ -930,6 +927,7 @@ class Trainer:
             "best_ema": self.best["ema"],
             "wall_time_s": time.time() - self.t0,
             "train_data": self.train_ds.describe() if hasattr(self.train_ds, "describe") else None,
+            "val_data": {**self.val_ds.describe(), "transform": self.eval_transform_info["transform"]},
             "eval_transform": self.eval_transform_info,  # the crop every val_top1 above was measured with
         }
         if not summary["last"] and self.resume_path is not None:  # resumed a finished run
