@@ -75,7 +75,19 @@ def _create(prefix: str, name: str, root: str | None, split: str, **kwargs):
 
 
 def _open_hf(prefix: str, name: str, split: str, **kwargs):
-    """timm's data set for the first spelling of ``split`` that the Hugging Face set has."""
+    """timm's data set for the first spelling of ``split`` that the Hugging Face set has (no progress bars)."""
+    import datasets.utils as hf_tqdm
+
+    was_off = hf_tqdm.are_progress_bars_disabled()
+    hf_tqdm.disable_progress_bars()
+    try:
+        return _first_split(prefix, name, split, **kwargs)
+    finally:
+        if not was_off:
+            hf_tqdm.enable_progress_bars()
+
+
+def _first_split(prefix: str, name: str, split: str, **kwargs):
     tried = []
     for candidate in _candidates(split):
         try:

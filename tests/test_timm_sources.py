@@ -1,0 +1,158 @@
+"""timm's data-set sources, built on disk in the test: a Hugging Face set (parquet) and WebDataset shards."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+import yaml
+from PIL import Image
+
+from _helpers import TINY_KW, train_cfg
+from vitdistill.cli import main
+from vitdistill.data import build_dataset
+
+datasets = pytest.importorskip("datasets")
+wds = pytest.importorskip("webdataset")
+
+CLASSES = ["cat", "dog", "eel"]
+STUDENT = "deit_tiny_patch16_224"
+TINY = [STUDENT, *[a for k, v in TINY_KW.items() for a in ("--set", f"{k}={v}")]]
+FAST = ["--no-progress", "--permutations", "0", "--rotation-images", "0", "--no-plots"]
+
+
+def _png(value: int, size=(16, 16)) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((*size, 3), value, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def _offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # the Hugging Face cache stays in the test
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def hf_dir(tmp_path):
+    """A Hugging Face set as the hub lays it out: data/<split>-*.parquet, label a ClassLabel."""
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES)})
+    for split, n in (("train", 12), ("validation", 6)):
+        rows = {"image": [{"bytes": _png(10 * i + (split == "train")), "path": None} for i in range(n)]}
+        rows["label"] = [i % 3 for i in range(n)]
+        ds = datasets.Dataset.from_dict(rows, features=feats)
+        (tmp_path / "hf" / "data").mkdir(parents=True, exist_ok=True)
+        ds.to_parquet(str(tmp_path / "hf" / "data" / f"{split}-00000-of-00001.parquet"))
+    return tmp_path / "hf"
+
+
+@pytest.fixture
+def wds_dir(tmp_path):
+    """Two WebDataset shards per split (key.png + key.cls) and timm's _info.json."""
+    root = tmp_path / "shards"
+    root.mkdir()
+    info = {"num_classes": 3, "splits": {}}
+    for split, per_shard in (("train", 6), ("validation", 3)):
+        names = []
+        for s in range(2):
+            name = f"{split}-{s:04d}.tar"
+            with wds.TarWriter(str(root / name)) as w:
+                for i in range(per_shard):
+                    w.write({"__key__": f"{split}{s}_{i}", "png": _png(20 * i + s), "cls": str(i % 3).encode()})
+            names.append(name)
+        info["splits"][split] = {
+            "name": split,
+            "num_samples": 2 * per_shard,
+            "filenames": names,
+            "shard_lengths": [per_shard] * 2,
+        }
+    (root / "_info.json").write_text(json.dumps(info))
+    return root
+
+
+def test_hfds_items_labels_subsets_and_ids(hf_dir):
+    spec = f"hfds/{hf_dir}"
+    ds = build_dataset(spec, "val")
+    assert len(ds) == 6 and ds.classes == CLASSES and ds.describe()["split"] == "validation"
+    for i in range(6):
+        img, label, index = ds[i]
+        assert index == i and label == i % 3
+        assert torch.allclose(img, torch.full((3, 16, 16), 10 * i / 255.0))  # the pixels written above
+    train = build_dataset(spec, "train", max_images=4)
+    assert train.sample_ids == [f"hfds/{hf_dir}:train/{r}" for r in (0, 3, 6, 9)]
+    assert [train[k][1] for k in range(4)] == [0, 0, 0, 0]  # rows 0, 3, 6, 9 are all class 0
+    assert float(train[1][0][0, 0, 0]) == pytest.approx(31 / 255.0)
+
+
+def test_wds_streams_every_sample_once_with_its_label(wds_dir):
+    ds = build_dataset(f"wds/{wds_dir}", "val")
+    assert len(ds) == 6 and ds.num_classes == 3 and ds.describe()["per_image_ids"] is False
+    seen = sorted((round(float(img[0, 0, 0]) * 255), label) for img, label, _ in ds)
+    assert seen == sorted((20 * i + s, i % 3) for s in range(2) for i in range(3))
+
+
+def test_streams_refuse_subsets_and_missing_class_counts(wds_dir, tmp_path):
+    with pytest.raises(Exception, match="streamed .*even subset"):
+        build_dataset(f"wds/{wds_dir}", "val", max_images=2)
+    info = json.loads((wds_dir / "_info.json").read_text())
+    del info["num_classes"]
+    (wds_dir / "_info.json").write_text(json.dumps(info))
+    with pytest.raises(Exception, match=r"classes=N"):
+        build_dataset(f"wds/{wds_dir}", "val")
+    assert build_dataset(f"wds/{wds_dir}?classes=3", "val").num_classes == 3
+    with pytest.raises(Exception, match="_info.json"):
+        build_dataset(f"wds/{tmp_path}", "val")
+
+
+def _direct(model, values, labels):
+    """CE and top-1 of ``model`` on uniform images, through the same eval transform, without a loader."""
+    from vitdistill.data import eval_transform
+
+    tf = eval_transform(model, crop_pct=1.0)
+    x = torch.stack([tf(Image.fromarray(np.full((16, 16, 3), v, np.uint8))) for v in values])
+    with torch.no_grad():
+        logits = model(x)
+    y = torch.tensor(labels)
+    return torch.nn.functional.cross_entropy(logits, y).item(), 100.0 * (logits.argmax(1) == y).float().mean().item()
+
+
+def test_evaluate_on_hfds_and_wds_matches_a_direct_pass(hf_dir, wds_dir):
+    from vitdistill.distill import evaluate
+
+    torch.manual_seed(0)
+    model = timm.create_model(STUDENT, num_classes=3, **TINY_KW).eval()
+    cases = {
+        f"hfds/{hf_dir}": ([10 * i for i in range(6)], [i % 3 for i in range(6)]),
+        f"wds/{wds_dir}": ([20 * i + s for s in range(2) for i in range(3)], [i % 3 for s in range(2) for i in range(3)]),
+    }
+    for spec, (values, labels) in cases.items():
+        got = evaluate(model, spec, device="cpu", crop_pct=1.0, batch_size=4)
+        loss, top1 = _direct(model, values, labels)
+        assert got["n"] == 6 and got["loss"] == pytest.approx(loss, rel=1e-5) and got["top1"] == pytest.approx(top1)
+
+
+def test_commands_take_hfds_and_refuse_streams_where_they_need_positions(hf_dir, wds_dir, tmp_path, capsys):
+    hf, ws = f"hfds/{hf_dir}", f"wds/{wds_dir}"
+    ana = ["analyze", *TINY, *FAST]
+    assert main([*ana, "--images", "4", "--data", hf, "--out", str(tmp_path / "a")]) == 0
+    ids = (tmp_path / "a" / "images.txt").read_text()
+    assert f"{hf}:validation/0" in ids and f"{hf}:validation/5" not in ids  # 4 of 6: rows 0, 1, 3, 4
+    assert main([*ana, "--data", ws, "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "streamed" in err[0] and "hfds/" in err[0]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(train_cfg(STUDENT, **{"data.train": hf, "data.batch_size": 4})))
+    assert main(["train", "--config", str(cfg), "--output", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["train_data"]["kind"] == "hfds" and summary["val_data"]["split"] == "validation"
+    assert summary["val_data"]["num_images"] == 6 and summary["num_classes"] == 3
+    assert main(["train", "--config", str(cfg), "--data", ws, "--output", str(tmp_path / "run2")]) == 2
+    assert "streamed" in capsys.readouterr().err
+    for spec in (ws, hf):
+        assert main(["eval", str(tmp_path / "run"), "--data", spec, "--device", "cpu", "--batch-size", "4"]) == 0
+        assert "(6 images)" in capsys.readouterr().out
