@@ -260,6 +260,12 @@ SCHEMA: dict[str, Key] = {
     "log.tensorboard": _k(
         False, bool, "also write TensorBoard events to RUN/tb (needs the tensorboard extra)"
     ),
+    "log.wandb": _k(
+        False,
+        bool,
+        "also log to Weights & Biases (needs the wandb extra; project from WANDB_PROJECT, "
+        "WANDB_MODE=offline writes RUN/wandb only)",
+    ),
     "log.progress": _k(
         True, bool, "progress inside an epoch on rank 0: a tqdm bar on a terminal, else a line every ~30 s"
     ),

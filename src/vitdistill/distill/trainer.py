@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from vitdistill.distill import build as build_mod
 from vitdistill.distill import checkpoint as ckpt_mod
 from vitdistill.distill import config as config_mod
+from vitdistill.distill import loggers
 from vitdistill.distill.evaluate import ShardSampler, evaluate_loader
 from vitdistill.distill.task import DistillTask
 from vitdistill.errors import UserError
@@ -325,7 +326,7 @@ class Trainer:
         self.main = self.dinfo.is_main
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.tb = None
+        self.sinks = None
         self._was_deterministic = torch.are_deterministic_algorithms_enabled()
         self._own_group = dist_mod.launched_by_torchrun() and not torch.distributed.is_initialized()
         if cfg["deterministic"]:
@@ -598,14 +599,7 @@ class Trainer:
             tmp.unlink(missing_ok=True)
         atomic_write_text(self.metrics_path, "".join(x + "\n" for x in kept))
         self.metrics_file = open(self.metrics_path, "a", buffering=1)  # noqa: SIM115 (kept open for the run)
-        if self.cfg["log"]["tensorboard"]:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise UserError(
-                    "log.tensorboard needs TensorBoard: pip install 'vitdistill[tensorboard]'"
-                ) from None
-            self.tb = SummaryWriter(str(self.run_dir / "tb"))
+        self.sinks = loggers.Sinks(self.run_dir, self.cfg)  # TensorBoard, W&B: what metrics.jsonl gets
 
     def close(self) -> None:
         """Release files and restore process-wide settings, so Python callers can train again."""
@@ -614,8 +608,8 @@ class Trainer:
         if f is not None:
             f.close()
             self.metrics_file = None
-        if self.tb is not None:
-            self.tb.close()
+        if self.sinks is not None:
+            self.sinks.close()
         if self._own_group:
             dist_mod.cleanup()
 
@@ -623,11 +617,7 @@ class Trainer:
         if not self.main:
             return
         self.metrics_file.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            step = record.get("step", 0)
-            for k, v in record.items():
-                if isinstance(v, int | float) and k not in ("step", "epoch"):
-                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
+        self.sinks.record(record)
 
     # ------------------------------------------------------------ checkpoints
     def _state(self, epoch: int) -> dict:
@@ -779,6 +769,7 @@ class Trainer:
         eta = (time.time() - self.t_loop) / max(done, 1) * left
         line = f"epoch {record['epoch'] + 1}/{E}  {train}  {val}  {record['images_per_s']:.0f} img/s"
         print(f"{line}  ETA {fmt_duration(eta)}", file=sys.stderr, flush=True)
+        self.sinks.line(line, self.num_updates)
 
     def _train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
