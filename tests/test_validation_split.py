@@ -113,3 +113,23 @@ def test_split_folder_records_its_val_split(tmp_path):
     val = json.loads((tmp_path / "run" / "summary.json").read_text())["val_data"]
     assert val["kind"] == "folder" and val["split"] == "val" and val["num_images"] == 16
     assert val["folder"].endswith("val") and "CenterCrop" in val["transform"]
+
+
+def test_eval_says_when_it_scores_the_runs_training_images(tmp_path, capsys):
+    data = _folder(tmp_path / "imgs", splits=("train", "val"))
+    run = tmp_path / "run"
+    train(train_cfg(STUDENT, **{"data.train": str(data), "data.batch_size": 8}), output=run)
+    capsys.readouterr()
+    (tmp_path / "alias").symlink_to(data / "train")  # another name for the same folder
+    for spec, trained in ((data, False), (data / "val", False), (data / "train", True), (tmp_path / "alias", True)):
+        out = tmp_path / "e.json"
+        assert main(["eval", str(run), "--data", str(spec), "--device", "cpu", "--json", str(out)]) == 0
+        err = capsys.readouterr().err
+        assert ("is training accuracy" in err) is trained and json.loads(out.read_text())["training_data"] is trained
+        out.unlink()
+    # a held-out run: its base folder is its training data
+    flat = _folder(tmp_path / "flat", n_per_class=10)
+    train(train_cfg(STUDENT, **{"data.train": str(flat), "data.val_fraction": 0.2, "data.batch_size": 8}), output=tmp_path / "h")
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "h"), "--data", str(flat), "--device", "cpu"]) == 0
+    assert "is training accuracy" in capsys.readouterr().err

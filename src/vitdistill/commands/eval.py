@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
     if current().is_main:
         extra = f", {res['skipped']} unreadable skipped" if res["skipped"] else ""
         print(f"top-1 {res['top1']:.2f}  top-5 {res['top5']:.2f}  ({res['n']} images{extra})")
+        if res["training_data"]:
+            print(
+                f"vitdistill eval: note: {args.data} holds the images {args.model} was trained on, so this "
+                "is training accuracy; evaluate on its validation data (a val/ split or data.val)",
+                file=sys.stderr,
+            )
         if args.json:
             atomic_write_json(args.json, res)
     return 0

@@ -9,6 +9,7 @@ rather than validated on its own training images, and so is any pair that shares
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,7 @@ def hold_out(base, fraction: float, seed: int, caps: tuple) -> tuple[Part, Part]
         chosen = chosen[subset_positions(len(chosen), cap)]
         source = base.describe()
         info = {"kind": "held_out", "role": role, "val_fraction": fraction, "seed": seed, "of": source["spec"]}
+        info["of_source"] = {k: source.get(k) for k in ("kind", "spec", "name", "split", "folder")}
         parts.append(Part(base, chosen, {**info, "of_num_images": n, "max_images": cap}))
     return parts[0], parts[1]
 
@@ -123,3 +125,27 @@ def _check_disjoint(train_ds, val_ds) -> None:
         raise UserError(
             f"the validation data shares {len(shared)} image(s) with the training data (e.g. {example}): {WAYS_OUT}"
         )
+
+
+def source_key(rec: dict | None) -> tuple | None:
+    """What identifies the images a data set record describes (a held-out part: its base set)."""
+    if not isinstance(rec, dict):
+        return None
+    if rec.get("kind") == "held_out":
+        return source_key(rec.get("of_source"))
+    kind, spec = rec.get("kind"), rec.get("spec")
+    if kind == "folder" and rec.get("folder"):
+        return ("folder", str(Path(rec["folder"]).resolve()))
+    if kind == "list" and spec:
+        return ("list", str(Path(spec).resolve()))
+    if kind in ("hfds", "hfids"):
+        return ("hf", rec.get("name") or spec, rec.get("split"))
+    if kind in ("synthetic", "wds"):
+        return (kind, spec, rec.get("split"))
+    return None
+
+
+def same_source(trained_on: dict | None, data: dict | None) -> bool:
+    """Whether ``data`` reads the images of the training-data record ``trained_on``."""
+    key = source_key(trained_on)
+    return key is not None and key == source_key(data)

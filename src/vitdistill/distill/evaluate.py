@@ -136,9 +136,25 @@ def evaluate(
             else type(run_or_model).__name__,
             "ema": ema,
             "crop_pct": crop,  # None: the model's timm default
+            "training_data": _trained_on(run_or_model, ds),
         }
     )
     return out
+
+
+def _trained_on(source, ds) -> bool:
+    """Whether ``ds`` holds the images a run folder was trained on (its summary.json's train_data)."""
+    from vitdistill.data.holdout import same_source
+
+    if isinstance(source, nn.Module) or not (Path(source) / "summary.json").is_file():
+        return False
+    import json
+
+    try:
+        trained = json.loads((Path(source) / "summary.json").read_text()).get("train_data")
+    except (ValueError, OSError, AttributeError):
+        return False
+    return same_source(trained, ds.describe() if hasattr(ds, "describe") else None)
 
 
 def _run_crop_pct(source) -> float | None:
