@@ -156,3 +156,25 @@ def test_commands_take_hfds_and_refuse_streams_where_they_need_positions(hf_dir,
     for spec in (ws, hf):
         assert main(["eval", str(tmp_path / "run"), "--data", spec, "--device", "cpu", "--batch-size", "4"]) == 0
         assert "(6 images)" in capsys.readouterr().out
+
+
+def test_hf_column_names_unreadable_rows_and_an_unreachable_hub(tmp_path, monkeypatch, capsys):
+    feats = datasets.Features({"img": datasets.Image(), "fine": datasets.ClassLabel(names=CLASSES)})
+    rows = {"img": [{"bytes": _png(50), "path": None}, {"bytes": b"\x89PNG broken", "path": None}], "fine": [2, 1]}
+    (tmp_path / "cols" / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict(rows, features=feats).to_parquet(str(tmp_path / "cols" / "data" / "train-0.parquet"))
+    spec = f"hfds/{tmp_path / 'cols'}"
+    for bad, column in ((spec, "'image'"), (f"{spec}?image=img", "'label'")):
+        with pytest.raises(Exception, match=f"has no column {column}.*image=img&label="):
+            build_dataset(bad, "train")
+    ds = build_dataset(f"{spec}?image=img&label=fine", "train")
+    assert ds[0][1] == 2 and ds[1][0] is None  # an unreadable row costs that image only
+    assert "skipping unreadable image" in capsys.readouterr().err
+    with pytest.raises(Exception, match="unknown option 'colour'"):
+        build_dataset(f"{spec}?colour=1", "train")
+    # a hub id with the hub out of reach: one line at once, not half a minute of retries
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(Exception, match="hub is unreachable.*HF_DATASETS_OFFLINE=1"):
+        build_dataset("hfds/someone/no-such-set", "train")

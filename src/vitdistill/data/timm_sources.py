@@ -1,7 +1,8 @@
 """Data sets that timm reads: ``hfds/`` (Hugging Face, random access), ``hfids/`` and ``wds/`` (streams).
 
 The spec is timm's data-set name: ``hfds/NAME`` and ``hfids/NAME`` pass NAME to
-``datasets.load_dataset`` (a hub id, or a local folder of parquet/arrow files), ``wds/DIR`` reads
+``datasets.load_dataset`` (a hub id, or a local folder of parquet/arrow files; columns ``image`` and
+``label`` unless ``?image=COL&label=COL`` say otherwise), ``wds/DIR`` reads
 WebDataset tar shards from DIR, whose ``_info.json`` (timm's format) names each split's shards and
 sizes. All are opened with ``timm.data.create_dataset``.
 
@@ -43,9 +44,11 @@ def _split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     rest = str(spec).split("/", 1)[1]
     name, _, query = rest.partition("?")
     options = dict(parse_qsl(query, keep_blank_values=True))
-    unknown = sorted(set(options) - {"classes"})
+    allowed = {"classes", "image", "label"} if prefix != "wds" else {"classes"}
+    unknown = sorted(set(options) - allowed)
     if unknown:
-        raise UserError(f"{spec}: unknown option {unknown[0]!r} (a {prefix}/ source takes ?classes=N only)")
+        takes = ", ".join(f"{k}=..." for k in sorted(allowed))
+        raise UserError(f"{spec}: unknown option {unknown[0]!r} (a {prefix}/ source takes {takes})")
     if not name.strip():
         raise UserError(f"{spec}: give a data-set name or folder after {prefix}/")
     return prefix, name, options
@@ -74,9 +77,36 @@ def _create(prefix: str, name: str, root: str | None, split: str, **kwargs):
         raise UserError(f"{prefix}/{name}: {first_line(e)}") from None
 
 
-def _open_hf(prefix: str, name: str, split: str, **kwargs):
+def _hub_unreachable(name: str) -> bool:
+    """True when ``name`` is no local folder, the hub is not declared offline, and it does not answer in 3 s.
+
+    Without this check an unreachable hub costs half a minute of retries before the same error.
+    """
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if Path(name).expanduser().exists() or os.environ.get("HF_DATASETS_OFFLINE") or os.environ.get("HF_HUB_OFFLINE"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError:
+        return True
+    return False
+
+
+def _open_hf(prefix: str, name: str, split: str, options: dict, **kwargs):
     """timm's data set for the first spelling of ``split`` that the Hugging Face set has (no progress bars)."""
     import datasets.utils as hf_tqdm
+
+    if _hub_unreachable(name):
+        raise UserError(
+            f"{prefix}/{name}: no such local folder and the Hugging Face hub is unreachable; give a local "
+            "folder of parquet/arrow files, or set HF_DATASETS_OFFLINE=1 to read a set already in the cache"
+        )
+    keys = {"input_key": options.get("image", "image"), "target_key": options.get("label", "label")}
+    kwargs.update(keys)
 
     was_off = hf_tqdm.are_progress_bars_disabled()
     hf_tqdm.disable_progress_bars()
@@ -87,11 +117,20 @@ def _open_hf(prefix: str, name: str, split: str, **kwargs):
             hf_tqdm.enable_progress_bars()
 
 
+def _no_column(prefix: str, name: str, e: KeyError) -> UserError:
+    return UserError(
+        f"{prefix}/{name} has no column {e}: name the image and label columns, "
+        f"e.g. {prefix}/{name}?image=img&label=fine_label"
+    )
+
+
 def _first_split(prefix: str, name: str, split: str, **kwargs):
     tried = []
     for candidate in _candidates(split):
         try:
             return _create(prefix, name, None, candidate, **kwargs), candidate
+        except KeyError as e:
+            raise _no_column(prefix, name, e) from None
         except ValueError as e:
             if "split" not in str(e).lower():
                 raise UserError(f"{prefix}/{name}: {first_line(e)}") from None
@@ -124,9 +163,19 @@ class HfdsDataset(ImageFileDataset):
 def hfds_dataset(spec, split, transform=None, strict=False, max_images=None) -> HfdsDataset:
     prefix, name, options = _split_spec(spec)
     _need_package(prefix)
-    ds, hf_split = _open_hf(prefix, name, split)
+    ds, hf_split = _open_hf(prefix, name, split, options)
     reader = ds.reader
-    all_labels = [int(y) for y in reader.iter_targets()]
+    columns, table = set(reader.dataset.column_names), reader.dataset.data
+    # timm casts the image column, which adds it (all null) when the set has none by that name
+    if len(reader.dataset) and table.column(reader.image_key).null_count == len(table):
+        raise _no_column(prefix, name, KeyError(reader.image_key))
+    for key in str(reader.label_key).split(","):
+        if key not in columns:
+            raise _no_column(prefix, name, KeyError(key))
+    try:
+        all_labels = [int(y) for y in reader.iter_targets()]
+    except KeyError as e:
+        raise _no_column(prefix, name, e) from None
     classes = sorted(reader.class_to_idx, key=reader.class_to_idx.get)
     if not classes and all_labels:
         n = int(options.get("classes", max(all_labels) + 1))
@@ -204,7 +253,7 @@ def stream_dataset(spec, split, transform=None, is_training=False, seed=0, batch
         n_images = int(info["splits"][real_split].get("num_samples") or 0)
         num_classes = options.get("classes", info.get("num_classes"))
     else:
-        timm_ds, real_split = _open_hf(prefix, name, split, **common)
+        timm_ds, real_split = _open_hf(prefix, name, split, options, **common)
         n_images = int(getattr(timm_ds.reader, "num_samples", 0) or 0)
         num_classes = options.get("classes", len(getattr(timm_ds.reader, "class_to_idx", {})) or None)
     if num_classes is None:
