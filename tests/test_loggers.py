@@ -37,7 +37,9 @@ def _wandb_rows(path) -> list[dict]:
             rec.ParseFromString(chunk)
             chunk = b""
             if rec.WhichOneof("record_type") == "history":
-                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+                rows.append(
+                    {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item}
+                )
     return rows
 
 

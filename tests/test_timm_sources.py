@@ -63,7 +63,9 @@ def wds_dir(tmp_path):
             name = f"{split}-{s:04d}.tar"
             with wds.TarWriter(str(root / name)) as w:
                 for i in range(per_shard):
-                    w.write({"__key__": f"{split}{s}_{i}", "png": _png(20 * i + s), "cls": str(i % 3).encode()})
+                    w.write(
+                        {"__key__": f"{split}{s}_{i}", "png": _png(20 * i + s), "cls": str(i % 3).encode()}
+                    )
             names.append(name)
         info["splits"][split] = {
             "name": split,
@@ -118,7 +120,9 @@ def _direct(model, values, labels):
     with torch.no_grad():
         logits = model(x)
     y = torch.tensor(labels)
-    return torch.nn.functional.cross_entropy(logits, y).item(), 100.0 * (logits.argmax(1) == y).float().mean().item()
+    return torch.nn.functional.cross_entropy(logits, y).item(), 100.0 * (
+        logits.argmax(1) == y
+    ).float().mean().item()
 
 
 def test_evaluate_on_hfds_and_wds_matches_a_direct_pass(hf_dir, wds_dir):
@@ -128,12 +132,19 @@ def test_evaluate_on_hfds_and_wds_matches_a_direct_pass(hf_dir, wds_dir):
     model = timm.create_model(STUDENT, num_classes=3, **TINY_KW).eval()
     cases = {
         f"hfds/{hf_dir}": ([10 * i for i in range(6)], [i % 3 for i in range(6)]),
-        f"wds/{wds_dir}": ([20 * i + s for s in range(2) for i in range(3)], [i % 3 for s in range(2) for i in range(3)]),
+        f"wds/{wds_dir}": (
+            [20 * i + s for s in range(2) for i in range(3)],
+            [i % 3 for s in range(2) for i in range(3)],
+        ),
     }
     for spec, (values, labels) in cases.items():
         got = evaluate(model, spec, device="cpu", crop_pct=1.0, batch_size=4)
         loss, top1 = _direct(model, values, labels)
-        assert got["n"] == 6 and got["loss"] == pytest.approx(loss, rel=1e-5) and got["top1"] == pytest.approx(top1)
+        assert (
+            got["n"] == 6
+            and got["loss"] == pytest.approx(loss, rel=1e-5)
+            and got["top1"] == pytest.approx(top1)
+        )
 
 
 def test_commands_take_hfds_and_refuse_streams_where_they_need_positions(hf_dir, wds_dir, tmp_path, capsys):
@@ -154,15 +165,22 @@ def test_commands_take_hfds_and_refuse_streams_where_they_need_positions(hf_dir,
     assert main(["train", "--config", str(cfg), "--data", ws, "--output", str(tmp_path / "run2")]) == 2
     assert "streamed" in capsys.readouterr().err
     for spec in (ws, hf):
-        assert main(["eval", str(tmp_path / "run"), "--data", spec, "--device", "cpu", "--batch-size", "4"]) == 0
+        assert (
+            main(["eval", str(tmp_path / "run"), "--data", spec, "--device", "cpu", "--batch-size", "4"]) == 0
+        )
         assert "(6 images)" in capsys.readouterr().out
 
 
 def test_hf_column_names_unreadable_rows_and_an_unreachable_hub(tmp_path, monkeypatch, capsys):
     feats = datasets.Features({"img": datasets.Image(), "fine": datasets.ClassLabel(names=CLASSES)})
-    rows = {"img": [{"bytes": _png(50), "path": None}, {"bytes": b"\x89PNG broken", "path": None}], "fine": [2, 1]}
+    rows = {
+        "img": [{"bytes": _png(50), "path": None}, {"bytes": b"\x89PNG broken", "path": None}],
+        "fine": [2, 1],
+    }
     (tmp_path / "cols" / "data").mkdir(parents=True)
-    datasets.Dataset.from_dict(rows, features=feats).to_parquet(str(tmp_path / "cols" / "data" / "train-0.parquet"))
+    datasets.Dataset.from_dict(rows, features=feats).to_parquet(
+        str(tmp_path / "cols" / "data" / "train-0.parquet")
+    )
     spec = f"hfds/{tmp_path / 'cols'}"
     for bad, column in ((spec, "'image'"), (f"{spec}?image=img", "'label'")):
         with pytest.raises(Exception, match=f"has no column {column}.*image=img&label="):

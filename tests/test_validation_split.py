@@ -77,7 +77,9 @@ def test_held_out_fraction_is_seeded_disjoint_and_covers_the_set(tmp_path):
     img, label, index = va[2]
     assert index == 2 and label == (0 if "/a/" in va.sample_ids[2] else 1) and img.shape == (3, 16, 16)
     # caps cut each part evenly after the split
-    tr4, va4 = train_val_sets(_data(train=data, val_fraction=0.25, max_train_images=6, max_val_images=2), seed=3)
+    tr4, va4 = train_val_sets(
+        _data(train=data, val_fraction=0.25, max_train_images=6, max_val_images=2), seed=3
+    )
     assert len(tr4) == 6 and len(va4) == 2 and set(va4.sample_ids) <= ids_va
 
 
@@ -121,15 +123,25 @@ def test_eval_says_when_it_scores_the_runs_training_images(tmp_path, capsys):
     train(train_cfg(STUDENT, **{"data.train": str(data), "data.batch_size": 8}), output=run)
     capsys.readouterr()
     (tmp_path / "alias").symlink_to(data / "train")  # another name for the same folder
-    for spec, trained in ((data, False), (data / "val", False), (data / "train", True), (tmp_path / "alias", True)):
+    for spec, trained in (
+        (data, False),
+        (data / "val", False),
+        (data / "train", True),
+        (tmp_path / "alias", True),
+    ):
         out = tmp_path / "e.json"
         assert main(["eval", str(run), "--data", str(spec), "--device", "cpu", "--json", str(out)]) == 0
         err = capsys.readouterr().err
-        assert ("is training accuracy" in err) is trained and json.loads(out.read_text())["training_data"] is trained
+        assert ("is training accuracy" in err) is trained and json.loads(out.read_text())[
+            "training_data"
+        ] is trained
         out.unlink()
     # a held-out run: its base folder is its training data
     flat = _folder(tmp_path / "flat", n_per_class=10)
-    train(train_cfg(STUDENT, **{"data.train": str(flat), "data.val_fraction": 0.2, "data.batch_size": 8}), output=tmp_path / "h")
+    train(
+        train_cfg(STUDENT, **{"data.train": str(flat), "data.val_fraction": 0.2, "data.batch_size": 8}),
+        output=tmp_path / "h",
+    )
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "h"), "--data", str(flat), "--device", "cpu"]) == 0
     assert "is training accuracy" in capsys.readouterr().err

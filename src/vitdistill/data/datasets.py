@@ -268,7 +268,9 @@ def build_dataset(
     if _timm_source(spec_s):
         return _timm_dataset(spec_s, split, transform, strict, max_images)
     if not spec_s.strip():
-        raise UserError("empty data spec: give a folder, an image-list file, synthetic:NAME, hfds/NAME or wds/DIR")
+        raise UserError(
+            "empty data spec: give a folder, an image-list file, synthetic:NAME, hfds/NAME or wds/DIR"
+        )
     path = Path(spec_s).expanduser()
     if path.is_file():
         if path.suffix.lower() in IMAGE_EXTENSIONS:

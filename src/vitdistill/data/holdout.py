@@ -66,14 +66,22 @@ def hold_out(base, fraction: float, seed: int, caps: tuple) -> tuple[Part, Part]
     n = len(base)
     n_val = int(round(fraction * n))
     if n_val < 1 or n_val >= n:
-        raise UserError(f"data.val_fraction={fraction} of {n} images leaves no training or no validation image")
+        raise UserError(
+            f"data.val_fraction={fraction} of {n} images leaves no training or no validation image"
+        )
     order = np.random.default_rng(seed).permutation(n)
     parts = []
     for role, chosen, cap in (("train", order[n_val:], caps[0]), ("val", order[:n_val], caps[1])):
         chosen = np.sort(chosen)
         chosen = chosen[subset_positions(len(chosen), cap)]
         source = base.describe()
-        info = {"kind": "held_out", "role": role, "val_fraction": fraction, "seed": seed, "of": source["spec"]}
+        info = {
+            "kind": "held_out",
+            "role": role,
+            "val_fraction": fraction,
+            "seed": seed,
+            "of": source["spec"],
+        }
         info["of_source"] = {k: source.get(k) for k in ("kind", "spec", "name", "split", "folder")}
         parts.append(Part(base, chosen, {**info, "of_num_images": n, "max_images": cap}))
     return parts[0], parts[1]

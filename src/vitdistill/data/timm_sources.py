@@ -57,9 +57,7 @@ def _split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 def _need_package(prefix: str) -> None:
     pkg = _PACKAGE[prefix]
     if importlib.util.find_spec(pkg) is None:
-        raise UserError(
-            f"{prefix}/ sources need the '{pkg}' package: pip install 'vitdistill[datasets]'"
-        )
+        raise UserError(f"{prefix}/ sources need the '{pkg}' package: pip install 'vitdistill[datasets]'")
 
 
 def _candidates(split: str) -> tuple[str, ...]:
@@ -86,7 +84,11 @@ def _hub_unreachable(name: str) -> bool:
     import socket
     from urllib.parse import urlparse
 
-    if Path(name).expanduser().exists() or os.environ.get("HF_DATASETS_OFFLINE") or os.environ.get("HF_HUB_OFFLINE"):
+    if (
+        Path(name).expanduser().exists()
+        or os.environ.get("HF_DATASETS_OFFLINE")
+        or os.environ.get("HF_HUB_OFFLINE")
+    ):
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
@@ -248,7 +250,9 @@ def stream_dataset(spec, split, transform=None, is_training=False, seed=0, batch
         info = _wds_info(root, spec)
         present = [c for c in _candidates(split) if c in info["splits"]]
         if not present:
-            raise UserError(f"{spec}: _info.json has splits {', '.join(sorted(info['splits']))}, none is {split!r}")
+            raise UserError(
+                f"{spec}: _info.json has splits {', '.join(sorted(info['splits']))}, none is {split!r}"
+            )
         timm_ds, real_split = _create("wds", "", str(root), present[0], **common), present[0]
         n_images = int(info["splits"][real_split].get("num_samples") or 0)
         num_classes = options.get("classes", info.get("num_classes"))
@@ -275,4 +279,3 @@ def refuse_stream(ds, what: str) -> None:
             f"{ds.describe()['spec']} is streamed (no random access), but {what}; "
             "use an hfds/ source or an image folder"
         )
-

@@ -34,7 +34,9 @@ class TensorBoardSink:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise UserError("log.tensorboard needs TensorBoard: pip install 'vitdistill[tensorboard]'") from None
+            raise UserError(
+                "log.tensorboard needs TensorBoard: pip install 'vitdistill[tensorboard]'"
+            ) from None
         self.writer = SummaryWriter(str(run_dir / "tb"))
 
     def record(self, record: dict) -> None:
@@ -71,7 +73,9 @@ class WandbSink:
         except Exception as e:  # W&B raises its own errors for a missing login, a bad mode, no network
             from vitdistill.errors import first_line
 
-            raise UserError(f"log.wandb: cannot start a W&B run ({first_line(e)}); try WANDB_MODE=offline") from None
+            raise UserError(
+                f"log.wandb: cannot start a W&B run ({first_line(e)}); try WANDB_MODE=offline"
+            ) from None
 
     def record(self, record: dict) -> None:
         self.run.log(scalars(record), step=int(record.get("step", 0)))

@@ -380,7 +380,9 @@ class Trainer:
                 "no training data: set data.train in the config or pass --data DIR|synthetic:NAME"
             )
         train_ds, val_ds = train_val_sets(d, self.cfg["seed"])
-        refuse_stream(train_ds, "training reads images by seeded position (repeated augmentation, exact resume)")
+        refuse_stream(
+            train_ds, "training reads images by seeded position (repeated augmentation, exact resume)"
+        )
         if len(train_ds) == 0:
             raise UserError(f"training data {d['train']} holds no images")
         self.num_classes = train_ds.num_classes
