@@ -56,7 +56,7 @@ def write_jpegs(root: Path, n: int, classes: int = 8, seed: int = 0) -> list[int
 
 def vitdistill_loader(root: Path, student, batch: int, workers: int, seed: int):
     from vitdistill.data import build_dataset, collate_skip, train_transform
-    from vitdistill.distill.trainer import EpochSampler, SeededSamples
+    from vitdistill.distill.sampler import EpochSampler, SeededSamples
 
     ds = build_dataset(root, "train", transform=train_transform(student, **RECIPE))
     n = len(ds) - len(ds) % batch

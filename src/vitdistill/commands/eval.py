@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         required=True,
-        help="ImageFolder dir (its val/ split if present), list file or synthetic:NAME",
+        help="ImageFolder dir (its val/ split if present), list file, synthetic:NAME, hfds/NAME, hfids/NAME or wds/DIR",
     )
     parser.add_argument("--split", default="val", help="split of --data to evaluate (default: val)")
     parser.add_argument("--checkpoint", help="weights file (a run's checkpoint, .pt or .safetensors)")
