@@ -10,6 +10,8 @@ import pytest
 import timm
 import torch
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from _helpers import TINY_KW, train_cfg
@@ -196,3 +198,17 @@ def test_hf_column_names_unreadable_rows_and_an_unreachable_hub(tmp_path, monkey
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
     with pytest.raises(Exception, match="hub is unreachable.*HF_DATASETS_OFFLINE=1"):
         build_dataset("hfds/someone/no-such-set", "train")
+
+
+@given(
+    prefix=st.sampled_from(["wds/", "WDS/", "hfids/", "hfds/"]),
+    rest=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30),
+)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_timm_spec_is_a_data_set_or_one_user_error(prefix, rest, tmp_path):
+    from vitdistill.errors import UserError
+
+    try:
+        build_dataset(prefix + rest, "val")
+    except UserError as e:
+        assert "\n" not in str(e).strip() or "\n" in rest

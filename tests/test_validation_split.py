@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from _helpers import train_cfg
@@ -145,3 +147,28 @@ def test_eval_says_when_it_scores_the_runs_training_images(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "h"), "--data", str(flat), "--device", "cpu"]) == 0
     assert "is training accuracy" in capsys.readouterr().err
+
+
+@given(
+    n=st.integers(1, 80),
+    fraction=st.floats(0.001, 0.999, allow_nan=False),
+    seed=st.integers(0, 2**31),
+)
+@settings(max_examples=60, deadline=None)
+def test_hold_out_partitions_any_set(n, fraction, seed):
+    from vitdistill.data import ImageFileDataset
+    from vitdistill.data.holdout import hold_out
+    from vitdistill.errors import UserError
+
+    base = ImageFileDataset([f"/x/{i}.png" for i in range(n)], [i % 3 for i in range(n)], ["a", "b", "c"])
+    base._info = {"kind": "list", "spec": "/x/list.txt"}
+    n_val = int(round(fraction * n))
+    if n_val < 1 or n_val >= n:
+        with pytest.raises(UserError, match="val_fraction"):
+            hold_out(base, fraction, seed, (None, None))
+        return
+    tr, va = hold_out(base, fraction, seed, (None, None))
+    assert len(va) == n_val and len(tr) == n - n_val
+    assert sorted(tr.sample_ids + va.sample_ids, key=lambda p: int(p[3:-4])) == base.sample_ids
+    assert not set(tr.sample_ids) & set(va.sample_ids)
+    assert va.sample_ids == hold_out(base, fraction, seed, (None, None))[1].sample_ids
