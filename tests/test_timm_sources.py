@@ -166,6 +166,10 @@ def test_commands_take_hfds_and_refuse_streams_where_they_need_positions(hf_dir,
     assert summary["val_data"]["num_images"] == 6 and summary["num_classes"] == 3
     assert main(["train", "--config", str(cfg), "--data", ws, "--output", str(tmp_path / "run2")]) == 2
     assert "streamed" in capsys.readouterr().err
+    args = ["train", "--config", str(cfg), "--set", f"data.val={ws}", "--output", str(tmp_path / "run3")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "streamed" in err[0] and "validates by position" in err[0]
     for spec in (ws, hf):
         assert (
             main(["eval", str(tmp_path / "run"), "--data", spec, "--device", "cpu", "--batch-size", "4"]) == 0

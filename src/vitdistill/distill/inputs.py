@@ -30,6 +30,7 @@ def build_datasets(data_cfg: dict, seed: int) -> tuple:
         raise UserError("no training data: set data.train in the config or pass --data DIR|synthetic:NAME")
     train_ds, val_ds = train_val_sets(data_cfg, seed)
     refuse_stream(train_ds, "training reads images by seeded position (repeated augmentation, exact resume)")
+    refuse_stream(val_ds, "training validates by position (each image once, sharded over ranks)")
     if len(train_ds) == 0:
         raise UserError(f"training data {data_cfg['train']} holds no images")
     num_classes = train_ds.num_classes
