@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_set_option(parser, "override a config key", "--set loss.alpha=0.9")
     parser.add_argument(
-        "--data", help="training data: ImageFolder dir, image list file, synthetic:NAME or hfds/NAME"
+        "--data",
+        help="training data: ImageFolder dir, image list file, synthetic:NAME, hfds/NAME, hfids/NAME or wds/DIR",
     )
     parser.add_argument("--output", help="run folder (default: runs/<config name>)")
     parser.add_argument(

@@ -8,8 +8,9 @@ sizes. All are opened with ``timm.data.create_dataset``.
 
 ``hfds/`` sets are map-style: they behave like a folder (subsets, per-image ids
 ``hfds/NAME:SPLIT/ROW``, sharding over ranks, resumable runs). ``hfids/`` and ``wds/`` have no random
-access: timm's reader shards them over ranks and loader workers and streams each part in order,
-so they carry no per-image ids and cannot be cut to an even subset; commands that need those say so.
+access: timm's reader shards them over ranks and loader workers and streams each part (in order,
+or shuffled for training: :meth:`StreamDataset.for_training`), so they carry no per-image ids and
+cannot be cut to an even subset; commands that need those say so.
 """
 
 from __future__ import annotations
@@ -205,6 +206,13 @@ class StreamDataset(IterableDataset):
     def __len__(self) -> int:
         return int(self._info.get("num_images") or 0)
 
+    def for_training(self, seed: int, batch_size: int) -> StreamDataset:
+        """The same source opened for training: shuffled (shards and samples, seeded), same transform."""
+        info = self._info
+        stream = stream_dataset(info["spec"], info["asked_split"], self.transform, True, seed, batch_size)
+        stream._info = dict(info)
+        return stream
+
     def set_epoch(self, epoch: int) -> None:
         self.timm_ds.set_epoch(epoch)
 
@@ -268,7 +276,13 @@ def stream_dataset(spec, split, transform=None, is_training=False, seed=0, batch
         num_classes = int(num_classes)
     except ValueError:
         raise UserError(f"{spec}: classes must be a whole number (got {num_classes!r})") from None
-    info = {"kind": prefix, "spec": str(spec), "split": real_split, "num_images": n_images}
+    info = {
+        "kind": prefix,
+        "spec": str(spec),
+        "split": real_split,
+        "num_images": n_images,
+        "asked_split": split,
+    }
     return StreamDataset(timm_ds, num_classes, transform, info)
 
 
