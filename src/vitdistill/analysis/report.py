@@ -222,7 +222,7 @@ def write_outputs(
 ) -> None:
     """Write the whole result set into ``out`` at once (see :func:`vitdistill.utils.io.result_set`).
 
-    Saved features (``--save-features``) are taken from ``features_dir``, where the pass wrote them.
+    Saved features (``save_features``) are taken from ``features_dir``, where the pass wrote them.
     """
     with result_set(out, owned) as stage:
         _write_set(stage, summary, stats, layer_ids, opts, sample_ids, saved_manifest, features_dir)
@@ -266,7 +266,7 @@ def _write_set(out: Path, summary, stats, layer_ids, opts, sample_ids, saved_man
 
 
 def load_features(result_dir: str | Path, layer: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read features saved with --save-features: (ids (I,), array (I, N, C)) for one layer."""
+    """Read features saved with save_features: (ids (I,), array (I, N, C)) for one layer."""
     root = Path(result_dir) / "features"
     manifest = json.loads((root / "manifest.json").read_text())
     ids, arrays = [], []

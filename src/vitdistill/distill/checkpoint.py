@@ -80,15 +80,19 @@ def resume_path(last: Path, resume) -> Path | None:
     if resume is None:
         if last.exists():
             raise UserError(
-                f"{run_dir} already holds a run (checkpoints/last.pt): use --resume auto "
-                "to continue it, or another --output"
+                f"{run_dir} already holds a run (checkpoints/last.pt): use resume='auto' "
+                "to continue it, or another 'output'",
+                settings=("resume", "output"),
             )
         return None
     if str(resume) == "auto":
         return last if last.exists() else None
     p = Path(resume)
     if not p.is_file():
-        raise UserError(f"--resume {resume}: no such checkpoint file (use --resume auto or a .pt path)")
+        raise UserError(
+            f"resume={str(resume)!r}: no such checkpoint file (use resume='auto' or a .pt path)",
+            settings=("resume",),
+        )
     return p
 
 

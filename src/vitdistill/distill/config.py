@@ -299,6 +299,16 @@ def get(cfg: dict, dotted: str):
     return node
 
 
+def default(key: str):
+    """The declared default of a config key (for a config written before the key existed)."""
+    return copy.deepcopy(SCHEMA[key].default)
+
+
+def needs_teacher(loss: dict) -> bool:
+    """Whether a ``loss`` section uses a teacher: logit KD (alpha > 0) or feature KD (feat_weight > 0)."""
+    return float(loss.get("alpha", 0)) > 0 or float(loss.get("feat_weight", 0)) > 0
+
+
 def _unknown(key: str) -> UserError:
     near = closest_names(key, SCHEMA.keys(), n=3)
     hint = f" (did you mean {', '.join(near)}?)" if near else ""
@@ -369,7 +379,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` by the one ``--set`` rule (:mod:`vitdistill.utils.overrides`), with shorthand keys."""
+    """``key=value`` by the one KEY=VALUE rule (:mod:`vitdistill.utils.overrides`), with shorthand keys."""
     key, value = parse_set(text)
     if key in SHORTHAND and isinstance(value, str):
         key = SHORTHAND[key]
@@ -447,8 +457,7 @@ def _check_semantics(cfg: dict) -> None:
             raise UserError(
                 f"config key 'loss.pairs' must be a list of [student_layer, teacher_layer] ints, got {pairs!r}"
             )
-    needs_teacher = cfg["loss"]["alpha"] > 0 or cfg["loss"]["feat_weight"] > 0
-    if needs_teacher and not (cfg["teacher"]["name"] or cfg["teacher"]["checkpoint"]):
+    if needs_teacher(cfg["loss"]) and not (cfg["teacher"]["name"] or cfg["teacher"]["checkpoint"]):
         raise UserError(
             "loss.alpha or loss.feat_weight > 0 needs a teacher: set teacher.name (and pretrained or "
             "checkpoint), or teacher.checkpoint to a vitdistill run / export"

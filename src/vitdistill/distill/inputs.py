@@ -28,7 +28,10 @@ def build_datasets(data_cfg: dict, seed: int) -> tuple:
     from vitdistill.data.timm_sources import refuse_stream
 
     if not data_cfg["train"]:
-        raise UserError("no training data: set data.train in the config or pass --data DIR|synthetic:NAME")
+        raise UserError(
+            "no training data: set data.train in the config or give 'data' (a folder or synthetic:NAME)",
+            settings=("data",),
+        )
     train_ds, val_ds = train_val_sets(data_cfg, seed)
     refuse_stream(val_ds, "training validates by position (each image once, sharded over ranks)")
     if len(train_ds) == 0:

@@ -150,7 +150,7 @@ class Trainer:
 
         lc = self.cfg["loss"]
         teacher = None
-        if lc["alpha"] > 0 or lc["feat_weight"] > 0:
+        if config_mod.needs_teacher(lc):
             teacher = build_mod.build_teacher(self.cfg["teacher"])
         input_size = model_input_size(student) or resolve_data_config(student)["input_size"]
         self.input_size = tuple(input_size)
@@ -259,6 +259,16 @@ class Trainer:
         self.resume_in_epoch = ckpt_mod.in_epoch_part(
             path, st.get("in_epoch"), self.steps_per_epoch, self.dinfo.world_size, self.dinfo.rank
         )
+        if self.main:
+            within = (
+                f", {self.resume_in_epoch['steps_done']} steps into the next" if self.resume_in_epoch else ""
+            )
+            print(
+                f"vitdistill: resuming {path}: {self.start_epoch} of {self.cfg['epochs']} epochs done{within}, "
+                f"{self.num_updates} optimizer steps",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _save(self, epoch: int, improved: bool) -> None:
         if not self.main:
