@@ -112,7 +112,13 @@ def test_streams_refuse_subsets_and_missing_class_counts(wds_dir, tmp_path):
     (wds_dir / "_info.json").write_text(json.dumps(info))
     with pytest.raises(Exception, match=r"classes=N"):
         build_dataset(f"wds/{wds_dir}", "val")
-    assert build_dataset(f"wds/{wds_dir}?classes=3", "val").num_classes == 3
+    stream = build_dataset(f"wds/{wds_dir}?classes=3", "val")
+    assert stream.num_classes == 3
+    with pytest.raises(Exception, match="streamed .*reads images by position"):
+        stream[0]  # anything that indexes a stream (the demo's decoding, for one) gets one line
+    for bad in ("0", "x", "-2", ""):
+        with pytest.raises(Exception, match="positive whole number"):
+            build_dataset(f"wds/{wds_dir}?classes={bad}", "val")
     with pytest.raises(Exception, match="_info.json"):
         build_dataset(f"wds/{tmp_path}", "val")
 

@@ -52,6 +52,8 @@ def _split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
         raise UserError(f"{spec}: unknown option {unknown[0]!r} (a {prefix}/ source takes {takes})")
     if not name.strip():
         raise UserError(f"{spec}: give a data-set name or folder after {prefix}/")
+    if "classes" in options and not (options["classes"].isdigit() and int(options["classes"]) > 0):
+        raise UserError(f"{spec}: classes must be a positive whole number (got {options['classes']!r})")
     return prefix, name, options
 
 
@@ -215,6 +217,9 @@ class StreamDataset(IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.timm_ds.set_epoch(epoch)
+
+    def __getitem__(self, index):
+        refuse_stream(self, "this reads images by position")
 
     def set_loader_cfg(self, num_workers: int) -> None:
         self.timm_ds.set_loader_cfg(num_workers=num_workers)
