@@ -80,6 +80,8 @@ def _index(dirs: list[Path], labels: list[str], summaries: list[dict]) -> dict:
             {
                 "label": lab,
                 "model": s["model"],
+                "layer": s.get("layer"),
+                "layer_unit": s.get("layer_unit", "block"),
                 "channels": s["channels"],
                 "tokens": s["tokens"],
                 "images": s["images"],

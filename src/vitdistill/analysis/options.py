@@ -67,7 +67,12 @@ class AnalysisOptions:
     )
     strict: bool = option(False, "an unreadable image is an error (default: skip and count)", BOOL)
     # the features
-    layers: Any = option("all", "all | last | comma list like 0,5,11 (negatives from the end)", ANY)
+    layers: Any = option(
+        "auto",
+        "auto (every block; the last four stages of a CNN or hybrid), all, last, or a comma list "
+        "like 0,5,11 (negatives from the end)",
+        ANY,
+    )
     final_norm: bool = option(
         False,
         "apply the model's final norm to the taps (for a Lift student: its lifted, teacher-wide tokens)",
@@ -109,6 +114,9 @@ class AnalysisOptions:
         "last", "layers that get the SEP channel-permutation test", STR, choices=("last", "all")
     )
     bootstrap: int = option(1000, "bootstrap samples for the permutation CI", INT, low=0)
+    rotation_layers: str = option(
+        "last", "layers that get the subspace-rotation sample", STR, choices=("last", "all")
+    )
     rotation_images: int = option(64, "images whose subspaces are kept (0 = off)", INT, low=0)
     rotation_threshold: float = option(
         0.9, "k_i = own d at this energy", FLOAT, above=0, high=1, percent=True

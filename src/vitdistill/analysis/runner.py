@@ -252,10 +252,11 @@ def _build_stats(run: _Run) -> None:
     opts, rank, last = run.opts, run.info.rank, run.last
     run.curve_layers = {"last": [last], "all": list(run.layer_ids), "off": []}[opts.pca_curves]
     perm_layers = [last] if opts.permutation_layers == "last" else list(run.layer_ids)
+    rot_layers = [last] if opts.rotation_layers == "last" else list(run.layer_ids)
     rot_sample = sample_indices(run.n_total, opts.rotation_images, opts.seed)
     run.stats = {
         L: LayerStats(
-            L, opts, opts.permutations if L in perm_layers else 0, rot_sample if last == L else None
+            L, opts, opts.permutations if L in perm_layers else 0, rot_sample if L in rot_layers else None
         )
         for L in run.layer_ids
     }
@@ -397,6 +398,7 @@ def _write(run: _Run, heap_buffers, skipped_all: int, timing: dict, saved_manife
     """Rank 0: provenance, summary.json and every output file; the scratch state is removed."""
     from vitdistill.analysis import report
     from vitdistill.data import resolve_data_config
+    from vitdistill.models.taps import describe_taps
 
     ds, opts = run.ds, run.opts
     provenance = {
@@ -408,6 +410,7 @@ def _write(run: _Run, heap_buffers, skipped_all: int, timing: dict, saved_manife
         "device": str(run.device),
         "world_size": run.info.world_size,
         "num_prefix_tokens": int(getattr(run.model, "num_prefix_tokens", 0) or 0),
+        "taps": describe_taps(run.model, run.layer_ids),
         "allocator": {"glibc_large_buffers_on_heap": heap_buffers, "torch_threads": torch.get_num_threads()},
     }
     sample_ids = list(getattr(ds, "sample_ids", [str(i) for i in range(run.n_total)]))

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_summary(summary: dict, out: str) -> None:
     print(
-        f"{summary['model']} layer {summary['layer']}: {summary['images']} images, "
+        f"{summary['model']} {summary['layer_unit']} {summary['layer']}: {summary['images']} images, "
         f"N={summary['tokens']} tokens, C={summary['channels']} channels"
     )
     print(f"  data: {_data_line(summary['provenance'].get('data') or {})}")

@@ -22,8 +22,10 @@ from vitdistill.errors import UserError
 
 
 def _has_blocks(model: nn.Module) -> bool:
-    blocks = getattr(model, "blocks", None)
-    return isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) > 0
+    """A transformer tapped block by block (a CNN's ``blocks``, as EfficientNet's, are not)."""
+    from vitdistill.models.taps import tap_family
+
+    return tap_family(model) == "blocks"
 
 
 def forward_with_taps(model: nn.Module, x: torch.Tensor, layers: list[int], norm: bool):
