@@ -198,6 +198,7 @@ def _analyze(model, data, out, model_kwargs, opts: AnalysisOptions, heap_buffers
 def _setup(model, data, out, model_kwargs, opts: AnalysisOptions) -> _Run:
     """Device, model (with its provenance), data set and the locked output folder."""
     from vitdistill.data import build_dataset, eval_transform
+    from vitdistill.data.timm_sources import refuse_stream
 
     info = dist.init_distributed(opts.device) if dist.launched_by_torchrun() else dist.current()
     device = torch.device(opts.device)
@@ -210,6 +211,7 @@ def _setup(model, data, out, model_kwargs, opts: AnalysisOptions) -> _Run:
     ds = build_dataset(
         data, split=opts.split, transform=transform, strict=opts.strict, max_images=opts.images
     )
+    refuse_stream(ds, "analyze numbers every image (per_image.csv, the rotation sample, resumable passes)")
     n_total = len(ds)
     if n_total == 0:
         raise UserError(f"no images found in {data}")

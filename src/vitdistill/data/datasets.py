@@ -68,7 +68,7 @@ class ImageFileDataset(Dataset):
     def __getitem__(self, index: int):
         path, label = self.paths[index], self.labels[index]
         try:
-            img = load_rgb(path)
+            img = self._load(index)
         except (OSError, ValueError, SyntaxError) as e:
             # PIL reports truncated/corrupt files as OSError, some decoders as ValueError/SyntaxError.
             if self.strict:
@@ -80,6 +80,10 @@ class ImageFileDataset(Dataset):
                 print(f"vitdistill: skipping unreadable image {path}: {why}{more}", file=sys.stderr)
             return None, label, index
         return (self.transform(img) if self.transform is not None else pil_to_tensor(img)), label, index
+
+    def _load(self, index: int):
+        """The decoded RGB image of item ``index`` (subclasses read other stores)."""
+        return load_rgb(self.paths[index])
 
     def fingerprint(self) -> str:
         """Hash of (file, label) pairs: two runs saw the same list iff the fingerprints agree."""
@@ -250,7 +254,8 @@ def build_dataset(
     strict: bool = False,
     max_images: int | None = None,
 ) -> Dataset:
-    """The data set named by ``spec``: an ImageFolder directory, an image-list file, or ``synthetic:NAME[?k=v&...]``.
+    """The data set named by ``spec``: an ImageFolder directory, an image-list file, ``synthetic:NAME[?k=v&...]``,
+    or one of timm's sources ``hfds/NAME``, ``hfids/NAME``, ``wds/DIR`` (see :mod:`vitdistill.data.timm_sources`).
 
     Items are ``(image, label, index)``; with ``transform=None`` images are float tensors in
     [0, 1] of shape (3, H, W). Use :func:`collate_skip` as the DataLoader's ``collate_fn``.
@@ -260,8 +265,12 @@ def build_dataset(
         from vitdistill.data.synthetic import build_synthetic
 
         return build_synthetic(spec_s, split=split, transform=transform, max_images=max_images)
+    if _timm_source(spec_s):
+        return _timm_dataset(spec_s, split, transform, strict, max_images)
     if not spec_s.strip():
-        raise UserError("empty data spec: give a folder, an image-list file or synthetic:NAME")
+        raise UserError(
+            "empty data spec: give a folder, an image-list file, synthetic:NAME, hfds/NAME or wds/DIR"
+        )
     path = Path(spec_s).expanduser()
     if path.is_file():
         if path.suffix.lower() in IMAGE_EXTENSIONS:
@@ -274,6 +283,26 @@ def build_dataset(
             f"unknown data spec {spec_s!r}: built-in sets are written synthetic:NAME ({', '.join(sorted(SYNTHETIC))})"
         )
     return image_folder(path, split=split, transform=transform, strict=strict, max_images=max_images)
+
+
+def _timm_source(spec: str) -> bool:
+    from vitdistill.data.timm_sources import timm_prefix
+
+    return timm_prefix(spec) is not None and not Path(spec).expanduser().exists()
+
+
+def _timm_dataset(spec: str, split: str, transform, strict: bool, max_images: int | None):
+    """``hfds/`` (random access) or a streamed ``hfids/`` / ``wds/`` source, read by timm."""
+    from vitdistill.data import timm_sources
+
+    if timm_sources.timm_prefix(spec) == "hfds":
+        return timm_sources.hfds_dataset(spec, split, transform, strict, max_images)
+    if max_images is not None:
+        raise UserError(
+            f"{spec} is streamed (no random access), so it cannot be cut to an even subset of "
+            f"{max_images} images; use an hfds/ source or an image folder"
+        )
+    return timm_sources.stream_dataset(spec, split, transform)
 
 
 def collate_skip(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:

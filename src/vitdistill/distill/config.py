@@ -125,8 +125,17 @@ SCHEMA: dict[str, Key] = {
         "teacher gets the student's normalised images (the published code)",
     ),
     # data
-    "data.train": _k(None, str, "training data: an ImageFolder dir, a file list, or synthetic:NAME"),
-    "data.val": _k(None, str, "validation data (default: the val split of data.train)"),
+    "data.train": _k(
+        None, str, "training data: an ImageFolder dir, a file list, synthetic:NAME, hfds/NAME or wds/DIR"
+    ),
+    "data.val": _k(
+        None, str, "validation data (default: the val split of data.train; never the training images)"
+    ),
+    "data.val_fraction": _k(
+        None,
+        float,
+        "hold out this fraction of data.train for validation (seeded by seed, recorded in summary.json)",
+    ),
     "data.batch_size": _k(
         64, int, "GLOBAL batch per optimizer step (split over ranks and accumulation steps)"
     ),
@@ -263,6 +272,12 @@ SCHEMA: dict[str, Key] = {
     ),
     "log.tensorboard": _k(
         False, bool, "also write TensorBoard events to RUN/tb (needs the tensorboard extra)"
+    ),
+    "log.wandb": _k(
+        False,
+        bool,
+        "also log to Weights & Biases (needs the wandb extra; project from WANDB_PROJECT, "
+        "WANDB_MODE=offline writes RUN/wandb only)",
     ),
     "log.progress": _k(
         True, bool, "progress inside an epoch on rank 0: a tqdm bar on a terminal, else a line every ~30 s"

@@ -132,13 +132,17 @@ def evaluate(
     ds.transform = eval_transform(model, crop_pct=crop)
     if len(ds) == 0:
         raise UserError(f"{data} ({split}) holds no images")
-    loader = DataLoader(
-        ds,
-        batch_size=batch_size,
-        sampler=ShardSampler(len(ds), info.world_size, info.rank),
-        num_workers=num_workers,
-        collate_fn=collate_skip,
-    )
+    if getattr(ds, "streaming", False):
+        ds.set_loader_cfg(num_workers)  # timm's reader splits the shards over ranks and workers
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip)
+    else:
+        loader = DataLoader(
+            ds,
+            batch_size=batch_size,
+            sampler=ShardSampler(len(ds), info.world_size, info.rank),
+            num_workers=num_workers,
+            collate_fn=collate_skip,
+        )
     model = model.to(dev)
     out = evaluate_loader(model, loader, dev, amp_dtype=amp_dtype(amp))
     out.update(
@@ -150,10 +154,26 @@ def evaluate(
             else type(run_or_model).__name__,
             "ema": ema,
             "crop_pct": crop,  # None: the model's timm default
+            "training_data": _trained_on(run_or_model, ds),
             "amp": str(amp or "none"),
         }
     )
     return out
+
+
+def _trained_on(source, ds) -> bool:
+    """Whether ``ds`` holds the images a run folder was trained on (its summary.json's train_data)."""
+    from vitdistill.data.holdout import same_source
+
+    if isinstance(source, nn.Module) or not (Path(source) / "summary.json").is_file():
+        return False
+    import json
+
+    try:
+        trained = json.loads((Path(source) / "summary.json").read_text()).get("train_data")
+    except (ValueError, OSError, AttributeError):
+        return False
+    return same_source(trained, ds.describe() if hasattr(ds, "describe") else None)
 
 
 def _run_crop_pct(source) -> float | None:
