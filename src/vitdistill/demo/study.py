@@ -186,7 +186,7 @@ class Study:
     # ---------------------------------------------------------------- stages
     def stage_data(self, folder: Path):
         from vitdistill.demo import fit
-        from vitdistill.demo.report import save_sample_grid
+        from vitdistill.demo.plots import save_sample_grid
         from vitdistill.distill.build import create_from_spec, model_spec
         from vitdistill.utils.io import atomic_write_json
 
