@@ -24,6 +24,7 @@ PAPER_MODEL = "CaiT-S24"
 THRESHOLDS = ("80", "90", "95", "99")
 SEP_ALPHAS = ("50", "60", "70", "80", "90")
 
+
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
     n = len(values)
     mean = sum(values) / n
@@ -88,7 +89,7 @@ def _analysis_row(label: str, summary: dict) -> dict[str, Any]:
     }
 
 
-def plural(n: int, word: str) -> str:
+def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
@@ -96,11 +97,11 @@ def models_described(s: dict, uniform_width: int) -> dict[str, str]:
     """One phrase per architecture, for titles, legends and tables."""
     tw, td, sw, sd = s["teacher_width"], s["teacher_depth"], s["student_width"], s["student_depth"]
     return {
-        "teacher": f"ViT {tw} wide x {plural(td, 'block')}",
-        "narrow": f"ViT {sw} wide x {plural(sd, 'block')}",
+        "teacher": f"ViT {tw} wide x {_plural(td, 'block')}",
+        "narrow": f"ViT {sw} wide x {_plural(sd, 'block')}",
         "lift": f"ViT {sw} wide x {sd} + kept lift to {tw}",
         "widelast": f"ViT {sw} wide x {sd}, last block at {tw}",
-        "uniform": f"ViT {uniform_width} wide x {plural(sd, 'block')}",
+        "uniform": f"ViT {uniform_width} wide x {_plural(sd, 'block')}",
     }
 
 

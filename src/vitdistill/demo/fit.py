@@ -141,6 +141,7 @@ def fit(
     batch = cfg["data"]["batch_size"]
     steps = len(train) // batch
     opt, sched = _optimizer(task, cfg, steps)
+    clip, ema = cfg["optim"]["clip_grad"], _ema(task, cfg)
     task.trainable.train()
     losses, updates = [], 0
     for epoch in range(cfg["epochs"]):
@@ -155,8 +156,12 @@ def fit(
             terms = task.losses(task.trainable(train.images[idx]), t_out, train.labels[idx])
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(task.trainable.parameters(), clip)
             opt.step()
             updates += 1
+            if ema is not None:
+                ema.update(task.student, step=updates)
             sched.step_update(num_updates=updates)
             total += float(terms["loss"].detach())
         if not torch.isfinite(torch.tensor(total)):
@@ -166,7 +171,18 @@ def fit(
         losses.append(total / steps)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
+    if ema is not None:  # the average is the scored (and saved) model, as the recipe asks
+        task.student.load_state_dict(ema.module.state_dict())
     return {"top1": top1(task.student, val), "train_loss": losses, "steps": updates}
+
+
+def _ema(task, cfg: dict):
+    """The student's EMA (timm ModelEmaV3) when the recipe asks for one (``ema.enabled``)."""
+    if not cfg["ema"]["enabled"]:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(task.student, decay=cfg["ema"]["decay"], use_warmup=cfg["ema"]["warmup"])
 
 
 def save_run(run_dir: Path, model, spec: dict, summary: dict) -> None:

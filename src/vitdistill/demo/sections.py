@@ -186,7 +186,8 @@ def section_results(report: dict) -> list[Block]:
         (
             "p",
             (
-                f"Top-1: last epoch, {report['settings']['settings']['val_images']} validation images. The uniform "
+                f"Top-1 of the scored model after the last epoch (the moving average of its weights where the "
+                f"recipe keeps one), {report['settings']['settings']['val_images']} validation images. The uniform "
                 f"control is {m['uniform']} ({human(params.get('uniform'), 2)} parameters against WideLast's "
                 f"{human(params.get('widelast'), 2)}). MACs per image; images/s at batch {report['profile_batch_size']} "
                 "on this machine (a busy machine measures less)."
