@@ -283,3 +283,14 @@ def test_plots_show_every_contrast_with_readable_labels(demo):
         assert "_" not in row and c["label"] in row
         assert row.startswith("HEADLINE") == (name in stats.HEADLINE)
     assert report["plots"]["accuracy"]["xlim"] == [0.0, 100.0]
+
+
+def test_noise_split_with_one_validation_image_or_one_seed():
+    from vitdistill.demo import noise
+
+    one = {"a": {0: np.array([True])}, "b": {0: np.array([False])}}
+    got = noise.split({"a": 1, "b": -1}, [0], one, sd=3.0)
+    assert got == {"sd": 3.0, "eval_sd": None, "train_sd": None, "eval_share": None}
+    two = {"a": {0: np.array([True, False])}, "b": {0: np.array([False, False])}}
+    got = noise.split({"a": 1, "b": -1}, [0], two, sd=None)
+    assert got["train_sd"] is None and got["eval_sd"] == pytest.approx(np.sqrt(0.5 / 2 * 1e4))

@@ -54,6 +54,8 @@ def split(coefs: dict[str, int], seeds: list[int], correct: dict[str, dict[int, 
     """
     ev = [evaluation_variance(coefs, {a: correct[a][s] for a in coefs}) for s in seeds]
     eval_var = sum(ev) / len(ev)
+    if math.isnan(eval_var):  # a single validation image: no variance over images
+        return {"sd": sd, "eval_sd": None, "train_sd": None, "eval_share": None}
     if sd is None:
         return {"sd": None, "eval_sd": math.sqrt(eval_var), "train_sd": None, "eval_share": None}
     total = sd * sd
