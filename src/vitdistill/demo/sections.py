@@ -360,7 +360,12 @@ def summary_text(report: dict) -> str:
     for r in report["results"].values():
         lines.append(f"{r['label']:52s} {r['mean']:13.2f} +- {_f(r['std'])}")
     lines.append("")
+    split = report.get("noise") or {}
     for name, c in report["contrasts"].items():
-        lines.append(f"{name:24s} {fmt(c)}")
+        x = split.get(name) or {}
+        spread = ""
+        if x.get("train_sd") is not None:
+            spread = f"  sd {_f(x['sd'], 1)} = evaluation {_f(x['eval_sd'], 1)} (+) training {_f(x['train_sd'], 1)}"
+        lines.append(f"{name:24s} {fmt(c)}{spread}")
     lines += ["", report["verdict"]["sentence"]]
     return "\n".join(lines)
