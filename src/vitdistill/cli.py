@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from vitdistill import __version__
+from vitdistill.commands.flags import flags_of, retell, unknown_arguments
 from vitdistill.errors import UserError
 
 COMMANDS: dict[str, str] = {
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _command_module(name).add_arguments(p)
+        p.set_defaults(flags=flags_of(p))  # keyword -> flag, to retell library messages
     return parser
 
 
@@ -56,14 +58,19 @@ def _command_module(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        module = _command_module(args.command) if args.command else None
+        set_keys = module.set_keys() if hasattr(module, "set_keys") else {}
+        not_here = getattr(module, "NOT_HERE", None)
+        parser.error(unknown_arguments(extra, getattr(args, "flags", {}), set_keys, not_here))
     if args.command is None:
         parser.print_help()
         return 2
     try:
         return int(_command_module(args.command).run(args) or 0)
     except UserError as e:
-        print(f"vitdistill {args.command}: error: {e}", file=sys.stderr)
+        print(f"vitdistill {args.command}: error: {retell(str(e), e.settings, args.flags)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"vitdistill {args.command}: interrupted", file=sys.stderr)

@@ -59,7 +59,10 @@ def save_splits(path: Path, splits: dict[str, Split]) -> None:
 
 
 def load_splits(path) -> dict[str, Split]:
-    return {k: Split(**v) for k, v in torch.load(path, weights_only=True).items()}
+    """The splits :func:`save_splits` wrote (tensors only: read without unpickling objects)."""
+    from vitdistill.checkpoints import torch_load
+
+    return {k: Split(**v) for k, v in torch_load(path, opt_in=None).items()}
 
 
 def resolve_config(recipe: dict, overrides: list[str]) -> dict:
@@ -85,11 +88,11 @@ def build_student(cfg: dict, narrow_cfg: dict, seed: int, num_classes: int) -> t
 
 
 def make_task(model, teacher, cfg: dict, input_size, num_classes: int):
+    from vitdistill.distill.config import needs_teacher
     from vitdistill.distill.task import DistillTask
 
     lc = cfg["loss"]
-    use_teacher = lc["alpha"] > 0 or lc["feat_weight"] > 0
-    return DistillTask(model, teacher if use_teacher else None, lc, input_size, num_classes)
+    return DistillTask(model, teacher if needs_teacher(lc) else None, lc, input_size, num_classes)
 
 
 def target_kind(task) -> str | None:
@@ -128,7 +131,7 @@ def top1(model, split: Split, batch: int = 500) -> float:
 
 def _optimizer(task, cfg: dict, steps_per_epoch: int):
     """The trainer's own optimizer and scheduler builders, so a demo run follows its recipe exactly."""
-    from vitdistill.distill.trainer import build_optimizer, build_scheduler
+    from vitdistill.distill.optim import build_optimizer, build_scheduler
 
     opt, _ = build_optimizer(cfg, task.trainable)
     return opt, build_scheduler(cfg, opt, steps_per_epoch)
@@ -138,12 +141,15 @@ def fit(
     task, train: Split, val: Split, targets: dict | None, cfg: dict, seed: int, on_epoch=None
 ) -> dict[str, Any]:
     """Train ``task.trainable`` for ``cfg['epochs']``; batch order drawn from ``seed`` only."""
+    from vitdistill.distill.step import MicroBatch, Update, train_step
+
     batch = cfg["data"]["batch_size"]
     steps = len(train) // batch
     opt, sched = _optimizer(task, cfg, steps)
-    clip, ema = cfg["optim"]["clip_grad"], _ema(task, cfg)
+    # the library's step with the recipe's clipping and EMA (no AMP or mixup)
+    update = Update(opt, sched, ema=_ema(task, cfg), clip_grad=cfg["optim"]["clip_grad"])
     task.trainable.train()
-    losses, updates = [], 0
+    losses = []
     for epoch in range(cfg["epochs"]):
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         total = 0.0
@@ -153,17 +159,8 @@ def fit(
             if targets is not None:
                 lo = targets["logits"]
                 t_out = (lo[idx] if lo is not None else None, [f[idx] for f in targets["feats"]])
-            terms = task.losses(task.trainable(train.images[idx]), t_out, train.labels[idx])
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(task.trainable.parameters(), clip)
-            opt.step()
-            updates += 1
-            if ema is not None:
-                ema.update(task.student, step=updates)
-            sched.step_update(num_updates=updates)
-            total += float(terms["loss"].detach())
+            step = train_step(task, [MicroBatch(train.images[idx], train.labels[idx], t_out)], update)
+            total += float(step.terms[0]["loss"])
         if not torch.isfinite(torch.tensor(total)):
             from vitdistill.errors import UserError
 
@@ -171,9 +168,9 @@ def fit(
         losses.append(total / steps)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
-    if ema is not None:  # the average is the scored (and saved) model, as the recipe asks
-        task.student.load_state_dict(ema.module.state_dict())
-    return {"top1": top1(task.student, val), "train_loss": losses, "steps": updates}
+    if update.ema is not None:  # the average is the scored (and saved) model, as the recipe asks
+        task.student.load_state_dict(update.ema.module.state_dict())
+    return {"top1": top1(task.student, val), "train_loss": losses, "steps": update.num_updates}
 
 
 def _ema(task, cfg: dict):
