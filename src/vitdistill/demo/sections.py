@@ -351,7 +351,6 @@ def blocks(report: dict) -> list[Block]:
     return b
 
 
-
 def summary_text(report: dict) -> str:
     """The plain-text summary printed at the end of the demo."""
     lines = [f"{'arm':52s} {'top-1 % (mean +- sd)':>22s}"]
