@@ -220,7 +220,7 @@ def _setup(model, data, out, model_kwargs, opts: AnalysisOptions) -> _Run:
 
 def _setup_model(model, model_kwargs, opts: AnalysisOptions) -> tuple[nn.Module, dict, list[int]]:
     """The model (built from its name, or as given), its provenance and the analysed layers."""
-    from vitdistill.models.loading import create_model
+    from vitdistill.models import create_model
     from vitdistill.models.taps import check_tappable, resolve_layers
 
     torch.manual_seed(opts.seed)  # identical random-init weights on every rank

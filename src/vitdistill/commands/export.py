@@ -14,17 +14,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vitdistill.distill import export
+    from vitdistill.distill.export import load_recipe
     from vitdistill.utils.io import check_output
 
     check_output(args.out, "--out")
 
     cfg = export(args.run, args.out, ema=args.ema, checkpoint=args.checkpoint)
-    arch = cfg["architecture"]
-    how = (
-        f"timm.create_model({arch!r}, pretrained=True, pretrained_cfg_overlay=dict(file=..., num_classes="
-        f"{cfg['num_classes']}), num_classes={cfg['num_classes']}, **model_args)"
-        if arch
-        else "vitdistill.distill.load_exported(DIR)"
+    print(
+        f"wrote {args.out}/model.safetensors and config.json ({cfg['architecture']}, "
+        f"{cfg['num_classes']} classes); load it in Python with:"
     )
-    print(f"wrote {args.out}/model.safetensors and config.json; load with {how}")
+    print(load_recipe(args.out))
     return 0

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from vitdistill.errors import UserError
-from vitdistill.models.loading import load_model
+from vitdistill.models import create_model
 from vitdistill.utils import dist as dist_mod
 from vitdistill.utils.device import amp_dtype, autocast, resolve_device
 
@@ -79,6 +79,23 @@ def evaluate_loader(
     }
 
 
+def _load(source, checkpoint, ema: bool, num_classes: int, trust: bool) -> nn.Module:
+    """A run folder or export (its own weights, or ``checkpoint``), or a model name with a weights
+    file (``num_classes`` from the data) or else its timm pretrained weights."""
+    if isinstance(source, nn.Module):
+        return source.eval()
+    named = not Path(source).is_dir()
+    model, _ = create_model(
+        source,
+        checkpoint,
+        pretrained=named and checkpoint is None,
+        num_classes=num_classes if named and checkpoint is not None else None,
+        trust_checkpoint=trust,
+        ema=ema,
+    )
+    return model
+
+
 def evaluate(
     run_or_model,
     data: str,
@@ -105,7 +122,7 @@ def evaluate(
     info = dist_mod.init_distributed(device)
     dev = resolve_device(device, info.local_rank)
     ds = build_dataset(data, split, transform=None, strict=strict, max_images=max_images)
-    model = load_model(run_or_model, checkpoint, ema, ds.num_classes, trust_checkpoint)
+    model = _load(run_or_model, checkpoint, ema, ds.num_classes, trust_checkpoint)
     n_out = getattr(model, "num_classes", None)
     if n_out is not None and n_out != ds.num_classes:
         raise UserError(f"the model predicts {n_out} classes but {data} has {ds.num_classes}")

@@ -183,14 +183,13 @@ def _published_for(config: dict) -> float | None:
 
 def _macs(spec: dict) -> int | None:
     """MACs per image of the run's student (random init; on the meta device when timm allows)."""
-    from vitdistill.distill import build
-    from vitdistill.models import count_macs
+    from vitdistill.models import count_macs, create_model
 
     try:
         if spec.get("remedy", "none") == "none":
             meta = dict(spec, kwargs={**(spec.get("kwargs") or {}), "device": "meta"})
-            return int(count_macs(build.create_from_spec(meta)))
-        return int(count_macs(build.create_from_spec(spec)))
+            return int(count_macs(create_model(meta)[0]))
+        return int(count_macs(create_model(spec)[0]))
     except Exception:  # a model the counter cannot trace: leave the cell empty
         return None
 
