@@ -189,7 +189,7 @@ class Study:
     # ---------------------------------------------------------------- stages
     def stage_data(self, folder: Path):
         from vitdistill.demo import fit
-        from vitdistill.demo.report import save_sample_grid
+        from vitdistill.demo.plots import save_sample_grid
         from vitdistill.models import create_model
         from vitdistill.utils.io import atomic_write_json
 
