@@ -277,7 +277,7 @@ def test_cli_resnet50_stage_tables_match_numpy(tmp_path, capsys):
     args = ["analyze", "resnet50", "--set", "img_size=64", "--images", "8", "--data", "synthetic:shapes"]
     rc = main([*args, "--out", str(out), "--no-progress", "--no-plots", "--permutations", "2"])
     assert rc == 0
-    assert "stage 4: 8 images, N=4, C=2048" in capsys.readouterr().out
+    assert "resnet50 stage 4: 8 images, N=4 tokens, C=2048 channels" in capsys.readouterr().out
     s = json.loads((out / "summary.json").read_text())
     torch.manual_seed(0)  # analyze builds random weights under --seed (default 0)
     full = timm.create_model("resnet50").eval()
