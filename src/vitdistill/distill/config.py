@@ -81,6 +81,15 @@ SCHEMA: dict[str, Key] = {
         "count), heads_linear / fixed_linear (widths ramp up to `width` over the num_wide blocks)",
         ("heads_step", "fixed_step", "heads_linear", "fixed_linear"),
     ),
+    "model.init": _k(
+        "auto",
+        str,
+        "initialisation of a Lift / WideLast student: published (the paper's published code: Lift's "
+        "projector LayerNorm eps 1e-5 and PyTorch's default Linear init of its projector and head; "
+        "WideLast's cls_token trunc-normal 0.02) or timm; auto: published for the registered paper "
+        "students, timm for a remedy on any base",
+        ("auto", "published", "timm"),
+    ),
     "model.kwargs": _k(
         {},
         dict,
@@ -206,9 +215,12 @@ SCHEMA: dict[str, Key] = {
     ),
     "optim.decay_embeddings": _k(
         False,
-        bool,
-        "also decay the parameters the model lists in no_weight_decay() (pos_embed, cls_token, "
-        "dist_token), as the published code did; false: they are never decayed",
+        (bool, str),
+        "weight decay on the parameters the model lists in no_weight_decay() (pos_embed, cls_token, "
+        "dist_token): false: never, for every student; true: always; published: as the published "
+        "code, per student (decayed for Lift, WideLast and the width-219 control, whose wrappers "
+        "hid no_weight_decay(); not for timm's DeiT-Tiny)",
+        (False, True, "published"),
     ),
     "optim.momentum": _k(0.9, float, "momentum for SGD-like optimizers"),
     "optim.clip_grad": _k(None, float, "clip the gradient norm to this value; null: off"),
