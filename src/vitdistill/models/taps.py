@@ -123,6 +123,11 @@ def _map_shapes(model: nn.Module) -> list[tuple[int, ...]]:
                     outs = _features_net(model)(probe)
                 else:
                     outs = model.forward_intermediates(probe, output_fmt="NCHW", intermediates_only=True)
+        except (RuntimeError, AssertionError, ValueError) as e:
+            raise UserError(
+                f"cannot read the stage outputs of {_model_name(model)} at its input size "
+                f"{tuple(probe.shape[-2:])} ({first_line(e)}); build it with img_size set"
+            ) from None
         finally:
             model.train(was)
         shapes = [tuple(_as_tokens(t, None, 0, model).shape[1:]) for t in outs]
