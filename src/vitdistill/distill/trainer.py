@@ -253,15 +253,8 @@ class Trainer:
             path, state.get("in_epoch"), self.loaders.steps_per_epoch, self.dinfo.world_size, self.dinfo.rank
         )
         if self.dinfo.is_main:
-            within = (
-                f", {self.resume_in_epoch['steps_done']} steps into the next" if self.resume_in_epoch else ""
-            )
-            print(
-                f"vitdistill: resuming {path}: {self.start_epoch} of {self.config['epochs']} epochs done{within}, "
-                f"{self.num_updates} optimizer steps",
-                file=sys.stderr,
-                flush=True,
-            )
+            line = ckpt_mod.resume_line(path, self.start_epoch, self.config["epochs"], self.resume_in_epoch)
+            print(f"{line}, {self.num_updates} optimizer steps", file=sys.stderr, flush=True)
         past = state.get("history") or {}
         self.first_lr = past.get("first_lr", self.first_lr)
         self.changes = list(past.get("changes", []))
