@@ -13,6 +13,7 @@ from vitdistill.analysis.report import owned, write_tables
 from vitdistill.errors import UserError, first_line
 from vitdistill.utils.io import atomic_write_json, result_set
 from vitdistill.utils.lock import hold_folder, releases_folders
+from vitdistill.utils.markers import refuse_inside
 from vitdistill.utils.plotting import pyplot
 
 
@@ -60,6 +61,7 @@ def compare(
     labels = labels or _default_labels([s for s, _ in loaded], dirs)
     summaries = [s for s, _ in loaded]
     index = _index(dirs, labels, summaries)
+    refuse_inside(out, dirs, "--out")
     hold_folder(out, "compare")
     with result_set(out, owned) as stage:  # the old comparison or the new one, never a mix
         write_tables(stage, summaries, labels)

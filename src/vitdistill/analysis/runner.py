@@ -40,6 +40,7 @@ from vitdistill.utils import dist
 from vitdistill.utils.io import atomic_torch_save
 from vitdistill.utils.lock import hold_folder, releases_folders
 from vitdistill.utils.malloc import large_buffers_on_heap
+from vitdistill.utils.markers import refuse_inside
 from vitdistill.utils.progress import Progress
 
 
@@ -433,6 +434,7 @@ def _setup(model, data, out, load: dict, options) -> _Run:
     if n_total == 0:
         raise UserError(f"no images found in {data}")
     out = Path(out) if out is not None else Path("analysis") / str(prov["model"])
+    refuse_inside(out, [data], "--out")
     hold_folder(out, "analyze")  # before any write; released when analyze returns or fails
     return _Run(opts, info, device, model, prov, layer_ids, data, transform, ds, n_total, out)
 
