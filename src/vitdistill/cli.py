@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from vitdistill import __version__
-from vitdistill.errors import UserError
+from vitdistill.errors import UserError, exhausted
 
 COMMANDS: dict[str, str] = {
     "analyze": "per-image SVD ranks, shared-basis PCA, subspace rotation and SEP of a model's token features",
@@ -68,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vitdistill {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a full disk is the user's to fix, wherever the write was
+        why = exhausted(e)
+        if why is None:
+            raise
+        print(f"vitdistill {args.command}: error: {why}", file=sys.stderr)
+        return UserError.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

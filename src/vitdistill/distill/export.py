@@ -20,7 +20,6 @@ is recorded as ``vitdistill_lift`` / ``vitdistill_widelast`` with its base in ``
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,9 +31,14 @@ from vitdistill.models.loading import (  # noqa: F401  (load_exported re-exporte
     run_checkpoint,
     timm_architecture,
 )
-from vitdistill.utils.io import atomic_write_json, atomic_write_with
+from vitdistill.utils.io import atomic_write_json, atomic_write_with, result_set
+from vitdistill.utils.lock import hold_folder, releases_folders
+from vitdistill.utils.markers import refuse_inside
+
+EXPORT_FILES = ("model.safetensors", "config.json")
 
 
+@releases_folders
 def export(
     run: str | os.PathLike, out_dir: str | os.PathLike, ema: bool = False, checkpoint=None
 ) -> dict[str, Any]:
@@ -44,10 +48,7 @@ def export(
     from vitdistill.data import resolve_data_config
 
     model, spec = load_run_model(run, checkpoint, ema)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    atomic_write_with(out / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     data_cfg = resolve_data_config(model)
     arch, model_args = timm_architecture(spec)
     pretrained_cfg = {
@@ -73,7 +74,13 @@ def export(
             "rebuild": "vitdistill.distill.load_exported(DIR)",
         },
     }
-    atomic_write_json(out / "config.json", config)
+    refuse_inside(out_dir, [run], "--out")
+    hold_folder(out_dir, "export")
+    with result_set(out_dir, lambda name: name in EXPORT_FILES) as out:  # both files new, or both old
+        atomic_write_with(
+            out / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"})
+        )
+        atomic_write_json(out / "config.json", config)
     return config
 
 
