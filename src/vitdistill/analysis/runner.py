@@ -395,9 +395,14 @@ class _Run:
 
 def _analyze(model, data, out, load: dict, options, heap_buffers):
     run = _setup(model, data, out, load, options)
-    _build_stats(run)
-    _resume_or_reset(run)
-    t_pass1 = _pass1(run)
+    try:
+        _build_stats(run)
+        _resume_or_reset(run)
+        t_pass1 = _pass1(run)
+    except Exception:  # failed (full disk, bad input) before any statistics checkpoint: nothing to resume
+        if run.info.is_main and not run.ckpt_path.exists():
+            shutil.rmtree(run.state_dir, ignore_errors=True)
+        raise
     skipped_all, n_done = _merge_pass1(run)
     t_pass2 = _pass2(run)
     saved_manifest = _close_saved(run)

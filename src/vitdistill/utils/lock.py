@@ -38,11 +38,17 @@ class FolderLock:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create folder {self.folder}: {e.strerror or e}") from None
-        while self.fd is None:
-            self.fd = self._try_lock(command)
         self.marked = False
         try:
-            self.marked = claim(self.folder, command)  # a folder of another kind is refused, never overwritten
+            while self.fd is None:
+                self.fd = self._try_lock(command)
+        except OSError:  # a full disk: not even the PID fits
+            self._tidy()
+            raise
+        try:
+            self.marked = claim(
+                self.folder, command
+            )  # a folder of another kind is refused, never overwritten
         except BaseException:
             self.release()
             raise
@@ -70,8 +76,13 @@ class FolderLock:
         if not same:
             os.close(fd)
             return None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {command}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {command}\n".encode())
+        except OSError:
+            os.unlink(self.path)
+            os.close(fd)
+            raise
         return fd
 
     def release(self) -> None:
@@ -82,6 +93,9 @@ class FolderLock:
                 os.unlink(self.path)
         os.close(self.fd)
         self.fd = None
+        self._tidy()
+
+    def _tidy(self) -> None:
         if self.marked or self.created:  # a command that failed before writing leaves the folder as it was
             unclaim_if_empty(self.folder, remove_folder=self.created)
 
