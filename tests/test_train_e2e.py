@@ -23,7 +23,7 @@ from vitdistill.cli import main
 from vitdistill.distill import checkpoint as ckpt_mod
 from vitdistill.distill import export, load_exported, train
 from vitdistill.distill.export import load_run_model
-from vitdistill.distill.trainer import EpochSampler
+from vitdistill.distill.sampler import EpochSampler
 from vitdistill.errors import UserError
 
 T_KW = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2)
@@ -644,7 +644,7 @@ def test_seeded_samples_depend_on_the_key_only_and_keep_the_process_rng():
     import numpy as np
 
     from vitdistill.data import build_dataset, train_transform
-    from vitdistill.distill.trainer import SeededSamples
+    from vitdistill.distill.sampler import SeededSamples
 
     m = timm.create_model("vit_tiny_patch16_224", **S_KW)
     ds = build_dataset("synthetic:shapes?n=8&size=16", "train")

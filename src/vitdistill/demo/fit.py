@@ -128,7 +128,7 @@ def top1(model, split: Split, batch: int = 500) -> float:
 
 def _optimizer(task, cfg: dict, steps_per_epoch: int):
     """The trainer's own optimizer and scheduler builders, so a demo run follows its recipe exactly."""
-    from vitdistill.distill.trainer import build_optimizer, build_scheduler
+    from vitdistill.distill.optim import build_optimizer, build_scheduler
 
     opt, _ = build_optimizer(cfg, task.trainable)
     return opt, build_scheduler(cfg, opt, steps_per_epoch)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,3 +69,37 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
 def load(path: str | os.PathLike) -> dict[str, Any]:
     """The training state of ``path`` (see :func:`vitdistill.checkpoints.read_run_checkpoint`)."""
     return read_run_checkpoint(path)
+
+
+def resume_path(last: Path, resume) -> Path | None:
+    """The checkpoint to continue from: ``resume`` is None (a new run), ``"auto"`` or a file.
+
+    ``last`` is the run's ``last.pt``; a new run refuses a folder that already holds one.
+    """
+    run_dir = last.parent.parent
+    if resume is None:
+        if last.exists():
+            raise UserError(
+                f"{run_dir} already holds a run (checkpoints/last.pt): use --resume auto "
+                "to continue it, or another --output"
+            )
+        return None
+    if str(resume) == "auto":
+        return last if last.exists() else None
+    p = Path(resume)
+    if not p.is_file():
+        raise UserError(f"--resume {resume}: no such checkpoint file (use --resume auto or a .pt path)")
+    return p
+
+
+def in_epoch_part(path: Path, in_epoch: dict | None, steps_per_epoch: int, world_size: int, rank: int):
+    """Rank ``rank``'s part of a mid-epoch checkpoint's ``in_epoch`` (None for an epoch-end one)."""
+    if in_epoch is None:
+        return None
+    if in_epoch["steps_per_epoch"] != steps_per_epoch or len(in_epoch["ranks"]) != world_size:
+        raise UserError(
+            f"checkpoint {path} was written mid-epoch by {len(in_epoch['ranks'])} process(es) at "
+            f"{in_epoch['steps_per_epoch']} steps per epoch; resume it with the same world size and "
+            f"data settings (now {world_size} and {steps_per_epoch})"
+        )
+    return {"steps_done": int(in_epoch["steps_done"]), **in_epoch["ranks"][rank]}

@@ -6,15 +6,13 @@ epochs (``_train_epoch``), evaluates, writes ``metrics.jsonl`` and checkpoints.
 
 Reproducibility: every epoch reseeds torch / numpy / random and the sampler from
 (seed, rank, epoch), and each image's augmentation is seeded from (seed, epoch, position in the
-epoch's order) (:class:`SeededSamples`), whatever the number of DataLoader workers. A run resumed
+epoch's order) (:class:`~vitdistill.distill.sampler.SeededSamples`), whatever the number of DataLoader workers. A run resumed
 from ``last.pt`` replays the rest exactly (bitwise on CPU with ``deterministic: true``).
 ``last.pt`` is written at each epoch end and, with ``log.checkpoint_steps: N``, every N optimizer
 steps inside an epoch too (with each rank's RNG states and loss sums): the resumed epoch's
 sampler starts at that step, so the images before it are not read again.
 
-Batches: ``data.batch_size`` is the GLOBAL batch per optimizer step. Each step takes the next
-``batch_size`` indices of one shared permutation and splits them into ``world_size x grad_accum``
-micro-batches, so 1 process and N processes see the same images per step.
+``data.batch_size`` is the GLOBAL batch per optimizer step (see :mod:`vitdistill.distill.sampler`).
 """
 
 from __future__ import annotations
@@ -22,21 +20,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from vitdistill.distill import build as build_mod
 from vitdistill.distill import checkpoint as ckpt_mod
 from vitdistill.distill import config as config_mod
-from vitdistill.distill.evaluate import ShardSampler, evaluate_loader
+from vitdistill.distill import inputs
+from vitdistill.distill.epoch_stats import EpochStats, first_nonfinite
+from vitdistill.distill.evaluate import evaluate_loader
+from vitdistill.distill.optim import build_optimizer, build_scheduler
+from vitdistill.distill.run_log import RunLog, epoch_line
+from vitdistill.distill.seeding import process_seed, seed_all
 from vitdistill.distill.task import DistillTask
 from vitdistill.errors import UserError
 from vitdistill.models.profile import count_params
@@ -45,7 +45,7 @@ from vitdistill.utils.device import amp_dtype, autocast, resolve_device
 from vitdistill.utils.io import atomic_write_json, atomic_write_text
 from vitdistill.utils.lock import folder_lock
 from vitdistill.utils.markers import refuse_inside
-from vitdistill.utils.progress import Progress, fmt_duration
+from vitdistill.utils.progress import Progress
 
 
 def train(
@@ -88,236 +88,6 @@ def train(
             trainer.close()
 
 
-class EpochSampler(Sampler[int]):
-    """This rank's indices for one epoch, in global-batch order (repeated augmentation optional).
-
-    One permutation per epoch (seeded by seed + epoch, identical on every rank). With
-    ``repeats`` r > 1 each index appears r times in a row (DeiT's repeated augmentation) and the
-    list is cut back to the data set length, so an epoch keeps its length. Only whole global
-    batches are used. Step s, micro-step a, rank k reads the slice
-    ``[s*G + (a*W + k)*m, ... + m)`` with G the global batch, W ranks and m the micro-batch.
-
-    ``set_epoch(e, start_step=s)`` starts the epoch at optimizer step s (a mid-epoch resume):
-    the skipped images are never read. With ``seeded=True`` each item is ``(index, seed)``, the
-    seed a function of (seed, epoch, position in the epoch's order) for :class:`SeededSamples`.
-    """
-
-    def __init__(
-        self,
-        n: int,
-        global_batch: int,
-        world: int,
-        rank: int,
-        accum: int,
-        repeats: int = 1,
-        shuffle: bool = True,
-        seed: int = 0,
-        max_steps: int | None = None,
-        seeded: bool = False,
-    ):
-        self.n, self.G, self.W, self.rank, self.accum = n, global_batch, world, rank, accum
-        self.m = global_batch // (world * accum)
-        self.repeats, self.shuffle, self.seed, self.seeded = repeats, shuffle, seed, seeded
-        self.steps = n // global_batch if max_steps is None else min(n // global_batch, max_steps)
-        self.epoch, self.start_step = 0, 0
-
-    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
-        self.epoch, self.start_step = epoch, start_step
-
-    def __len__(self) -> int:
-        return (self.steps - self.start_step) * self.accum * self.m
-
-    def __iter__(self):
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g)
-        else:
-            order = torch.arange(self.n)
-        if self.repeats > 1:
-            order = order.repeat_interleave(self.repeats)[: self.n]
-        order = order.tolist()
-        for s in range(self.start_step, self.steps):
-            for a in range(self.accum):
-                start = s * self.G + (a * self.W + self.rank) * self.m
-                for pos in range(start, start + self.m):
-                    yield (order[pos], sample_seed(self.seed, self.epoch, pos)) if self.seeded else order[pos]
-
-
-def sample_seed(seed: int, epoch: int, position: int) -> int:
-    """A 63-bit seed for the image at ``position`` of an epoch's order (splitmix64 of the three)."""
-    mask = (1 << 64) - 1
-    x = ((seed * 1_000_003 + epoch) * (1 << 32) + position + 0x9E3779B97F4A7C15) & mask
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
-    return (x ^ (x >> 31)) >> 1
-
-
-class SeededSamples(Dataset):
-    """Reads ``(index, seed)`` keys, seeding the RNGs the transforms draw from before each image.
-
-    An image's augmentation then depends on (seed, epoch, position) only: not on the number of
-    DataLoader workers, nor on which worker reads it or what that worker read before. This is
-    what lets a mid-epoch resume skip to its position without replaying the skipped images. In
-    the main process (``num_workers: 0``) the RNG states are put back afterwards, so the model's
-    own random draws (drop path, mixup) follow one stream whatever the data loading does.
-    """
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        return self.__getitems__([key])[0]
-
-    def __getitems__(self, keys: list) -> list:
-        """A batch at once (the DataLoader calls this): the main process saves its RNGs once."""
-        if get_worker_info() is not None:
-            return [self._read(key) for key in keys]
-        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        try:
-            return [self._read(key) for key in keys]
-        finally:
-            random.setstate(saved[0])
-            np.random.set_state(saved[1])
-            torch.set_rng_state(saved[2])
-
-    def _read(self, key):
-        index, seed = key
-        random.seed(seed)
-        np.random.seed(seed % (2**32))
-        torch.default_generator.manual_seed(seed)  # the CPU generator only: the CUDA ones are the model's
-        return self.dataset[index]
-
-
-def process_seed(cfg: dict, rank: int, epoch: int | None = None) -> int:
-    """The seed of process ``rank``: ``seed + rank`` at start, then one per (seed, rank, epoch).
-
-    ``seed_per_rank: false`` gives every rank rank 0's seeds, as the published code did.
-    """
-    rank = rank if cfg["seed_per_rank"] else 0
-    if epoch is None:
-        return cfg["seed"] + rank
-    return cfg["seed"] * 1_000_003 + rank * 10_007 + epoch
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-class EpochStats:
-    """One epoch's running sums of the loss terms, kept on the device: no host sync per step.
-
-    ``first_bad`` holds, per term, the first optimizer step with a non-finite value (-1: none).
-    A mid-epoch checkpoint stores :meth:`state_dict` so a resumed epoch reports the same means.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.names: list[str] | None = None
-        self.sums: torch.Tensor | None = None
-        self.first_bad: torch.Tensor | None = None
-        self.n_steps, self.n_images, self.skipped, self.elapsed = 0, 0, 0, 0.0
-
-    def add(self, terms: dict, n_images: int, acc: int, step: int) -> torch.Tensor:
-        if self.names is None:
-            self.names = list(terms)
-            self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)
-            self.first_bad = torch.full((len(self.names),), -1, dtype=torch.long, device=self.device)
-        vals = torch.stack([terms[k].detach().double() for k in self.names])
-        self.sums += vals / acc
-        self.first_bad = torch.where((~torch.isfinite(vals)) & (self.first_bad < 0), step, self.first_bad)
-        self.n_images += n_images
-        return vals
-
-    def state_dict(self) -> dict:
-        tensors = {"sums": self.sums, "first_bad": self.first_bad}
-        return {
-            "names": self.names,
-            **{k: None if t is None else t.cpu() for k, t in tensors.items()},
-            "n_steps": self.n_steps,
-            "n_images": self.n_images,
-            "skipped": int(self.skipped),
-            "elapsed": self.elapsed,
-        }
-
-    def load_state_dict(self, st: dict) -> None:
-        self.names = st["names"]
-        self.sums = None if st["sums"] is None else st["sums"].to(self.device)
-        self.first_bad = None if st["first_bad"] is None else st["first_bad"].to(self.device)
-        self.n_steps, self.n_images, self.skipped = st["n_steps"], st["n_images"], st["skipped"]
-        self.elapsed = st["elapsed"]
-
-    def reduce(self, lr: float) -> dict:
-        """The epoch record's training part: per-term means over all ranks' steps, counts, speed."""
-        dev, k = self.device, len(self.names)
-        counts = torch.tensor([self.n_steps, self.n_images, self.skipped], dtype=torch.float64, device=dev)
-        total = dist_mod.all_reduce_sum(torch.cat([self.sums, counts]))
-        out = {
-            f"train_{name}": total[j].item() / max(total[k].item(), 1) for j, name in enumerate(self.names)
-        }
-        out.update(
-            {
-                "lr": lr,
-                "images_per_s": total[k + 1].item() / max(self.elapsed, 1e-9),
-                "train_images": int(total[k + 1].item()),
-                "train_skipped": int(total[k + 2].item()),
-                "epoch_time_s": self.elapsed,
-            }
-        )
-        return out
-
-
-def build_optimizer(cfg: dict, trainable: nn.Module):
-    """(timm optimizer, lr) for a config; ``optim.decay_embeddings`` also decays no_weight_decay()."""
-    from timm.optim import create_optimizer_v2, param_groups_weight_decay
-
-    o = cfg["optim"]
-    lr = o["lr"] if o["lr"] is not None else o["lr_base"] * cfg["data"]["batch_size"] / o["lr_base_size"]
-    group_fn = None
-    if o["decay_embeddings"]:  # the published code: only 1-D tensors and biases are not decayed
-
-        def group_fn(model):
-            return param_groups_weight_decay(model, o["weight_decay"], no_weight_decay_list=())
-
-    try:
-        optimizer = create_optimizer_v2(
-            trainable,
-            opt=o["opt"],
-            lr=lr,
-            weight_decay=o["weight_decay"],
-            momentum=o["momentum"],
-            param_group_fn=group_fn,
-        )
-    except (ValueError, AssertionError) as e:
-        raise UserError(f"optim.opt={o['opt']!r}: {e}") from None
-    return optimizer, lr
-
-
-def build_scheduler(cfg: dict, optimizer, steps_per_epoch: int):
-    """timm's scheduler: stepped per optimizer update, or per epoch for ``sched.published_lag``."""
-    from timm.scheduler import create_scheduler_v2
-
-    s = cfg["sched"]
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched=s["name"],
-        num_epochs=cfg["epochs"],
-        decay_epochs=s["decay_epochs"],
-        decay_rate=s["decay_rate"],
-        min_lr=s["min_lr"],
-        warmup_lr=s["warmup_lr"],
-        warmup_epochs=s["warmup_epochs"],
-        cooldown_epochs=s["cooldown_epochs"],
-        step_on_epochs=s["published_lag"],
-        updates_per_epoch=steps_per_epoch,
-    )
-    return scheduler
-
-
 class Trainer:
     def __init__(self, cfg: dict, run_dir: Path, resume=None):
         self.cfg = cfg
@@ -327,23 +97,28 @@ class Trainer:
         self.main = self.dinfo.is_main
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.tb = None
+        self.run_log = RunLog(self.run_dir, self.main, cfg["log"]["tensorboard"])
         self._was_deterministic = torch.are_deterministic_algorithms_enabled()
         self._own_group = dist_mod.launched_by_torchrun() and not torch.distributed.is_initialized()
         if cfg["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         seed_all(process_seed(cfg, self.dinfo.rank))
-        self.resume_path = self._resume_path(resume)
-        train_ds, val_ds = self._build_datasets()
+        self.resume_path = ckpt_mod.resume_path(self.ckpt_dir / "last.pt", resume)
+        train_ds, val_ds, self.num_classes = inputs.build_datasets(cfg["data"])
         student = self._build_student()
         teacher = self._build_teacher(student)
-        self._set_transforms(student, train_ds, val_ds)
+        self.eval_transform_info = inputs.set_transforms(cfg, student, train_ds, val_ds)
         self._build_task(student, teacher)
-        self._build_loaders(train_ds, val_ds)
-        self._build_mixup()
-        self._build_optimizer()
-        self._build_scheduler()
+        dinfo = self.dinfo
+        loaders = inputs.build_loaders(cfg, train_ds, val_ds, dinfo.world_size, dinfo.rank, self.device)
+        self.train_ds, self.val_ds = train_ds, val_ds
+        self.sampler, self.loader_gen = loaders.sampler, loaders.generator
+        self.train_loader, self.val_loader = loaders.train, loaders.val
+        self.steps_per_epoch = loaders.steps_per_epoch
+        self.mixup = inputs.build_mixup(cfg, self.num_classes)
+        self.optimizer, self.lr = build_optimizer(cfg, self.task.trainable)
+        self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
         self._build_ema_and_wrappers()
         self.start_epoch, self.num_updates = 0, 0
         self.best = {"raw": None, "ema": None}
@@ -351,49 +126,9 @@ class Trainer:
         self.last_eval: dict[str, Any] = {}
         if self.resume_path is not None:
             self._load(self.resume_path)
-        self._open_logs()
+        self._open_run_folder()
 
     # ----------------------------------------------------------------- setup
-    def _resume_path(self, resume) -> Path | None:
-        last = self.ckpt_dir / "last.pt"
-        if resume is None:
-            if last.exists():
-                raise UserError(
-                    f"{self.run_dir} already holds a run (checkpoints/last.pt): use --resume auto "
-                    "to continue it, or another --output"
-                )
-            return None
-        if str(resume) == "auto":
-            return last if last.exists() else None
-        p = Path(resume)
-        if not p.is_file():
-            raise UserError(f"--resume {resume}: no such checkpoint file (use --resume auto or a .pt path)")
-        return p
-
-    def _build_datasets(self) -> tuple:
-        """The training and validation sets, transforms not yet set; sets ``num_classes``."""
-        from vitdistill.data import build_dataset
-
-        d = self.cfg["data"]
-        if not d["train"]:
-            raise UserError(
-                "no training data: set data.train in the config or pass --data DIR|synthetic:NAME"
-            )
-        train_ds = build_dataset(
-            d["train"], "train", transform=None, strict=d["strict"], max_images=d["max_train_images"]
-        )
-        val_ds = build_dataset(
-            d["val"] or d["train"], "val", transform=None, strict=d["strict"], max_images=d["max_val_images"]
-        )
-        if len(train_ds) == 0:
-            raise UserError(f"training data {d['train']} holds no images")
-        self.num_classes = train_ds.num_classes
-        if val_ds.num_classes != self.num_classes:
-            raise UserError(
-                f"training data has {self.num_classes} classes but validation data has {val_ds.num_classes}"
-            )
-        return train_ds, val_ds
-
     def _build_student(self) -> nn.Module:
         """The student from its spec (timm name or remedy), with its starting weights."""
         mc = self.cfg["model"]
@@ -435,129 +170,17 @@ class Trainer:
             )
         return teacher
 
-    def _set_transforms(self, student: nn.Module, train_ds, val_ds) -> None:
-        """Training augmentation and the evaluation transform (crop: ``data.eval_crop_pct``)."""
-        from vitdistill.data import eval_transform, resolve_data_config, train_transform
-
-        cfg, a = self.cfg, self.cfg["aug"]
-        crop = cfg["data"]["eval_crop_pct"]
-        source = "data.eval_crop_pct"
-        if crop is None and str(cfg["data"]["train"]).startswith("synthetic:"):
-            crop, source = 1.0, "synthetic data: the whole image"
-        elif crop is None:
-            source = "the student's timm default"
-        if a["enabled"]:
-            train_ds.transform = train_transform(
-                student,
-                auto_augment=a["auto_augment"],
-                re_prob=a["reprob"],
-                re_mode=a["remode"],
-                hflip=a["hflip"],
-                color_jitter=a["color_jitter"],
-                scale=tuple(a["scale"]),
-            )
-        else:
-            train_ds.transform = eval_transform(student, crop_pct=crop)
-        val_ds.transform = eval_transform(student, crop_pct=crop)
-        self.eval_transform_info = {
-            "crop_pct": float(resolve_data_config(student, crop_pct=crop)["crop_pct"]),
-            "source": source,
-            "transform": str(val_ds.transform),
-        }
-
-    def _teacher_renorm(self, student: nn.Module, teacher: nn.Module | None) -> tuple | None:
-        """((student mean, std), (teacher mean, std)) when the teacher's input must be re-normalised."""
-        from vitdistill.data import resolve_data_config
-
-        if teacher is None or not self.cfg["teacher"]["renormalize"]:
-            return None
-        s_cfg, t_cfg = resolve_data_config(student), resolve_data_config(teacher)
-        sm, ss = tuple(map(float, s_cfg["mean"])), tuple(map(float, s_cfg["std"]))
-        tm, ts = tuple(map(float, t_cfg["mean"])), tuple(map(float, t_cfg["std"]))
-        return ((sm, ss), (tm, ts)) if (sm, ss) != (tm, ts) else None
-
     def _build_task(self, student: nn.Module, teacher: nn.Module | None) -> None:
         """The loss computation (student + projectors + teacher) on the device."""
-        self.teacher_renorm = self._teacher_renorm(student, teacher)
+        renorm = inputs.teacher_renorm(student, teacher) if self.cfg["teacher"]["renormalize"] else None
+        self.teacher_renorm = renorm
         teacher = teacher.to(self.device) if teacher is not None else None
         student = student.to(self.device)
         self.task = DistillTask(
-            student, teacher, self.cfg["loss"], self.input_size, self.num_classes, self.teacher_renorm
+            student, teacher, self.cfg["loss"], self.input_size, self.num_classes, renorm
         ).to(self.device)
         if self.cfg["channels_last"]:
             self.task.trainable.to(memory_format=torch.channels_last)
-
-    def _build_loaders(self, train_ds, val_ds) -> None:
-        """Global batches split over ranks and accumulation steps; the sharded validation loader."""
-        from vitdistill.data import collate_skip
-
-        cfg, d, a = self.cfg, self.cfg["data"], self.cfg["aug"]
-        W, G, acc = self.dinfo.world_size, d["batch_size"], cfg["optim"]["grad_accum"]
-        if G % (W * acc):
-            raise UserError(f"data.batch_size={G} must be divisible by world size x grad_accum = {W}x{acc}")
-        self.micro = G // (W * acc)
-        if len(train_ds) < G:
-            raise UserError(f"data.batch_size={G} is larger than the training set ({len(train_ds)} images)")
-        if (a["mixup"] > 0 or a["cutmix"] > 0) and self.micro % 2:
-            raise UserError(
-                f"mixup/cutmix need an even micro-batch, got {self.micro} (change data.batch_size)"
-            )
-        self.sampler = EpochSampler(
-            len(train_ds),
-            G,
-            W,
-            self.dinfo.rank,
-            acc,
-            a["repeated_aug"],
-            True,
-            cfg["seed"],
-            d["steps_per_epoch"],
-            seeded=True,
-        )
-        self.steps_per_epoch = self.sampler.steps
-        self.loader_gen = torch.Generator()
-        nw, pin = d["num_workers"], self.device.type == "cuda"
-        self.train_loader = DataLoader(
-            SeededSamples(train_ds),
-            batch_size=self.micro,
-            sampler=self.sampler,
-            num_workers=nw,
-            collate_fn=collate_skip,
-            generator=self.loader_gen,
-            drop_last=False,
-            pin_memory=pin,
-        )
-        self.val_loader = DataLoader(
-            val_ds,
-            batch_size=d["val_batch_size"] or max(1, self.micro * 2),
-            sampler=ShardSampler(len(val_ds), W, self.dinfo.rank),
-            num_workers=nw,
-            collate_fn=collate_skip,
-            pin_memory=pin,
-        )
-        self.train_ds, self.val_ds = train_ds, val_ds
-
-    def _build_mixup(self) -> None:
-        a = self.cfg["aug"]
-        self.mixup = None
-        if a["mixup"] > 0 or a["cutmix"] > 0:
-            from timm.data import Mixup
-
-            self.mixup = Mixup(
-                mixup_alpha=a["mixup"],
-                cutmix_alpha=a["cutmix"],
-                prob=a["mixup_prob"],
-                switch_prob=a["mixup_switch_prob"],
-                mode=a["mixup_mode"],
-                label_smoothing=self.cfg["loss"]["smoothing"],
-                num_classes=self.num_classes,
-            )
-
-    def _build_optimizer(self) -> None:
-        self.optimizer, self.lr = build_optimizer(self.cfg, self.task.trainable)
-
-    def _build_scheduler(self) -> None:
-        self.scheduler = build_scheduler(self.cfg, self.optimizer, self.steps_per_epoch)
 
     def _build_ema_and_wrappers(self) -> None:
         """AMP grad scaler, the student's EMA, and the compiled / DDP module the loop calls."""
@@ -581,58 +204,22 @@ class Trainer:
             model = DDP(model, device_ids=ids, broadcast_buffers=False)
         self.model = model  # what the loop calls (DDP/compiled around task.trainable)
 
-    def _open_logs(self) -> None:
-        self.metrics_path = self.run_dir / "metrics.jsonl"
-        if not self.main:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        cfg_text = config_mod.dump_yaml(self.cfg)
-        atomic_write_text(self.run_dir / "config.yaml", cfg_text)
-        # On resume keep only the records up to the checkpoint (the steps after it are replayed).
-        kept: list[str] = []
-        if self.num_updates > 0 and self.metrics_path.exists():
-            for line in self.metrics_path.read_text().splitlines():
-                with contextlib.suppress(json.JSONDecodeError):
-                    r = json.loads(line)
-                    if r.get("step", 0) <= self.num_updates and (
-                        r.get("kind") != "epoch" or r.get("epoch", 0) < self.start_epoch
-                    ):
-                        kept.append(line)
-        for tmp in self.ckpt_dir.glob(".*.tmp"):  # left by a process killed while writing a checkpoint
-            tmp.unlink(missing_ok=True)
-        atomic_write_text(self.metrics_path, "".join(x + "\n" for x in kept))
-        self.metrics_file = open(self.metrics_path, "a", buffering=1)  # noqa: SIM115 (kept open for the run)
-        if self.cfg["log"]["tensorboard"]:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise UserError(
-                    "log.tensorboard needs TensorBoard: pip install 'vitdistill[tensorboard]'"
-                ) from None
-            self.tb = SummaryWriter(str(self.run_dir / "tb"))
+    def _open_run_folder(self) -> None:
+        """config.yaml, the checkpoint folder (no partial checkpoint left in it) and the metrics log."""
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", config_mod.dump_yaml(self.cfg))
+            for tmp in self.ckpt_dir.glob(".*.tmp"):  # left by a process killed while writing a checkpoint
+                tmp.unlink(missing_ok=True)
+        self.run_log.open(self.num_updates, self.start_epoch)
 
     def close(self) -> None:
         """Release files and restore process-wide settings, so Python callers can train again."""
         torch.use_deterministic_algorithms(self._was_deterministic)
-        f = getattr(self, "metrics_file", None)
-        if f is not None:
-            f.close()
-            self.metrics_file = None
-        if self.tb is not None:
-            self.tb.close()
+        self.run_log.close()
         if self._own_group:
             dist_mod.cleanup()
-
-    def log(self, record: dict) -> None:
-        if not self.main:
-            return
-        self.metrics_file.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            step = record.get("step", 0)
-            for k, v in record.items():
-                if isinstance(v, int | float) and k not in ("step", "epoch"):
-                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
 
     # ------------------------------------------------------------ checkpoints
     def _state(self, epoch: int) -> dict:
@@ -671,19 +258,9 @@ class Trainer:
         self.start_epoch, self.num_updates = int(st["epoch"]), int(st["num_updates"])
         self.best = st.get("best") or self.best
         ckpt_mod.set_rng_state(st["rng"])
-        self.resume_in_epoch = self._in_epoch_state(path, st.get("in_epoch"))
-
-    def _in_epoch_state(self, path: Path, ie: dict | None) -> dict | None:
-        """This rank's part of a mid-epoch checkpoint (None for an epoch-end one)."""
-        if ie is None:
-            return None
-        if ie["steps_per_epoch"] != self.steps_per_epoch or len(ie["ranks"]) != self.dinfo.world_size:
-            raise UserError(
-                f"checkpoint {path} was written mid-epoch by {len(ie['ranks'])} process(es) at "
-                f"{ie['steps_per_epoch']} steps per epoch; resume it with the same world size and "
-                f"data settings (now {self.dinfo.world_size} and {self.steps_per_epoch})"
-            )
-        return {"steps_done": int(ie["steps_done"]), **ie["ranks"][self.dinfo.rank]}
+        self.resume_in_epoch = ckpt_mod.in_epoch_part(
+            path, st.get("in_epoch"), self.steps_per_epoch, self.dinfo.world_size, self.dinfo.rank
+        )
 
     def _save(self, epoch: int, improved: bool) -> None:
         if not self.main:
@@ -726,7 +303,7 @@ class Trainer:
             do_eval = epoch == E - 1 or (every > 0 and (epoch + 1) % every == 0)
             record = {"kind": "epoch", "epoch": epoch, "step": self.num_updates, **train_stats}
             improved = self._evaluate(epoch, record) if do_eval else False
-            self.log(record)
+            self.run_log.write(record)
             self._print_epoch(record)
             self._save(epoch + 1, improved)
             dist_mod.barrier()
@@ -762,28 +339,13 @@ class Trainer:
         return improved
 
     def _print_epoch(self, record: dict) -> None:
-        """One line per epoch on stderr, terminal or log file::
-
-        epoch 3/300  train loss 2.3104 (ce 1.8012 kd 0.5092)  val top-1 45.20 (EMA 46.10)  1234 img/s  ETA 5h02m
-        """
         if not self.main:
             return
-        E = self.cfg["epochs"]
-        terms = [
-            k
-            for k in record
-            if k.startswith("train_") and k not in ("train_loss", "train_images", "train_skipped")
-        ]
-        train = f"train loss {record['train_loss']:.4f}"
-        if terms:
-            train += " (" + " ".join(f"{k[6:]} {record[k]:.4f}" for k in terms) + ")"
-        val = f"val top-1 {record['val_top1']:.2f}" if "val_top1" in record else "val -"
-        if "ema_top1" in record:
-            val += f" (EMA {record['ema_top1']:.2f})"
-        done, left = self.num_updates - self.updates_at_start, E * self.steps_per_epoch - self.num_updates
+        epochs = self.cfg["epochs"]
+        done = self.num_updates - self.updates_at_start
+        left = epochs * self.steps_per_epoch - self.num_updates
         eta = (time.time() - self.t_loop) / max(done, 1) * left
-        line = f"epoch {record['epoch'] + 1}/{E}  {train}  {val}  {record['images_per_s']:.0f} img/s"
-        print(f"{line}  ETA {fmt_duration(eta)}", file=sys.stderr, flush=True)
+        print(epoch_line(record, epochs, eta), file=sys.stderr, flush=True)
 
     def _train_epoch(self, epoch: int) -> dict:
         cfg = self.cfg
@@ -847,7 +409,7 @@ class Trainer:
             "lr": self.lr_used,
             "images_per_s": (stats.n_images - n0) * self.dinfo.world_size / max(now - t0, 1e-9),
         }
-        self.log(rec)
+        self.run_log.write(rec)
         self.window = (now, stats.n_images)
         return rec["loss"]
 
@@ -900,13 +462,9 @@ class Trainer:
         self.scheduler.step_update(num_updates=self.num_updates)
 
     def _check_finite(self, first_bad: torch.Tensor | None, names: list[str] | None) -> None:
-        if first_bad is None:
-            return
-        bad = first_bad.tolist()
-        hits = [(s, n) for s, n in zip(bad, names, strict=True) if s >= 0]
-        if hits:
-            step = min(s for s, _ in hits)
-            which = [n for s, n in hits if s == step and n != "loss"] or ["loss"]
+        hit = first_nonfinite(first_bad, names)
+        if hit is not None:
+            step, which = hit
             raise UserError(
                 f"non-finite loss at optimizer step {step} (term: {', '.join(which)}); training stopped, "
                 f"the last good checkpoint is {self.ckpt_dir / 'last.pt'} (lower optim.lr, set optim.clip_grad, or amp=none)"
