@@ -36,6 +36,16 @@ RECIPE = {
 }  # fmt: skip
 
 
+NOUN = {
+    "run": "a training run",
+    "analysis": "an analysis",
+    "comparison": "a comparison",
+    "export": "an export",
+    "results": "a results table",
+    "demo": "a demo",
+}
+
+
 def snapshot(folder: Path) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
@@ -105,7 +115,7 @@ def test_no_command_writes_into_another_kind_of_folder(world, tmp_path, capsys, 
             capsys.readouterr()
             assert main([*argv, str(target)]) == 2, (kind, target_kind)
             line = one_line_error(capsys)
-            assert f"holds a{'n' if target_kind[0] in 'aeiou' else ''} {target_kind}" in line, line
+            assert f"holds {NOUN[target_kind]} (written by" in line, line
             assert snapshot(target) == before, (kind, target_kind)
             refused += 1
     assert refused == 30

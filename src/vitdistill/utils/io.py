@@ -167,7 +167,15 @@ def result_set(
     folder = _real_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     clean_stale_sets(folder, owned)
-    stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging-", dir=folder.parent))
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging-", dir=folder.parent))
+    except PermissionError as e:
+        from vitdistill.errors import UserError
+
+        raise UserError(
+            f"{folder}: a new set of results is staged beside it, but {folder.parent} cannot be written "
+            f"({e.strerror}); choose a folder whose parent you can write"
+        ) from None
     try:
         os.chmod(stage, stat.S_IMODE(folder.stat().st_mode))  # mkdtemp's folders are private (0700)
         yield stage

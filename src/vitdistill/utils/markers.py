@@ -31,6 +31,14 @@ KIND_OF_COMMAND = {
     "demo": "demo",
 }
 KINDS = tuple(KIND_OF_COMMAND.values())
+_NOUN = {
+    "run": "a training run",
+    "analysis": "an analysis",
+    "comparison": "a comparison",
+    "export": "an export",
+    "results": "a results table",
+    "demo": "a demo",
+}
 _COMMAND_OF_KIND = {k: c for c, k in KIND_OF_COMMAND.items()}
 
 
@@ -85,8 +93,8 @@ def claim(folder: str | os.PathLike, command: str) -> bool:
     found = kind_of(folder)
     if found is not None and found != kind:
         raise UserError(
-            f"{folder} holds {_article(found)} {found} (written by `vitdistill {_COMMAND_OF_KIND[found]}`); "
-            f"`vitdistill {command}` writes {_article(kind)} {kind} and would overwrite it: choose another folder"
+            f"{folder} holds {_NOUN[found]} (written by `vitdistill {_COMMAND_OF_KIND[found]}`); "
+            f"`vitdistill {command}` writes {_NOUN[kind]} and would overwrite it: choose another folder"
         )
     if found is None or not (folder / MARKER).is_file():
         from vitdistill.utils.io import atomic_write_text
@@ -94,10 +102,6 @@ def claim(folder: str | os.PathLike, command: str) -> bool:
         atomic_write_text(folder / MARKER, kind + "\n")
         return True
     return False
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
 
 
 def is_output(folder: str | os.PathLike) -> bool:
