@@ -242,8 +242,10 @@ def test_bad_inputs_give_one_line_and_exit_2(capsys, folder, tmp_path):
         capsys, ["analyze", "vit_tiny_patch16_22", "--data", str(folder), "--out", str(tmp_path / "o")]
     )
     assert "vit_tiny_patch16_224" in err
-    err = _bad(capsys, ["analyze", "resnet18", "--data", str(folder), "--out", str(tmp_path / "o")])
-    assert "cannot be tapped" in err
+    err = _bad(
+        capsys, ["analyze", "resnet18", "--data", str(folder), "--layers", "5", "--out", str(tmp_path / "o")]
+    )
+    assert "out of range" in err and "5 tappable layers" in err  # a CNN's stages: stem + four
     ck = tmp_path / "w.pth"
     torch.save({"state_dict": tiny_model().state_dict()}, ck)
     err = _bad(

@@ -103,3 +103,12 @@ def test_relative_links_and_repo_paths_in_docs_exist():
             if not (ROOT / path).exists():
                 missing.append(f"{doc.name}: {path}")
     assert not missing, missing
+
+
+def test_the_first_command_leaves_the_venv_active_for_the_rest():
+    """The tour's commands call `vitdistill` bare, so the first command activates its venv."""
+    text = README.read_text()
+    first = text[text.index("<!-- demo-command -->") :].split("```bash\n", 1)[1].split("```", 1)[0]
+    steps = [s.strip() for s in first.split("&&")]
+    assert steps[0] == "python3 -m venv .venv" and steps[1] == ". .venv/bin/activate", steps
+    assert "vitdistill" in steps[-1] and not steps[-1].startswith(".venv/"), steps

@@ -251,7 +251,7 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_existing_run_needs_resume(tmp_path):
     train(_cfg(epochs=1), output=tmp_path / "run")
-    with pytest.raises(UserError, match="--resume auto"):
+    with pytest.raises(UserError, match="resume='auto'"):
         train(_cfg(epochs=1), output=tmp_path / "run")
 
 

@@ -73,9 +73,9 @@ def trainer_rate(data: Path, out: Path, args) -> tuple[float, float]:
     )
     tr = Trainer(cfg, out)
     try:
-        tr.sampler.set_epoch(0)
+        tr.loaders.sampler.set_epoch(0)
         tr._train_epoch(0)  # warm-up
-        tr.sampler.set_epoch(1)
+        tr.loaders.sampler.set_epoch(1)
         _sync(args.device)
         w0, p0 = time.perf_counter(), time.process_time()
         stats = tr._train_epoch(1)

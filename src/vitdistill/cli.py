@@ -13,6 +13,7 @@ import signal
 import sys
 
 from vitdistill import __version__
+from vitdistill.commands.flags import flags_of, retell, unknown_arguments
 from vitdistill.errors import UserError, exhausted
 
 COMMANDS: dict[str, str] = {
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _command_module(name).add_arguments(p)
+        p.set_defaults(flags=flags_of(p))  # keyword -> flag, to retell library messages
     return parser
 
 
@@ -59,14 +61,19 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGXFSZ"):  # over a file-size limit: an error to report, not a silent death
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        module = _command_module(args.command) if args.command else None
+        set_keys = module.set_keys() if hasattr(module, "set_keys") else {}
+        not_here = getattr(module, "NOT_HERE", None)
+        parser.error(unknown_arguments(extra, getattr(args, "flags", {}), set_keys, not_here))
     if args.command is None:
         parser.print_help()
         return 2
     try:
         return int(_command_module(args.command).run(args) or 0)
     except UserError as e:
-        print(f"vitdistill {args.command}: error: {e}", file=sys.stderr)
+        print(f"vitdistill {args.command}: error: {retell(str(e), e.settings, args.flags)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"vitdistill {args.command}: interrupted", file=sys.stderr)

@@ -12,9 +12,17 @@ import os
 
 
 class UserError(Exception):
-    """A mistake in the input (model name, data, config, checkpoint, flags)."""
+    """A mistake in the input (model name, data, config, checkpoint, flags).
+
+    ``settings`` lists the keywords (or config keys) the message names, so that the command
+    line can name its flags for them instead (``vitdistill.commands.flags``).
+    """
 
     exit_code = 2
+
+    def __init__(self, *args, settings: tuple[str, ...] = ()):
+        super().__init__(*args)
+        self.settings = tuple(settings)
 
 
 class NotAvailableError(UserError):

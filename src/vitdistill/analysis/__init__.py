@@ -8,14 +8,20 @@ The streaming metrics (:class:`PerImageSVD`, :class:`SecondMoment`, :class:`Capt
 :class:`SEP`, :class:`SubspaceRotation`) can also be fed any (B, N, C) tensors directly.
 """
 
-from vitdistill.analysis.compare import compare
-from vitdistill.analysis.pca import CapturedEnergy, SecondMoment
-from vitdistill.analysis.report import load_features
-from vitdistill.analysis.rotation import SubspaceRotation
-from vitdistill.analysis.runner import AnalysisOptions, analyze
-from vitdistill.analysis.sep import SEP
-from vitdistill.analysis.spectra import PerImageSVD
-from vitdistill.analysis.stats import merge_states
+# Names are imported on first use, so that the settings (``vitdistill.analysis.options``) load
+# without torch, as the command-line parser needs.
+_WHERE = {
+    "SEP": "sep",
+    "AnalysisOptions": "options",
+    "CapturedEnergy": "pca",
+    "PerImageSVD": "spectra",
+    "SecondMoment": "pca",
+    "SubspaceRotation": "rotation",
+    "analyze": "runner",
+    "compare": "compare",
+    "load_features": "report",
+    "merge_states": "stats",
+}
 
 __all__ = [
     "SEP",
@@ -44,3 +50,17 @@ def reference_table(name: str = "svd_rank_table.md") -> str:
         names = sorted(p.name for p in root.iterdir() if p.name.endswith((".md", ".csv")))
         raise UserError(f"no reference table {name!r}; available: {', '.join(names)}")
     return path.read_text()
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

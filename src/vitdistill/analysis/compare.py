@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from vitdistill.analysis import plots
+from vitdistill.analysis.options import CompareOptions
 from vitdistill.analysis.report import owned, write_tables
 from vitdistill.errors import UserError, first_line
 from vitdistill.utils.io import atomic_write_json, result_set
 from vitdistill.utils.lock import hold_folder, releases_folders
 from vitdistill.utils.markers import refuse_inside
+from vitdistill.utils.options import from_keywords
 from vitdistill.utils.plotting import pyplot
 
 
@@ -43,20 +45,22 @@ def _load(d: Path) -> tuple[dict, dict]:
 
 
 @releases_folders
-def compare(
-    result_dirs: list[str | os.PathLike],
-    out: str | os.PathLike,
-    labels: list[str] | None = None,
-    pdf: bool = False,
-) -> dict:
-    """Write comparison tables (svd_rank_table / sep_table in md, csv, tex) and overlay plots to ``out``."""
+def compare(result_dirs: list[str | os.PathLike], out: str | os.PathLike, **options) -> dict:
+    """Write comparison tables (svd_rank_table / sep_table in md, csv, tex) and overlay plots to ``out``.
+
+    ``options`` are the fields of :class:`~vitdistill.analysis.options.CompareOptions`.
+    """
+    opts = from_keywords(CompareOptions, options)
+    labels, pdf = opts.labels, opts.pdf
     if not result_dirs:
         raise UserError("compare needs at least one analysis folder")
     dirs = [Path(d) for d in result_dirs]
     if any(Path(out).resolve() == d.resolve() for d in dirs):
-        raise UserError(f"--out {out} is one of the analyses being compared; choose another folder")
+        raise UserError(
+            f"'out' {out} is one of the analyses being compared; choose another folder", settings=("out",)
+        )
     if labels is not None and len(labels) != len(dirs):
-        raise UserError(f"--labels gives {len(labels)} names for {len(dirs)} folders")
+        raise UserError(f"'labels' gives {len(labels)} names for {len(dirs)} folders", settings=("labels",))
     loaded = [_load(d) for d in dirs]
     labels = labels or _default_labels([s for s, _ in loaded], dirs)
     summaries = [s for s, _ in loaded]
@@ -78,6 +82,8 @@ def _index(dirs: list[Path], labels: list[str], summaries: list[dict]) -> dict:
             {
                 "label": lab,
                 "model": s["model"],
+                "layer": s.get("layer"),
+                "layer_unit": s.get("layer_unit", "block"),
                 "channels": s["channels"],
                 "tokens": s["tokens"],
                 "images": s["images"],

@@ -55,6 +55,15 @@ def save(fig, out: Path, name: str, pdf: bool, right: float = 0.98) -> None:
     pyplot().close(fig)
 
 
+def _shapes_vary(layers: list[dict]) -> bool:
+    return len({(e["tokens"], e["channels"]) for e in layers}) > 1
+
+
+def _where(summary: dict, layer: int) -> str:
+    """'layer 11' or 'stage 4', with the layer's N tokens and C channels."""
+    return f"{summary.get('layer_unit', 'layer')} {layer} (N={summary['tokens']}, C={summary['channels']})"
+
+
 def plot_layer_ranks(out: Path, summary: dict, pdf: bool) -> None:
     layers = summary["layers"]
     x = [e["layer"] for e in layers]
@@ -69,15 +78,20 @@ def plot_layer_ranks(out: Path, summary: dict, pdf: bool) -> None:
         ax.plot(x, mean, "-o", color=c, ms=3, label=f"{t}% energy: mean (band p25-p75)")
         ax.fill_between(x, lo, hi, color=c, alpha=0.2)
         ax.plot(x, p99, "--", color=c, lw=1, label=f"{t}% energy: p99")
-    ax.set_xlabel("layer (block index)")
+    unit = summary.get("layer_unit", "block")
+    ax.set_xlabel(f"{unit} index" + ("  (N tokens x C channels)" if _shapes_vary(layers) else ""))
     ax.set_ylabel("per-image SVD rank d_t (dimensions)")
-    ax.set_title(
-        f"{summary['model']}: per-image ranks by layer (N={summary['tokens']}, C={summary['channels']})"
-    )
     ax.set_ylim(bottom=0)
-    from matplotlib.ticker import MaxNLocator
+    if _shapes_vary(layers):  # every stage its own N and C: written under its tick
+        ax.set_title(f"{summary['model']}: per-image ranks by {unit}")
+        ax.set_xticks(x, [f"{e['layer']}\n{e['tokens']}x{e['channels']}" for e in layers], fontsize=7)
+    else:
+        ax.set_title(
+            f"{summary['model']}: per-image ranks by {unit} (N={summary['tokens']}, C={summary['channels']})"
+        )
+        from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     save(fig, out, "layer_ranks", pdf, right=0.72)
@@ -87,7 +101,6 @@ def plot_hist(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> 
     svd = curves[f"L{layer}/svd_per_image_d"]
     pca = curves.get(f"L{layer}/pca_per_image_d")
     ts = list(summary["svd"]["p99"].keys())
-    c = summary["channels"]
     fig, axes = _subplots(1, len(ts), figsize=(3.2 * len(ts), 3.4), squeeze=False)
     top = int(max(svd.max(initial=1), pca.max(initial=1) if pca is not None and len(pca) else 1))
     bins = np.arange(top + 2) - 0.5 if top <= 60 else np.linspace(0, top + 1, 61)
@@ -114,7 +127,7 @@ def plot_hist(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> 
         if k == 0:
             ax.set_ylabel("images")
             ax.legend(fontsize=7)
-    fig.suptitle(f"{summary['model']} layer {layer}: own basis vs one shared basis (C={c})", fontsize=10)
+    fig.suptitle(f"{summary['model']} {_where(summary, layer)}: own basis vs one shared basis", fontsize=10)
     save(fig, out, "svd_vs_dataset_hist", pdf)
 
 
@@ -152,7 +165,9 @@ def plot_pca(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> N
     a2.set_ylim(0, 101)
     a2.grid(alpha=0.3)
     a2.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{summary['model']} layer {layer} (C={c}, {summary['total_tokens']} tokens)", fontsize=10)
+    fig.suptitle(
+        f"{summary['model']} {_where(summary, layer)}, {summary['total_tokens']} tokens in all", fontsize=10
+    )
     save(fig, out, "pca_spectrum", pdf)
 
 
@@ -193,7 +208,7 @@ def plot_sep(out: Path, summary: dict, curves: dict, layer: int, pdf: bool) -> N
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(
-        f"{summary['model']} layer {layer}: SEP over channels (full order: d50 = D/2 is uninformative)",
+        f"{summary['model']} {_where(summary, layer)}: SEP over channels (full order: d50 = D/2 is uninformative)",
         fontsize=10,
     )
     save(fig, out, "sep_curves", pdf)
@@ -225,8 +240,8 @@ def plot_rotation(out: Path, summary: dict, curves: dict, layer: int, pdf: bool)
     axes[2].set_ylabel("images")
     axes[2].set_title("shared-basis capture")
     fig.suptitle(
-        f"{summary['model']} layer {layer}: subspace rotation (k = own d at "
-        f"{100 * rot['threshold']:g}%, {rot['images']} images, C={rot['channels']})",
+        f"{summary['model']} {_where(summary, layer)}: subspace rotation (k = own d at "
+        f"{100 * rot['threshold']:g}%, {rot['images']} images)",
         fontsize=10,
     )
     save(fig, out, "rotation", pdf)

@@ -37,6 +37,13 @@ def _clean(o: Any) -> Any:
     return o
 
 
+TOKENS_NOTE = {
+    "block": "tokens = patch tokens per image (prefix tokens dropped); total_tokens = over all images",
+    "stage": "tokens = N = H*W positions of each stage's feature map, channels = C (the map's depth); "
+    "total_tokens = over all images; N and C differ from stage to stage",
+}
+
+
 def build_summary(stats, layer_ids, opts, provenance, sample_ids, n_total, skipped, timing) -> dict:
     last = layer_ids[-1]
     layers = []
@@ -50,6 +57,10 @@ def build_summary(stats, layer_ids, opts, provenance, sample_ids, n_total, skipp
         sep = seps[L] = st.sep.compute(opts.sep_mode, opts.bootstrap, opts.seed)
         entry["sep"] = {k: sep[k] for k in ("mode", "D", "d", "d_over_D")}
         entry["sep"]["folded"] = {k: sep["folded"][k] for k in ("bins", "d", "d_over_D")}
+        if "permutation" in sep:
+            entry["sep"]["permutation"] = sep["permutation"]
+        if st.rotation is not None:
+            entry["rotation"] = st.rotation.compute(st.pca.eig()[1])[0]
         layers.append(entry)
     st = stats[last]
     top = layers[-1]
@@ -58,10 +69,12 @@ def build_summary(stats, layer_ids, opts, provenance, sample_ids, n_total, skipp
         basis = st.pca.eig()[1]
         rotation, _ = st.rotation.compute(basis)
     ids, _ = st.svd.per_image()
+    unit = provenance.get("taps", {}).get("unit", "block")
     summary = {
         "model": provenance["model"],
         "weights": provenance["weights"],
         "layer": last,
+        "layer_unit": unit,
         "images": int(len(ids)),
         "images_requested": int(n_total),
         "images_skipped": int(skipped),
@@ -77,7 +90,7 @@ def build_summary(stats, layer_ids, opts, provenance, sample_ids, n_total, skipp
         "provenance": provenance,
         "timing": timing,
         "notes": {
-            "tokens": "tokens = patch tokens per image (prefix tokens dropped); total_tokens = over all images",
+            "tokens": TOKENS_NOTE[unit],
             "numerical_rank": "count of singular values above rank_rtol times the image's largest one",
             "percentiles": "linear interpolation across images (numpy method='linear')",
             "sep": CAUTION,
@@ -133,8 +146,9 @@ def write_tables(out: Path, summaries: list[dict], labels: list[str] | None = No
     if len(summaries) == 1:
         s = summaries[0]
         layer_rows = []
+        first = "Stage" if s.get("layer_unit") == "stage" else "Layer"
         for e in s["layers"]:
-            r = {"Layer": e["layer"], "Tokens": e["tokens"], "Dims": e["channels"]}
+            r = {first: e["layer"], "Tokens": e["tokens"], "Dims": e["channels"]}
             for t, v in e["svd"]["p99"].items():
                 r[f"SVD p99 {t}%"] = v
             for t, v in e["svd"]["mean"].items():
@@ -145,7 +159,16 @@ def write_tables(out: Path, summaries: list[dict], labels: list[str] | None = No
                 r[f"SEP d@{a}%"] = v
             layer_rows.append(r)
         for fmt in ("md", "csv", "tex"):
-            atomic_write_text(out / f"layers_table.{fmt}", render(layer_rows, fmt, "Per-layer statistics"))
+            atomic_write_text(out / f"layers_table.{fmt}", render(layer_rows, fmt, _layers_caption(s)))
+
+
+def _layers_caption(summary: dict) -> str:
+    if summary.get("layer_unit") == "stage":
+        return (
+            "Per-stage statistics: Stage = index in the model's timm feature_info, Tokens = N = H*W of "
+            "the stage's feature map, Dims = its C channels"
+        )
+    return "Per-layer statistics"
 
 
 def write_per_image(out: Path, stats, layer: int, opts, sample_ids: list[str]) -> None:
@@ -222,7 +245,7 @@ def write_outputs(
 ) -> None:
     """Write the whole result set into ``out`` at once (see :func:`vitdistill.utils.io.result_set`).
 
-    Saved features (``--save-features``) are taken from ``features_dir``, where the pass wrote them.
+    Saved features (``save_features``) are taken from ``features_dir``, where the pass wrote them.
     """
     with result_set(out, owned) as stage:
         _write_set(stage, summary, stats, layer_ids, opts, sample_ids, saved_manifest, features_dir)
@@ -266,7 +289,7 @@ def _write_set(out: Path, summary, stats, layer_ids, opts, sample_ids, saved_man
 
 
 def load_features(result_dir: str | Path, layer: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read features saved with --save-features: (ids (I,), array (I, N, C)) for one layer."""
+    """Read features saved with save_features: (ids (I,), array (I, N, C)) for one layer."""
     root = Path(result_dir) / "features"
     manifest = json.loads((root / "manifest.json").read_text())
     ids, arrays = [], []

@@ -15,245 +15,35 @@ Under torchrun each rank takes every K-th image; states are merged with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from vitdistill.analysis.pca import CapturedEnergy, SecondMoment, solve_all
+from vitdistill.analysis.featurefile import FeatureFile
+from vitdistill.analysis.layerstats import LayerStats, preprocess
+from vitdistill.analysis.options import AnalysisOptions
+from vitdistill.analysis.pca import CapturedEnergy, solve_all
 from vitdistill.analysis.pipeline import StatsWorker
-from vitdistill.analysis.rotation import SubspaceRotation, sample_indices
-from vitdistill.analysis.sep import MODES, SEP
-from vitdistill.analysis.spectra import PRECISIONS, PerImageSVD, on_solver_pool, solver_threads
-from vitdistill.analysis.stats import Mergeable, merge_states
+from vitdistill.analysis.rotation import sample_indices
+from vitdistill.analysis.spectra import on_solver_pool, solver_threads
+from vitdistill.analysis.stats import merge_states
 from vitdistill.errors import UserError
 from vitdistill.utils import dist
 from vitdistill.utils.io import atomic_torch_save
 from vitdistill.utils.lock import hold_folder, releases_folders
 from vitdistill.utils.malloc import large_buffers_on_heap
 from vitdistill.utils.markers import refuse_inside
+from vitdistill.utils.options import from_keywords
 from vitdistill.utils.progress import Progress
-
-
-@dataclass
-class AnalysisOptions:
-    """Every knob of an analysis; all of them are recorded in summary.json."""
-
-    layers: Any = "all"
-    images: int | None = None
-    batch_size: int = 32
-    device: str = "cpu"
-    split: str = "val"
-    center: bool = False
-    standardize: bool = False
-    thresholds: tuple[float, ...] = (0.8, 0.9, 0.95, 0.99)
-    sep_alphas: tuple[float, ...] = (50, 60, 70, 80, 90)
-    sep_mode: str = "full"
-    permutations: int = 50
-    permutation_layers: str = "last"
-    bootstrap: int = 1000
-    rotation_images: int = 64
-    rotation_threshold: float = 0.9
-    rotation_pairs: int = 5000
-    pca_curves: str = "last"
-    final_norm: bool = False
-    rank_rtol: float | None = None
-    precision: str = "float64"
-    overlap: bool = False
-    seed: int = 0
-    strict: bool = False
-    crop_pct: float | None = None
-    num_workers: int = 0
-    resume: bool = False
-    checkpoint_every: int = 20
-    save_features: bool = False
-    features_dtype: str = "float16"
-    pdf: bool = False
-    plots: bool = True
-    progress: bool = True
-    extra: dict = field(default_factory=dict)
-
-    def validate(self) -> None:
-        if self.sep_mode not in MODES:
-            raise UserError(f"--sep-mode must be one of {', '.join(MODES)} (got {self.sep_mode!r})")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1 (got {self.batch_size})")
-        if self.images is not None and self.images < 1:
-            raise UserError(f"--images must be >= 1 (got {self.images})")
-        if self.permutations < 0 or self.bootstrap < 0 or self.rotation_images < 0:
-            raise UserError("--permutations, --bootstrap and --rotation-images must be >= 0")
-        for t in self.thresholds:
-            if not 0 < t <= 1:
-                raise UserError(f"energy thresholds must be percentages in (0, 100] (got {t * 100:g})")
-        for a in self.sep_alphas:
-            if not 0 < a <= 100:
-                raise UserError(f"SEP thresholds must be in (0, 100] (got {a:g})")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
-        if self.pca_curves not in ("last", "all", "off"):
-            raise UserError(f"--pca-curves must be last, all or off (got {self.pca_curves!r})")
-        if self.permutation_layers not in ("last", "all"):
-            raise UserError(f"--permutation-layers must be last or all (got {self.permutation_layers!r})")
-        if self.features_dtype not in ("float16", "float32"):
-            raise UserError(f"--features-dtype must be float16 or float32 (got {self.features_dtype!r})")
-        if not 0 < self.rotation_threshold <= 1:
-            raise UserError("--rotation-threshold must be in (0, 100]")
-        if self.rank_rtol is not None and not 0 <= self.rank_rtol < 1:
-            raise UserError(
-                f"--rank-rtol is relative to the largest singular value: use [0, 1) (got {self.rank_rtol:g})"
-            )
-        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
-            raise UserError(
-                f"--crop-pct must be in (0, 1]; 1.0 keeps the whole image (got {self.crop_pct:g})"
-            )
-        for flag, v, low in (
-            ("--checkpoint-every", self.checkpoint_every, 0),
-            ("--workers", self.num_workers, 0),
-            ("--rotation-pairs", self.rotation_pairs, 1),
-        ):
-            if v < low:
-                raise UserError(f"{flag} must be >= {low} (got {v})")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(
-                f"--device {self.device}: CUDA is not available on this machine; use --device cpu"
-            )
-
-    def fingerprint(self) -> str:
-        """Hash of the options that change the numbers (so --resume refuses a changed run)."""
-        keep = {
-            k: v
-            for k, v in asdict(self).items()
-            if k not in ("resume", "progress", "pdf", "plots", "checkpoint_every", "num_workers", "device")
-        }
-        keep.pop("overlap")  # where the statistics run does not change them
-        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-class FeatureFile:
-    """Append-only raw (images, N, C) array on disk plus the image indices, resumable by length."""
-
-    def __init__(self, path: Path, dtype: str = "float32"):
-        self.path = Path(path)
-        self.dtype = np.dtype(dtype)
-        self.ids: list[int] = []
-        self.shape: tuple[int, int] | None = None
-        self._fh = None
-
-    def _open(self) -> None:
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "ab")  # noqa: SIM115 - stays open across batches
-
-    def write(self, x: torch.Tensor, ids: torch.Tensor) -> None:
-        self._open()
-        self.shape = (int(x.shape[1]), int(x.shape[2]))
-        self._fh.write(x.detach().to("cpu", torch.float32).numpy().astype(self.dtype).tobytes())
-        self.ids.extend(int(i) for i in ids)
-
-    def flush(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-    def state_dict(self) -> dict:
-        self.flush()
-        return {"ids": list(self.ids), "shape": self.shape}
-
-    def load_state_dict(self, sd: dict) -> None:
-        self.close()
-        self.ids, self.shape = list(sd["ids"]), sd["shape"]
-        size = len(self.ids) * (int(np.prod(self.shape)) if self.shape else 0) * self.dtype.itemsize
-        if self.path.exists():
-            with open(self.path, "r+b") as f:
-                f.truncate(size)
-        elif size:
-            raise UserError(f"cannot resume: scratch file {self.path} is gone; rerun without --resume")
-
-    def chunks(self, images_per_chunk: int):
-        """Yield (features (b, N, C) float32, ids) in the order written, one chunk at a time."""
-        self.flush()
-        if not self.ids:
-            return
-        per = int(np.prod(self.shape))
-        with open(self.path, "rb") as f:
-            for s in range(0, len(self.ids), images_per_chunk):
-                ids = self.ids[s : s + images_per_chunk]
-                a = np.fromfile(f, dtype=self.dtype, count=per * len(ids)).reshape(len(ids), *self.shape)
-                yield torch.from_numpy(a.astype(np.float32)), torch.tensor(ids, dtype=torch.int64)
-
-
-def preprocess(x: torch.Tensor, center: bool, standardize: bool) -> torch.Tensor:
-    """Per-image token preprocessing: centre channels over the image's tokens, or z-score them.
-
-    Done per image (not with a dataset mean) so that it is a streaming, order-free operation.
-    """
-    x = x.float()
-    if center or standardize:
-        x = x - x.mean(dim=1, keepdim=True)
-    if standardize:
-        std = x.std(dim=1, keepdim=True, unbiased=False)
-        x = torch.where(std > 0, x / std.clamp_min(1e-12), torch.zeros_like(x))
-    return x
-
-
-class LayerStats(Mergeable):
-    """All streaming metrics of one layer."""
-
-    reductions: ClassVar[dict[str, Any]] = {
-        "svd": PerImageSVD.reductions,
-        "pca": SecondMoment.reductions,
-        "sep": SEP.reductions,
-        "rotation": SubspaceRotation.reductions,
-    }
-
-    def __init__(
-        self, layer: int, opts: AnalysisOptions, permutations: int, rotation_sample: list[int] | None
-    ):
-        self.layer = layer
-        self.svd = PerImageSVD(opts.thresholds, opts.rank_rtol, opts.precision)
-        self.pca = SecondMoment(opts.thresholds)
-        self.sep = SEP(opts.sep_alphas, permutations, opts.sep_mode, seed=opts.seed + 1000 * layer)
-        self.rotation = (
-            SubspaceRotation(rotation_sample, opts.rotation_threshold, opts.rotation_pairs, opts.seed)
-            if rotation_sample is not None
-            else None
-        )
-        self.curves: CapturedEnergy | None = None
-
-    def update(self, x: torch.Tensor, ids: torch.Tensor) -> None:
-        x64 = x.to(torch.float64)  # one float64 copy for the two products that need it
-        self.svd.update(x, ids, x64)
-        self.pca.update(x64)
-        self.sep.update(x, ids)
-        if self.rotation is not None:
-            self.rotation.update(x, ids)
-
-    def state_dict(self) -> dict:
-        sd = {"svd": self.svd.state_dict(), "pca": self.pca.state_dict(), "sep": self.sep.state_dict()}
-        if self.rotation is not None:
-            sd["rotation"] = self.rotation.state_dict()
-        return sd
-
-    def load_state_dict(self, sd: dict) -> None:
-        self.svd.load_state_dict(sd["svd"])
-        self.pca.load_state_dict(sd["pca"])
-        self.sep.load_state_dict(sd["sep"])
-        if self.rotation is not None:
-            self.rotation.load_state_dict(sd["rotation"])
 
 
 def _versions() -> dict:
@@ -288,29 +78,25 @@ def analyze(
     data: str | os.PathLike,
     out: str | os.PathLike | None = None,
     *,
-    checkpoint: str | os.PathLike | None = None,
-    pretrained: bool = False,
-    num_classes: int | None = None,
     model_kwargs: dict | None = None,
-    trust_checkpoint: bool = False,
     **options: Any,
 ) -> dict | None:
     """Analyse a model's token features on a data set; write the result folder ``out``.
 
-    ``model`` is a timm model name (built with ``checkpoint``/``pretrained``/``num_classes``/
-    ``model_kwargs``) or a model object. ``options`` are the fields of :class:`AnalysisOptions`.
+    ``model`` is a timm model name (built with the ``checkpoint``/``pretrained``/``num_classes``
+    options and ``model_kwargs``) or a model object. ``options`` are the fields of
+    :class:`~vitdistill.analysis.options.AnalysisOptions`, where each is declared and documented.
     Returns the summary dict (on rank 0; ``None`` on other ranks of a torchrun job).
 
     Process-wide settings it changes while it runs are restored when it returns (or raises):
     glibc's allocator thresholds (:func:`vitdistill.utils.malloc.large_buffers_on_heap`, which
     says what glibc lets us restore) and torch's CPU thread count.
     """
+    opts = from_keywords(AnalysisOptions, options)
     threads = torch.get_num_threads()
     try:
         with large_buffers_on_heap() as heap_buffers:
-            load = dict(checkpoint=checkpoint, pretrained=pretrained, num_classes=num_classes)
-            load.update(trust_checkpoint=trust_checkpoint, model_kwargs=model_kwargs)
-            return _analyze(model, data, out, load, options, heap_buffers)
+            return _analyze(model, data, out, model_kwargs, opts, heap_buffers)
     finally:
         torch.set_num_threads(threads)
 
@@ -333,7 +119,7 @@ class _Run:
     stats: dict[int, LayerStats] = field(default_factory=dict)
     curve_layers: list[int] = field(default_factory=list)
     spills: dict[int, FeatureFile] = field(default_factory=dict)  # pass-1 features for pass 2
-    saved: dict[int, FeatureFile] = field(default_factory=dict)  # --save-features
+    saved: dict[int, FeatureFile] = field(default_factory=dict)  # save_features
     fingerprint: str = ""
     done: list[int] = field(default_factory=list)
     skipped: int = 0
@@ -393,8 +179,8 @@ class _Run:
         self.done.extend(int(i) for i in idx)
 
 
-def _analyze(model, data, out, load: dict, options, heap_buffers):
-    run = _setup(model, data, out, load, options)
+def _analyze(model, data, out, model_kwargs, opts: AnalysisOptions, heap_buffers):
+    run = _setup(model, data, out, model_kwargs, opts)
     try:
         _build_stats(run)
         _resume_or_reset(run)
@@ -415,20 +201,15 @@ def _analyze(model, data, out, load: dict, options, heap_buffers):
     return summary
 
 
-def _setup(model, data, out, load: dict, options) -> _Run:
-    """Options, device, model (with its provenance), data set and the locked output folder."""
+def _setup(model, data, out, model_kwargs, opts: AnalysisOptions) -> _Run:
+    """Device, model (with its provenance), data set and the locked output folder."""
     from vitdistill.data import build_dataset, eval_transform
 
-    unknown = set(options) - set(AnalysisOptions.__dataclass_fields__)
-    if unknown:
-        raise TypeError(f"unknown analysis options: {', '.join(sorted(unknown))}")
-    opts = AnalysisOptions(**options)
-    opts.validate()
     info = dist.init_distributed(opts.device) if dist.launched_by_torchrun() else dist.current()
     device = torch.device(opts.device)
     if device.type == "cuda" and info.distributed:
         device = torch.device("cuda", info.local_rank)
-    model, prov, layer_ids = _setup_model(model, load, opts)
+    model, prov, layer_ids = _setup_model(model, model_kwargs, opts)
     model = model.to(device).eval()
 
     transform = eval_transform(model, crop_pct=opts.crop_pct)
@@ -444,7 +225,7 @@ def _setup(model, data, out, load: dict, options) -> _Run:
     return _Run(opts, info, device, model, prov, layer_ids, data, transform, ds, n_total, out)
 
 
-def _setup_model(model, load: dict, opts: AnalysisOptions) -> tuple[nn.Module, dict, list[int]]:
+def _setup_model(model, model_kwargs, opts: AnalysisOptions) -> tuple[nn.Module, dict, list[int]]:
     """The model (built from its name, or as given), its provenance and the analysed layers."""
     from vitdistill.models.loading import create_model
     from vitdistill.models.taps import check_tappable, resolve_layers
@@ -453,18 +234,18 @@ def _setup_model(model, load: dict, opts: AnalysisOptions) -> tuple[nn.Module, d
     if isinstance(model, str):
         model, prov = create_model(
             model,
-            load["checkpoint"],
-            load["pretrained"],
-            load["num_classes"],
-            load["trust_checkpoint"],
-            **(load["model_kwargs"] or {}),
+            opts.checkpoint,
+            opts.pretrained,
+            opts.num_classes,
+            opts.trust_checkpoint,
+            **(model_kwargs or {}),
         )
     else:
         cfg = getattr(model, "pretrained_cfg", None) or {}
         prov = {
             "model": cfg.get("architecture", type(model).__name__),
             "weights": {"kind": "in-memory model"},
-            "model_kwargs": load["model_kwargs"] or {},
+            "model_kwargs": model_kwargs or {},
         }
     check_tappable(model)
     layer_ids = sorted(resolve_layers(model, opts.layers))  # "last" = the deepest analysed layer
@@ -472,14 +253,15 @@ def _setup_model(model, load: dict, opts: AnalysisOptions) -> tuple[nn.Module, d
 
 
 def _build_stats(run: _Run) -> None:
-    """Every layer's metrics, the pass-2 scratch files and the --save-features files."""
+    """Every layer's metrics, the pass-2 scratch files and the save_features files."""
     opts, rank, last = run.opts, run.info.rank, run.last
     run.curve_layers = {"last": [last], "all": list(run.layer_ids), "off": []}[opts.pca_curves]
     perm_layers = [last] if opts.permutation_layers == "last" else list(run.layer_ids)
+    rot_layers = [last] if opts.rotation_layers == "last" else list(run.layer_ids)
     rot_sample = sample_indices(run.n_total, opts.rotation_images, opts.seed)
     run.stats = {
         L: LayerStats(
-            L, opts, opts.permutations if L in perm_layers else 0, rot_sample if last == L else None
+            L, opts, opts.permutations if L in perm_layers else 0, rot_sample if L in rot_layers else None
         )
         for L in run.layer_ids
     }
@@ -495,7 +277,7 @@ def _build_stats(run: _Run) -> None:
 
 
 def _resume_or_reset(run: _Run) -> None:
-    """--resume: load this rank's checkpoint (same fingerprint only); otherwise clear old state."""
+    """resume: load this rank's checkpoint (same fingerprint only); otherwise clear old state."""
     run.fingerprint = (
         run.opts.fingerprint()
         + f"/w{run.info.world_size}/n{run.n_total}/"
@@ -505,8 +287,9 @@ def _resume_or_reset(run: _Run) -> None:
         ck = _read_state(run.ckpt_path)
         if ck["fingerprint"] != run.fingerprint:
             raise UserError(
-                f"--resume: {run.ckpt_path} was written with other options, weights, data or process count; "
-                "rerun with the same flags or without --resume"
+                f"'resume': {run.ckpt_path} was written with other options, weights, data or process count; "
+                "rerun with the same ones or without 'resume'",
+                settings=("resume",),
             )
         for L in run.layer_ids:
             run.stats[L].load_state_dict(ck["layers"][L])
@@ -550,7 +333,7 @@ def _pass1(run: _Run) -> float:
         len(todo), f"analyze {run.prov['model']}", unit="img", enabled=info.is_main and opts.progress
     )
     n_batches = 0
-    # --overlap: the statistics of batch k run on a worker thread while batch k+1 is in the model
+    # overlap: the statistics of batch k run on a worker thread while batch k+1 is in the model
     worker = StatsWorker(run.consume, depth=1) if opts.overlap else None
     for images, _labels, idx, n_skip in loader:
         run.skipped += int(n_skip)
@@ -605,7 +388,7 @@ def _pass2(run: _Run) -> float:
 
 
 def _close_saved(run: _Run) -> dict | None:
-    """Close the --save-features files; every rank's file, ids and shape per layer (or None)."""
+    """Close the save_features files; every rank's file, ids and shape per layer (or None)."""
     for s in run.saved.values():
         s.close()
     if not run.saved:
@@ -620,6 +403,7 @@ def _write(run: _Run, heap_buffers, skipped_all: int, timing: dict, saved_manife
     """Rank 0: provenance, summary.json and every output file; the scratch state is removed."""
     from vitdistill.analysis import report
     from vitdistill.data import resolve_data_config
+    from vitdistill.models.taps import describe_taps
 
     ds, opts = run.ds, run.opts
     provenance = {
@@ -631,6 +415,7 @@ def _write(run: _Run, heap_buffers, skipped_all: int, timing: dict, saved_manife
         "device": str(run.device),
         "world_size": run.info.world_size,
         "num_prefix_tokens": int(getattr(run.model, "num_prefix_tokens", 0) or 0),
+        "taps": describe_taps(run.model, run.layer_ids),
         "allocator": {"glibc_large_buffers_on_heap": heap_buffers, "torch_threads": torch.get_num_threads()},
     }
     sample_ids = list(getattr(ds, "sample_ids", [str(i) for i in range(run.n_total)]))
@@ -658,7 +443,9 @@ def _read_state(path: Path) -> dict:
     try:
         ck = torch_load(path, opt_in=None)
     except UserError as e:
-        raise UserError(f"--resume: {e}; rerun without --resume") from None
+        raise UserError(f"'resume': {e}; rerun without 'resume'", settings=("resume",)) from None
     if not isinstance(ck, dict) or "fingerprint" not in ck:
-        raise UserError(f"--resume: {path} is not an analysis state; rerun without --resume")
+        raise UserError(
+            f"'resume': {path} is not an analysis state; rerun without 'resume'", settings=("resume",)
+        )
     return ck

@@ -20,9 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from vitdistill.analysis.options import SEP_MODES as MODES
 from vitdistill.analysis.stats import Mergeable, RowStore, akey, bootstrap_ci, first_at_least
-
-MODES = ("full", "folded")
 
 CAUTION = (
     "In full FFT order the power spectrum of a real token is symmetric (S(k) = S(D-k)), so the "

@@ -37,10 +37,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from vitdistill.analysis.options import PRECISIONS
 from vitdistill.analysis.stats import Mergeable, RowStore, by_stat, describe, energy_ranks, tkey
 
 EPS32 = float(np.finfo(np.float32).eps)
-PRECISIONS = ("mixed", "float64")
 CUDA_BATCHED_MAX = 32  # the largest matrix that torch's CUDA eigvalsh solves as one batch
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (size, pool), made on first use

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+# flags of `train` that a timm user may type here too, and why they do not apply
+NOT_HERE = {
+    "--epochs": "eval does not train",
+    "--lr": "eval does not train",
+    "--seed": "eval draws nothing at random",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="evaluation crop in (0, 1] (default: a run's data.eval_crop_pct, else the model's timm default)",
     )
+    parser.add_argument(
+        "--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast dtype (default none)"
+    )
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="timm's pretrained weights for a model name (what a name without --checkpoint gets anyway)",
+    )
     parser.add_argument("--strict", action="store_true", help="an unreadable image is fatal")
     parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
 
@@ -51,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers must be >= 0 (got {args.workers})")
     if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
         raise UserError(f"--crop-pct must be in (0, 1] (got {args.crop_pct})")
+    if args.pretrained and (args.checkpoint or Path(args.model).is_dir()):
+        raise UserError(
+            "--pretrained loads timm's weights for a model name; a run or export folder, or --checkpoint, "
+            "brings its own weights"
+        )
     res = evaluate(
         args.model,
         args.data,
@@ -64,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         strict=args.strict,
         trust_checkpoint=args.trust_checkpoint,
         crop_pct=args.crop_pct,
+        amp=args.amp,
     )
     if current().is_main:
         extra = f", {res['skipped']} unreadable skipped" if res["skipped"] else ""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vitdistill.utils.overrides import add_set_option, parse_sets
+from vitdistill.commands.flags import add_set_option
+from vitdistill.utils.overrides import parse_sets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

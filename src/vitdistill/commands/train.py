@@ -5,7 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 
-from vitdistill.utils.overrides import add_set_option
+from vitdistill.commands.flags import add_set_option, add_shortcuts, shortcut_overrides
+
+# The flags a timm user types, each a shortcut for one config key: `--FLAG VALUE` is
+# `--set KEY=VALUE` (a flag that takes no value sets the key to true).
+SHORTCUTS = {
+    "epochs": "epochs",
+    "batch-size": "data.batch_size",
+    "lr": "optim.lr",
+    "amp": "amp",
+    "workers": "data.num_workers",
+    "pretrained": "model.pretrained",
+    "device": "device",
+    "seed": "seed",
+}
+SWITCHES = ("model.pretrained",)  # shortcuts that take no value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,13 +32,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", help="'auto' (continue RUN/checkpoints/last.pt if present) or a checkpoint path"
     )
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--strict", action="store_true", default=None, help="an unreadable image is fatal")
     parser.add_argument(
         "--trust-checkpoint",
         action="store_true",
         help="allow legacy model/teacher checkpoints that pickle more than tensors (can run code)",
     )
+    add_shortcuts(parser, SHORTCUTS, SWITCHES)
+
+
+def set_keys() -> dict[str, str]:
+    """Every config key ``--set`` takes, with an example value (for the unknown-flag hint)."""
+    from vitdistill.distill.config import SCHEMA
+
+    return {key: "true" if bool in decl.types else "VALUE" for key, decl in SCHEMA.items()}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
     summary = train(
         args.config,
         overrides=args.overrides
+        + shortcut_overrides(args, SHORTCUTS)
         + (["model.trust_checkpoint=true", "teacher.trust_checkpoint=true"] if args.trust_checkpoint else []),
         output=args.output,
         resume=args.resume,
         data=args.data,
-        device=args.device,
         strict=args.strict,
     )
     if current().is_main:

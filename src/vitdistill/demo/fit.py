@@ -59,7 +59,10 @@ def save_splits(path: Path, splits: dict[str, Split]) -> None:
 
 
 def load_splits(path) -> dict[str, Split]:
-    return {k: Split(**v) for k, v in torch.load(path, weights_only=True).items()}
+    """The splits :func:`save_splits` wrote (tensors only: read without unpickling objects)."""
+    from vitdistill.checkpoints import torch_load
+
+    return {k: Split(**v) for k, v in torch_load(path, opt_in=None).items()}
 
 
 def resolve_config(recipe: dict, overrides: list[str]) -> dict:
@@ -85,11 +88,11 @@ def build_student(cfg: dict, narrow_cfg: dict, seed: int, num_classes: int) -> t
 
 
 def make_task(model, teacher, cfg: dict, input_size, num_classes: int):
+    from vitdistill.distill.config import needs_teacher
     from vitdistill.distill.task import DistillTask
 
     lc = cfg["loss"]
-    use_teacher = lc["alpha"] > 0 or lc["feat_weight"] > 0
-    return DistillTask(model, teacher if use_teacher else None, lc, input_size, num_classes)
+    return DistillTask(model, teacher if needs_teacher(lc) else None, lc, input_size, num_classes)
 
 
 def target_kind(task) -> str | None:
@@ -138,11 +141,14 @@ def fit(
     task, train: Split, val: Split, targets: dict | None, cfg: dict, seed: int, on_epoch=None
 ) -> dict[str, Any]:
     """Train ``task.trainable`` for ``cfg['epochs']``; batch order drawn from ``seed`` only."""
+    from vitdistill.distill.step import MicroBatch, Update, train_step
+
     batch = cfg["data"]["batch_size"]
     steps = len(train) // batch
     opt, sched = _optimizer(task, cfg, steps)
+    update = Update(opt, sched)  # the library's step without clipping, AMP, EMA or mixup
     task.trainable.train()
-    losses, updates = [], 0
+    losses = []
     for epoch in range(cfg["epochs"]):
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
         total = 0.0
@@ -152,13 +158,8 @@ def fit(
             if targets is not None:
                 lo = targets["logits"]
                 t_out = (lo[idx] if lo is not None else None, [f[idx] for f in targets["feats"]])
-            terms = task.losses(task.trainable(train.images[idx]), t_out, train.labels[idx])
-            opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            opt.step()
-            updates += 1
-            sched.step_update(num_updates=updates)
-            total += float(terms["loss"].detach())
+            step = train_step(task, [MicroBatch(train.images[idx], train.labels[idx], t_out)], update)
+            total += float(step.terms[0]["loss"])
         if not torch.isfinite(torch.tensor(total)):
             from vitdistill.errors import UserError
 
@@ -166,7 +167,7 @@ def fit(
         losses.append(total / steps)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
-    return {"top1": top1(task.student, val), "train_loss": losses, "steps": updates}
+    return {"top1": top1(task.student, val), "train_loss": losses, "steps": update.num_updates}
 
 
 def save_run(run_dir: Path, model, spec: dict, summary: dict) -> None:

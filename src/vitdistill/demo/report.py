@@ -251,9 +251,9 @@ def section_top(report: dict) -> list[Block]:
         b.append(
             (
                 "p",
-                "**Smoke run (`--quick`): the numbers in this report are not evidence.** Models are "
+                "**Smoke run (quick settings): the numbers in this report are not evidence.** Models are "
                 "tiny and trained for about one epoch, near chance accuracy; no verdict is drawn. "
-                "Run `vitdistill demo` without `--quick` for the study.",
+                "Run the demo without the quick settings for the study.",
             )
         )
     n_arms = len(report["results"])

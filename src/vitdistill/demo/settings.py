@@ -10,7 +10,7 @@ from vitdistill.demo.methods import BY_KEY, DEFAULT_METHODS, METHODS
 from vitdistill.errors import UserError
 
 STAGE_DIRS = ("1-data", "2-teacher", "3-teacher-analysis", "4-students", "5-student-analysis", "6-report")
-# The demo's size settings: positive integers, each also a `vitdistill demo --flag`.
+# The demo's size settings: positive integers, each also a flag of `vitdistill demo`.
 SIZE_FIELDS = (
     "seeds",
     "epochs",
@@ -106,9 +106,9 @@ class DemoSettings:
         for name in (*SIZE_FIELDS, "workers"):
             v = getattr(self, name)
             if v is not None and v < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 1 (got {v})")
+                raise UserError(f"'{name}' must be >= 1 (got {v})", settings=(name,))
         if self.seed_offset < 0:
-            raise UserError(f"--seed-offset must be >= 0 (got {self.seed_offset})")
+            raise UserError(f"'seed_offset' must be >= 0 (got {self.seed_offset})", settings=("seed_offset",))
         if self.data is not None and not str(self.data).startswith("synthetic:"):
             from pathlib import Path
 
@@ -116,12 +116,13 @@ class DemoSettings:
                 raise UserError(f"data folder {self.data} does not exist")
         if self.img_size % self.patch_size:
             raise UserError(
-                f"--img-size {self.img_size} must be a multiple of --patch-size {self.patch_size}"
+                f"img_size={self.img_size} must be a multiple of patch_size={self.patch_size}",
+                settings=("img_size", "patch_size"),
             )
         for name in ("teacher_width", "student_width"):
             if getattr(self, name) % 16:
                 raise UserError(
-                    f"--{name.replace('_', '-')} must be a multiple of 16 (got {getattr(self, name)})"
+                    f"'{name}' must be a multiple of 16 (got {getattr(self, name)})", settings=(name,)
                 )
         if self.student_width >= self.teacher_width:
             raise UserError(
@@ -130,10 +131,13 @@ class DemoSettings:
             )
         if self.batch_size > self.train_images:
             raise UserError(
-                f"--batch-size {self.batch_size} is larger than the training set ({self.train_images} images)"
+                f"batch_size={self.batch_size} is larger than the training set ({self.train_images} images)",
+                settings=("batch_size",),
             )
         if self.data is None and self.img_size < 16:
-            raise UserError("--img-size must be at least 16 for the synthetic data set")
+            raise UserError(
+                "'img_size' must be at least 16 for the synthetic data set", settings=("img_size",)
+            )
         unknown = [m for m in self.methods if m not in BY_KEY or m == "teacher"]
         if unknown:
             raise UserError(
@@ -147,10 +151,11 @@ class DemoSettings:
 
             if not torch.cuda.is_available():
                 raise UserError(
-                    f"--device {self.device}: CUDA is not available on this machine; use --device cpu"
+                    f"device={self.device!r}: CUDA is not available on this machine; use device='cpu'",
+                    settings=("device",),
                 )
         elif self.device != "cpu":
-            raise UserError(f"--device must be cpu or cuda (got {self.device!r})")
+            raise UserError(f"'device' must be cpu or cuda (got {self.device!r})", settings=("device",))
 
     @property
     def synthetic(self) -> bool:

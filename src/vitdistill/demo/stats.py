@@ -118,7 +118,7 @@ def side(c: dict | None) -> str | None:
 
 
 def holds(cs: dict[str, dict], quick: bool) -> bool | None:
-    """True: both headline intervals above 0; False: either below 0; None otherwise (and always for --quick)."""
+    """True: both headline intervals above 0; False: either below 0; None otherwise (and always for a quick run)."""
     if quick:
         return None
     sides = [side(cs.get(h)) for h in HEADLINE]

@@ -99,7 +99,9 @@ class Study:
         ):
             from vitdistill.errors import UserError
 
-            raise UserError(f"{self.out} exists and is not a demo folder; choose another --out")
+            raise UserError(
+                f"{self.out} exists and is not a demo folder; choose another 'out'", settings=("out",)
+            )
         self.out.mkdir(parents=True, exist_ok=True)
         import torch
 
@@ -125,7 +127,8 @@ class Study:
         if diff:
             raise UserError(
                 f"{self.out} holds a demo made with other settings ({', '.join(diff)}); "
-                "add --fresh to replace it, or choose another --out"
+                "set fresh=True to replace it, or choose another 'out'",
+                settings=("fresh", "out"),
             )
 
     def stage(self, number: int, title: str, fn) -> dict:

@@ -33,7 +33,7 @@ def sentence(cs: dict, quick: bool) -> str:
     """One sentence that states the headline result and never goes beyond the intervals."""
     if quick:
         return (
-            "Smoke run (--quick): tiny models trained for about one epoch, so accuracies sit near chance; "
+            "Smoke run (quick settings): tiny models trained for about one epoch, so accuracies sit near chance; "
             "no verdict is drawn and these numbers are not evidence."
         )
     parts = "; ".join(_headline_part(h, cs.get(h)) for h in HEADLINE)
@@ -139,7 +139,7 @@ def verdict(cs: dict, quick: bool) -> dict:
         "sentence": sentence(cs, quick),
         "headline": {h: side(cs.get(h)) for h in HEADLINE},
         "rule": "holds: both headline 95% t intervals (paired over seeds) above 0; false: either below 0; "
-        "null otherwise, and always for --quick",
+        "null otherwise, and always for a quick run",
         "mechanism": mechanism(cs, quick),
         "evidence": not quick,
     }

@@ -61,9 +61,8 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
     try:
         atomic_torch_save(path, state)
     except OSError as e:
-        raise UserError(
-            f"could not write checkpoint {path}: {e.strerror or e}; the previous checkpoint is intact"
-        ) from None
+        kept = "the previous checkpoint is intact" if Path(path).is_file() else "nothing was written"
+        raise UserError(f"could not write checkpoint {path}: {e.strerror or e}; {kept}") from None
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
@@ -80,15 +79,19 @@ def resume_path(last: Path, resume) -> Path | None:
     if resume is None:
         if last.exists():
             raise UserError(
-                f"{run_dir} already holds a run (checkpoints/last.pt): use --resume auto "
-                "to continue it, or another --output"
+                f"{run_dir} already holds a run (checkpoints/last.pt): use resume='auto' "
+                "to continue it, or another 'output'",
+                settings=("resume", "output"),
             )
         return None
     if str(resume) == "auto":
         return last if last.exists() else None
     p = Path(resume)
     if not p.is_file():
-        raise UserError(f"--resume {resume}: no such checkpoint file (use --resume auto or a .pt path)")
+        raise UserError(
+            f"resume={str(resume)!r}: no such checkpoint file (use resume='auto' or a .pt path)",
+            settings=("resume",),
+        )
     return p
 
 
@@ -103,3 +106,30 @@ def in_epoch_part(path: Path, in_epoch: dict | None, steps_per_epoch: int, world
             f"data settings (now {world_size} and {steps_per_epoch})"
         )
     return {"steps_done": int(in_epoch["steps_done"]), **in_epoch["ranks"][rank]}
+
+
+def load_optimizer(optimizer, saved: dict, path: Path, settings_changed: bool) -> None:
+    """Restore the optimizer's state; with ``settings_changed`` its hyperparameters stay the new config's.
+
+    The moments (Adam's, SGD's momentum) always continue; lr, weight decay and the like come
+    from the checkpoint unless the resumed run changed settings, so a changed ``optim.lr``
+    really applies from the resumed step.
+    """
+    fresh = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(saved)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise UserError(
+            f"checkpoint {path}: its optimizer state does not fit this config's optimizer "
+            f"({' '.join(str(e).split())[:300]}); "
+            "resume with the optimizer settings the run started with"
+        ) from None
+    if settings_changed:
+        for group, new in zip(optimizer.param_groups, fresh, strict=True):
+            group.update(new)
+
+
+def resume_line(path: Path, epochs_done: int, epochs: int, in_epoch: dict | None) -> str:
+    """What a resumed run says first: the checkpoint, the epochs it holds, how far into the next."""
+    within = f", {in_epoch['steps_done']} steps into the next" if in_epoch else ""
+    return f"vitdistill: resuming {path}: {epochs_done} of {epochs} epochs done{within}"

@@ -82,6 +82,15 @@ SCHEMA: dict[str, Key] = {
         "count), heads_linear / fixed_linear (widths ramp up to `width` over the num_wide blocks)",
         ("heads_step", "fixed_step", "heads_linear", "fixed_linear"),
     ),
+    "model.init": _k(
+        "auto",
+        str,
+        "initialisation of a Lift / WideLast student: published (the paper's published code: Lift's "
+        "projector LayerNorm eps 1e-5 and PyTorch's default Linear init of its projector and head; "
+        "WideLast's cls_token trunc-normal 0.02) or timm; auto: published for the registered paper "
+        "students, timm for a remedy on any base",
+        ("auto", "published", "timm"),
+    ),
     "model.kwargs": _k(
         {},
         dict,
@@ -207,9 +216,12 @@ SCHEMA: dict[str, Key] = {
     ),
     "optim.decay_embeddings": _k(
         False,
-        bool,
-        "also decay the parameters the model lists in no_weight_decay() (pos_embed, cls_token, "
-        "dist_token), as the published code did; false: they are never decayed",
+        (bool, str),
+        "weight decay on the parameters the model lists in no_weight_decay() (pos_embed, cls_token, "
+        "dist_token): false: never, for every student; true: always; published: as the published "
+        "code, per student (decayed for Lift, WideLast and the width-219 control, whose wrappers "
+        "hid no_weight_decay(); not for timm's DeiT-Tiny)",
+        (False, True, "published"),
     ),
     "optim.momentum": _k(0.9, float, "momentum for SGD-like optimizers"),
     "optim.clip_grad": _k(None, float, "clip the gradient norm to this value; null: off"),
@@ -285,6 +297,16 @@ def get(cfg: dict, dotted: str):
     return node
 
 
+def default(key: str):
+    """The declared default of a config key (for a config written before the key existed)."""
+    return copy.deepcopy(SCHEMA[key].default)
+
+
+def needs_teacher(loss: dict) -> bool:
+    """Whether a ``loss`` section uses a teacher: logit KD (alpha > 0) or feature KD (feat_weight > 0)."""
+    return float(loss.get("alpha", 0)) > 0 or float(loss.get("feat_weight", 0)) > 0
+
+
 def _unknown(key: str) -> UserError:
     near = closest_names(key, SCHEMA.keys(), n=3)
     hint = f" (did you mean {', '.join(near)}?)" if near else ""
@@ -355,7 +377,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` by the one ``--set`` rule (:mod:`vitdistill.utils.overrides`), with shorthand keys."""
+    """``key=value`` by the one KEY=VALUE rule (:mod:`vitdistill.utils.overrides`), with shorthand keys."""
     key, value = parse_set(text)
     if key in SHORTHAND and isinstance(value, str):
         key = SHORTHAND[key]
@@ -437,8 +459,7 @@ def _check_semantics(cfg: dict) -> None:
             raise UserError(
                 f"config key 'loss.pairs' must be a list of [student_layer, teacher_layer] ints, got {pairs!r}"
             )
-    needs_teacher = cfg["loss"]["alpha"] > 0 or cfg["loss"]["feat_weight"] > 0
-    if needs_teacher and not (cfg["teacher"]["name"] or cfg["teacher"]["checkpoint"]):
+    if needs_teacher(cfg["loss"]) and not (cfg["teacher"]["name"] or cfg["teacher"]["checkpoint"]):
         raise UserError(
             "loss.alpha or loss.feat_weight > 0 needs a teacher: set teacher.name (and pretrained or "
             "checkpoint), or teacher.checkpoint to a vitdistill run / export"

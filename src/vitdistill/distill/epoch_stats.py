@@ -68,17 +68,3 @@ class EpochStats:
             }
         )
         return out
-
-
-def first_nonfinite(first_bad: torch.Tensor | None, names: list[str] | None) -> tuple[int, list[str]] | None:
-    """(first optimizer step with a non-finite term, the terms that were) or None: all finite.
-
-    The total ``loss`` is named only when no single term was non-finite at that step.
-    """
-    if first_bad is None:
-        return None
-    hits = [(s, n) for s, n in zip(first_bad.tolist(), names, strict=True) if s >= 0]
-    if not hits:
-        return None
-    step = min(s for s, _ in hits)
-    return step, [n for s, n in hits if s == step and n != "loss"] or ["loss"]

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Sampler
 from vitdistill.errors import UserError
 from vitdistill.models.loading import load_model
 from vitdistill.utils import dist as dist_mod
-from vitdistill.utils.device import autocast, resolve_device
+from vitdistill.utils.device import amp_dtype, autocast, resolve_device
 
 
 class ShardSampler(Sampler[int]):
@@ -92,12 +92,13 @@ def evaluate(
     strict: bool = False,
     trust_checkpoint: bool = False,
     crop_pct: float | None = None,
+    amp: str | None = None,
 ) -> dict[str, Any]:
     """``{'top1', 'top5', 'loss', 'n', 'skipped', 'crop_pct', ...}`` of a model on ``data`` (its ``split``).
 
     The evaluation crop is ``crop_pct`` when given, else a run folder's ``data.eval_crop_pct`` (so a
     run is scored as it was during training), else the whole image on synthetic data, else the
-    model's timm default.
+    model's timm default. ``amp``: None / 'none', 'bf16' or 'fp16' autocast.
     """
     from vitdistill.data import build_dataset, collate_skip, eval_transform
 
@@ -122,7 +123,7 @@ def evaluate(
         collate_fn=collate_skip,
     )
     model = model.to(dev)
-    out = evaluate_loader(model, loader, dev)
+    out = evaluate_loader(model, loader, dev, amp_dtype=amp_dtype(amp))
     out.update(
         {
             "data": str(data),
@@ -132,6 +133,7 @@ def evaluate(
             else type(run_or_model).__name__,
             "ema": ema,
             "crop_pct": crop,  # None: the model's timm default
+            "amp": str(amp or "none"),
         }
     )
     return out

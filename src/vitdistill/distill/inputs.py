@@ -23,7 +23,10 @@ def build_datasets(data_cfg: dict) -> tuple:
     from vitdistill.data import build_dataset
 
     if not data_cfg["train"]:
-        raise UserError("no training data: set data.train in the config or pass --data DIR|synthetic:NAME")
+        raise UserError(
+            "no training data: set data.train in the config or give 'data' (a folder or synthetic:NAME)",
+            settings=("data",),
+        )
     strict = data_cfg["strict"]
     train_ds = build_dataset(
         data_cfg["train"], "train", transform=None, strict=strict, max_images=data_cfg["max_train_images"]

@@ -8,13 +8,19 @@ from vitdistill.errors import UserError
 
 
 def build_optimizer(cfg: dict, trainable: nn.Module):
-    """(timm optimizer, lr) for a config; ``optim.decay_embeddings`` also decays no_weight_decay()."""
+    """(timm optimizer, lr) for a config; ``optim.decay_embeddings`` also decays no_weight_decay()
+    (``published``: for the students whose published wrappers hid it)."""
     from timm.optim import create_optimizer_v2, param_groups_weight_decay
+
+    from vitdistill.models.conventions import published_decays_embeddings
 
     o = cfg["optim"]
     lr = o["lr"] if o["lr"] is not None else o["lr_base"] * cfg["data"]["batch_size"] / o["lr_base_size"]
     group_fn = None
-    if o["decay_embeddings"]:  # the published code: only 1-D tensors and biases are not decayed
+    decay = o["decay_embeddings"]
+    if decay == "published":
+        decay = published_decays_embeddings(getattr(trainable, "student", trainable))
+    if decay is True:  # only 1-D tensors and biases are not decayed
 
         def group_fn(model):
             return param_groups_weight_decay(model, o["weight_decay"], no_weight_decay_list=())

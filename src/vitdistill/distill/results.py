@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from vitdistill.distill.config import default, needs_teacher
 from vitdistill.errors import UserError
 from vitdistill.utils import yamlsafe
 from vitdistill.utils.io import atomic_write_text, result_set
@@ -131,7 +132,7 @@ def method_label(config: dict) -> str:
         parts.append(f"{loss.get('kd', 'soft')} KD")
     if feat > 0:
         term = "MSE" if loss.get("feat_loss", "mse") == "mse" else "spectral"
-        proj = loss.get("projector", "auto")
+        proj = loss.get("projector", default("loss.projector"))
         parts.append(term + (f" ({proj})" if proj in ("pool", "linear") else ""))
     return " + ".join(parts)
 
@@ -168,13 +169,13 @@ def _published_for(config: dict) -> float | None:
     """The published figure of this recipe (DeiT-Tiny-based students, CaiT-S24 teacher, 1000 classes)."""
     model, loss, teacher = config.get("model", {}), config.get("loss", {}), config.get("teacher", {})
     name = str(model.get("name", "")).split(".")[0]
-    uses_teacher = float(loss.get("alpha", 0)) > 0 or float(loss.get("feat_weight", 0)) > 0
+    uses_teacher = needs_teacher(loss)
     from_cait = str(teacher.get("name") or "").split(".")[0] == TEACHER
     kind = None
     if name == DEIT_TINY and not uses_teacher:
         kind = "alone"
     elif from_cait and float(loss.get("feat_weight", 0)) > 0:
-        if name == DEIT_TINY and loss.get("projector", "auto") in ("auto", "pool"):
+        if name == DEIT_TINY and loss.get("projector", default("loss.projector")) in ("auto", "pool"):
             kind = "featkd"
         elif name == "deit_tiny_lift_patch16_224":
             kind = "lift"

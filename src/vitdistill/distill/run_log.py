@@ -1,6 +1,7 @@
 """A run's metrics: ``metrics.jsonl`` (one JSON record per line) and, optionally, TensorBoard.
 
-Only the main process writes. Each record has a ``kind`` (``step`` or ``epoch``), the optimizer
+Only the main process writes. Every line is strict JSON: a NaN or infinite number is written
+as ``null`` (the run stops on one; see :mod:`vitdistill.distill.finite`). Each record has a ``kind`` (``step`` or ``epoch``), the optimizer
 ``step`` it was taken at and its numbers. On a resume the records past the checkpoint are
 dropped first: the resumed run writes them again.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from pathlib import Path
 
 from vitdistill.errors import UserError
@@ -50,7 +52,7 @@ class RunLog:
     def write(self, record: dict) -> None:
         if self._file is None:
             return
-        self._file.write(json.dumps(record) + "\n")
+        self._file.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         if self._tb is not None:
             step = record.get("step", 0)
             for k, v in record.items():
@@ -84,3 +86,14 @@ def epoch_line(record: dict, epochs: int, eta_s: float) -> str:
         val += f" (EMA {record['ema_top1']:.2f})"
     line = f"epoch {record['epoch'] + 1}/{epochs}  {train}  {val}  {record['images_per_s']:.0f} img/s"
     return f"{line}  ETA {fmt_duration(eta_s)}"
+
+
+def json_safe(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON ``null``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

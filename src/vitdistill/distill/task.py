@@ -17,12 +17,15 @@ import torch
 from torch import nn
 
 from vitdistill.distill import losses
+from vitdistill.distill.config import default, needs_teacher
 from vitdistill.errors import UserError
 
 
 def _has_blocks(model: nn.Module) -> bool:
-    blocks = getattr(model, "blocks", None)
-    return isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) > 0
+    """A transformer tapped block by block (a CNN's ``blocks``, as EfficientNet's, are not)."""
+    from vitdistill.models.taps import tap_family
+
+    return tap_family(model) == "blocks"
 
 
 def forward_with_taps(model: nn.Module, x: torch.Tensor, layers: list[int], norm: bool):
@@ -151,8 +154,8 @@ class DistillTask(nn.Module):
         self.w_feat = float(loss_cfg["feat_weight"])
         self.use_kd = self.alpha > 0
         self.use_feat = self.w_feat > 0
-        self.teacher = teacher if (self.use_kd or self.use_feat) else None
-        if (self.use_kd or self.use_feat) and teacher is None:
+        self.teacher = teacher if needs_teacher(loss_cfg) else None
+        if needs_teacher(loss_cfg) and teacher is None:
             raise UserError("loss.alpha or loss.feat_weight > 0 needs a teacher (teacher.name)")
         self.grid: tuple[int, int] | None = None
         s_layers: list[int] = []
@@ -161,7 +164,7 @@ class DistillTask(nn.Module):
         self.projector_modes: list[str] = []  # per tap pair: pool, linear or none (auto resolved)
         self.t_pool: list[int | None] = []  # per tap pair: pool the teacher's tokens to this width
         remedy_norm = hasattr(student, "lift_dim")
-        choice = loss_cfg.get("student_norm", "auto")
+        choice = loss_cfg.get("student_norm", default("loss.student_norm"))
         s_norm = remedy_norm if choice == "auto" else choice == "yes"
         if self.use_kd and self.teacher is not None:
             t_classes = getattr(self.teacher, "num_classes", None)
@@ -187,7 +190,7 @@ class DistillTask(nn.Module):
                         f"{tuple(input_size[1:])}): give both the same img_size / patch_size "
                         "(model.kwargs and teacher.kwargs)"
                     )
-                mode = projector_mode(loss_cfg.get("projector", "auto"), sc, tc)
+                mode = projector_mode(loss_cfg.get("projector", default("loss.projector")), sc, tc)
                 self.projector_modes.append(mode)
                 self.t_pool.append(sc if mode == "pool" and sc != tc else None)
                 dims.append((sc, tc) if mode == "linear" else (sc, sc))

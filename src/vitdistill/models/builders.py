@@ -14,6 +14,10 @@ Importing this module registers with timm:
 
 (``deit_tiny_widelast_patch16_224`` is the ``heads_step`` schedule.)
 
+The Lift and WideLast students initialise as the paper's published code did (``init="published"``,
+see :mod:`vitdistill.models.conventions`; ``init="timm"`` gives timm's conventions); the builders
+default to timm's.
+
 None of them has published weights; ``pretrained=True`` loads a local file given through
 ``pretrained_cfg_overlay=dict(file=...)``.
 """
@@ -32,6 +36,7 @@ from timm.models.vision_transformer import Attention, Block, Mlp, VisionTransfor
 from torch import nn
 
 from vitdistill.errors import UserError
+from vitdistill.models.conventions import CLS_TOKEN_STD, check_init
 from vitdistill.models.lift import LiftVisionTransformer
 from vitdistill.models.loading import check_name
 from vitdistill.models.widelast import WideLastVisionTransformer
@@ -152,14 +157,16 @@ def _create(model_cls, variant: str, pretrained: bool, model_args: dict, kwargs:
 @register_model
 def deit_tiny_lift_patch16_224(pretrained: bool = False, **kwargs) -> LiftVisionTransformer:
     """DeiT-Tiny with a retained lifting projector 192 -> 384 and a head on the mean lifted patch token."""
-    args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, lift_dim=384)
+    args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, lift_dim=384, init="published")
     return _create(LiftVisionTransformer, "deit_tiny_lift_patch16_224", pretrained, args, kwargs)
 
 
 @register_model
 def deit_tiny_widelast_patch16_224(pretrained: bool = False, **kwargs) -> WideLastVisionTransformer:
     """DeiT-Tiny whose last block runs at 384 (6 heads of 64) after an entry projection."""
-    args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, wide_dim=384, num_wide=1)
+    args = dict(
+        patch_size=16, embed_dim=192, depth=12, num_heads=3, wide_dim=384, num_wide=1, init="published"
+    )
     return _create(WideLastVisionTransformer, "deit_tiny_widelast_patch16_224", pretrained, args, kwargs)
 
 
@@ -172,6 +179,7 @@ def _deit_tiny_widelast(variant: str, schedule: str, num_wide: int, pretrained: 
         wide_dim=384,
         num_wide=num_wide,
         schedule=schedule,
+        init="published",
     )
     return _create(WideLastVisionTransformer, variant, pretrained, args, kwargs)
 
@@ -208,7 +216,11 @@ def deit_tiny_widelast_fixed_linear_patch16_224(
 
 @register_model
 def deit_tiny_uniform219_patch16_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """Uniform-width control: width 219 everywhere (3 heads of 73), parameter-matched to WideLast."""
+    """Uniform-width control: width 219 everywhere (3 heads of 73), parameter-matched to WideLast.
+
+    The published code built it with timm (DeiT-Tiny's arguments, width 219), so its
+    initialisation is timm's under either ``init``."""
+    check_init(kwargs.pop("init", "published"))
     args = dict(patch_size=16, embed_dim=219, depth=12, num_heads=3)
     return _create(VisionTransformer, "deit_tiny_uniform219_patch16_224", pretrained, args, kwargs)
 
@@ -289,10 +301,43 @@ def create_base_model(name: str, pretrained: bool = False, **kwargs) -> nn.Modul
     if not isinstance(name, str):
         raise UserError(f"unknown model {name!r}: a timm model name is a string")
     check_name(name)
+    if "img_size" in kwargs:
+        _image_size(kwargs["img_size"])
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        try:
+            model = timm.create_model(name, pretrained=pretrained, **kwargs)
+        except TypeError as e:
+            if "img_size" not in kwargs or "img_size" not in str(e):
+                raise
+            model = timm.create_model(name, pretrained=pretrained, **_without_img_size(kwargs))
+        return _with_input_size(model, kwargs) if "img_size" in kwargs else model
     except (TypeError, AssertionError) as e:
         raise UserError(f"cannot build '{name}' with {kwargs}: {e}") from e
+
+
+def _image_size(size: Any) -> tuple[int, int]:
+    """(H, W) of an ``img_size`` kwarg: a positive int or a pair of them; UserError otherwise."""
+    pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, list | tuple) else ()
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+        raise UserError(f"img_size must be a positive integer or a pair [H, W] of them (got {size!r})")
+    return pair
+
+
+def _without_img_size(kwargs: dict) -> dict:
+    return {k: v for k, v in kwargs.items() if k != "img_size"}
+
+
+def _with_input_size(model: nn.Module, kwargs: dict) -> nn.Module:
+    """``img_size`` becomes the model's data config input size, which the eval transform and
+    the taps read: timm keeps the registered size there even when the constructor took another
+    one, and a constructor without ``img_size`` (a CNN takes any input size) never sees it."""
+    h, w = _image_size(kwargs["img_size"])
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    cfg["input_size"] = (int(cfg.get("input_size", (3,))[0]), int(h), int(w))
+    cfg.pop("test_input_size", None)
+    model.pretrained_cfg = cfg
+    model.default_cfg = cfg
+    return model
 
 
 def _norm_layer_of(norm: nn.Module):
@@ -444,13 +489,18 @@ def _inherit_cfg(base: nn.Module, student: nn.Module, build_spec: dict) -> None:
     student.build_spec = build_spec
 
 
-def create_lift(base: str, lift_dim: int, pretrained: bool = False, **kwargs) -> LiftVisionTransformer:
+def create_lift(
+    base: str, lift_dim: int, pretrained: bool = False, init: str = "timm", **kwargs
+) -> LiftVisionTransformer:
     """A Lift student made from the timm ViT ``base`` (weights copied from it; lifted to ``lift_dim``).
 
     ``kwargs`` go to ``timm.create_model(base, ...)`` (img_size, patch_size, embed_dim, depth,
     num_heads, num_classes, drop_path_rate, pretrained_cfg_overlay, ...). With ``pretrained=True`` the
-    backbone starts from the base's weights; the base's final norm and head are dropped.
+    backbone starts from the base's weights; the base's final norm and head are dropped. ``init``:
+    ``timm`` (the base's norm layer, timm's init) or ``published`` (the paper's published code:
+    projector LayerNorm eps 1e-5, PyTorch's default init of the projector and head).
     """
+    check_init(init)
     base_model = create_base_model(base, pretrained=pretrained, **kwargs)
     args = _student_kwargs(base_model, base, kwargs)
     # Lift's own head: mean of the lifted patch tokens; the base's final norm / fc_norm are replaced
@@ -458,39 +508,50 @@ def create_lift(base: str, lift_dim: int, pretrained: bool = False, **kwargs) ->
         args.pop(k)
     args["global_pool"] = "avg"
     args["pool_include_prefix"] = False
-    student = LiftVisionTransformer(lift_dim=lift_dim, **args)
+    student = LiftVisionTransformer(lift_dim=lift_dim, init=init, **args)
     _copy_backbone(base_model, student, ("norm", "fc_norm", "head"), base)
     _check_same_backbone(base_model, student, len(student.blocks) - 1, base)
     _inherit_cfg(
         base_model,
         student,
-        dict(builder="create_lift", base=base, lift_dim=int(lift_dim), kwargs=_plain(kwargs)),
+        dict(builder="create_lift", base=base, lift_dim=int(lift_dim), kwargs=_plain(kwargs, init)),
     )
     return student
 
 
 def create_widelast(
-    base: str, wide_dim: int, num_wide: int = 1, pretrained: bool = False, **kwargs
+    base: str, wide_dim: int, num_wide: int = 1, pretrained: bool = False, init: str = "timm", **kwargs
 ) -> WideLastVisionTransformer:
     """A WideLast student made from the timm ViT ``base``: its last ``num_wide`` blocks at ``wide_dim``.
 
     The narrow blocks, embeddings and tokens are copied from the base (pretrained if asked); the
     wide blocks, final norm and head are new. ``kwargs`` go to ``timm.create_model(base, ...)``;
     ``wide_num_heads`` (default: keep the base head dim) and ``schedule`` (default ``heads_step``;
-    see :func:`vitdistill.models.widelast.widelast_tail`) are taken out first.
+    see :func:`vitdistill.models.widelast.widelast_tail`) are taken out first. ``init``: ``timm``
+    or ``published`` (the paper's published code: a trunc-normal 0.02 ``cls_token``, unless
+    ``pretrained`` brings the base's trained one).
     """
+    check_init(init)
     wide_heads = kwargs.pop("wide_num_heads", None)
     schedule = kwargs.pop("schedule", "heads_step")
     base_model = create_base_model(base, pretrained=pretrained, **kwargs)
     args = _student_kwargs(base_model, base, kwargs)
     student = WideLastVisionTransformer(
-        wide_dim=wide_dim, num_wide=num_wide, wide_num_heads=wide_heads, schedule=schedule, **args
+        wide_dim=wide_dim,
+        num_wide=num_wide,
+        wide_num_heads=wide_heads,
+        schedule=schedule,
+        init=init,
+        **args,
     )
     replaced = ("norm", "fc_norm", "head") + tuple(
         f"blocks.{i}" for i in range(student.first_wide, len(student.blocks))
     )
     _copy_backbone(base_model, student, replaced, base)
     _check_same_backbone(base_model, student, student.first_wide - 1, base)
+    if init == "published" and not pretrained and student.cls_token is not None:
+        with torch.no_grad():  # the copied token is the base's timm init; a pretrained one is kept
+            nn.init.trunc_normal_(student.cls_token, std=CLS_TOKEN_STD)
     _inherit_cfg(
         base_model,
         student,
@@ -501,16 +562,17 @@ def create_widelast(
             num_wide=int(num_wide),
             wide_num_heads=wide_heads,
             schedule=schedule,
-            kwargs=_plain(kwargs),
+            kwargs=_plain(kwargs, init),
         ),
     )
     return student
 
 
-def _plain(kwargs: dict) -> dict:
+def _plain(kwargs: dict, init: str = "timm") -> dict:
     """The JSON/YAML-friendly part of the builder kwargs (for ``build_spec``, which
-    :func:`vitdistill.models.loading.as_spec` reads into a model spec)."""
-    out = {}
+    :func:`vitdistill.models.loading.as_spec` reads into a model spec), with ``init`` when it is
+    not the builders' default (a spec without it was built with timm's conventions)."""
+    out = {"init": init} if init != "timm" else {}
     for k, v in kwargs.items():
         if isinstance(v, (str, int, float, bool, type(None))):
             out[k] = v

@@ -15,12 +15,15 @@ ViT checkpoint loads into a Lift student with ``strict=False`` (only ``norm``/``
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from timm.layers import LayerNorm, get_norm_layer
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from vitdistill.errors import UserError
+from vitdistill.models.conventions import LIFT_NORM_EPS, check_init
 
 __all__ = ["TokenProjector", "LiftVisionTransformer"]
 
@@ -64,7 +67,10 @@ class LiftVisionTransformer(VisionTransformer):
     """timm ViT whose final norm is a retained lifting projector and whose head sits at ``lift_dim``.
 
     Pooling defaults to the mean of the patch tokens (prefix tokens excluded), as in the Lift
-    remedy; the CLS token of the base architecture stays in the sequence.
+    remedy; the CLS token of the base architecture stays in the sequence. ``init="published"``
+    builds the projector's norm as a LayerNorm with eps 1e-5 and keeps PyTorch's default
+    initialisation of the projector and the head, as the published code did; ``"timm"`` uses the
+    base's norm layer and timm's ViT initialisation everywhere.
     """
 
     def __init__(
@@ -74,10 +80,12 @@ class LiftVisionTransformer(VisionTransformer):
         fc_norm: bool | None = False,
         norm_layer=None,
         weight_init: str = "",
+        init: str = "timm",
         device=None,
         dtype=None,
         **kwargs,
     ) -> None:
+        check_init(init)
         if global_pool in ("map", "prr"):
             raise UserError(
                 f"Lift does not support attention pooling (global_pool={global_pool!r}); use 'avg' or 'token'"
@@ -97,13 +105,20 @@ class LiftVisionTransformer(VisionTransformer):
         )
         dd = {"device": device, "dtype": dtype}
         self.lift_dim = int(lift_dim)
-        self.norm = TokenProjector(self.embed_dim, self.lift_dim, norm_layer=norm_layer, **dd)
+        self.init = init
+        lift_norm = functools.partial(LayerNorm, eps=LIFT_NORM_EPS) if init == "published" else norm_layer
+        self.norm = TokenProjector(self.embed_dim, self.lift_dim, norm_layer=lift_norm, **dd)
         self.fc_norm = nn.Identity()
         self.num_features = self.head_hidden_size = self.lift_dim
         self.head = (
             nn.Linear(self.lift_dim, self.num_classes, **dd) if self.num_classes > 0 else nn.Identity()
         )
         _finish_init(self, weight_init)
+        if init == "published" and weight_init != "skip":
+            # the published projector and head kept PyTorch's default Linear initialisation
+            self.norm.proj.reset_parameters()
+            if isinstance(self.head, nn.Linear):
+                self.head.reset_parameters()
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """New head at ``lift_dim`` (timm's would be built at the backbone width)."""

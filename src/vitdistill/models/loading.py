@@ -38,6 +38,7 @@ from vitdistill.checkpoints import (
     weights_file,
 )
 from vitdistill.errors import UserError, closest_names, first_line
+from vitdistill.models.conventions import resolve_init, saved_init
 from vitdistill.utils.io import file_sha256
 
 REMEDIES = ("none", "lift", "widelast")
@@ -65,14 +66,21 @@ def model_spec(cfg_model: Mapping, num_classes: int | None = None) -> dict[str, 
     """The model spec of a training config's ``model`` section (or any dict with its keys).
 
     ``num_classes`` None keeps the model's own classifier size (1000 for timm's defaults).
+    An ``init`` key (a config's ``model.init``: auto, published or timm) is resolved into the
+    spec's kwargs (:func:`vitdistill.models.conventions.resolve_init`); without it the kwargs are
+    kept as recorded.
     """
+    kwargs = dict(cfg_model.get("kwargs") or {})
+    remedy = cfg_model.get("remedy", "none")
+    if cfg_model.get("init") is not None:
+        kwargs = resolve_init(cfg_model["name"], remedy, cfg_model["init"], kwargs)
     return {
         "name": cfg_model["name"],
-        "remedy": cfg_model.get("remedy", "none"),
+        "remedy": remedy,
         "width": cfg_model.get("width"),
         "num_wide": cfg_model.get("num_wide", 1),
         "widelast_schedule": cfg_model.get("widelast_schedule", "heads_step"),
-        "kwargs": dict(cfg_model.get("kwargs") or {}),
+        "kwargs": kwargs,
         "num_classes": None if num_classes is None else int(num_classes),
     }
 
@@ -92,8 +100,8 @@ def as_spec(model: str | Mapping, num_classes: int | None = None, kwargs: Mappin
     if not isinstance(model, str) or not model:
         raise UserError(f"model must be {MODEL_STRINGS}; got {model!r}")
     kind, _, rest = model.partition(":")
-    if kind not in ("lift", "widelast") or not rest:
-        return model_spec({"name": model, "kwargs": kwargs}, num_classes)
+    if kind not in ("lift", "widelast") or not rest:  # a name: the model's own init convention
+        return model_spec({"name": model, "kwargs": kwargs, "init": "auto"}, num_classes)
     parts = rest.split(":")
     if kind == "lift" and len(parts) != 2 or kind == "widelast" and len(parts) not in (2, 3):
         raise UserError(
@@ -107,7 +115,7 @@ def as_spec(model: str | Mapping, num_classes: int | None = None, kwargs: Mappin
     if kind == "widelast":  # the builder's own keyword names, accepted as kwargs too
         cfg["num_wide"] = kwargs.pop("num_wide", cfg["num_wide"])
         cfg["widelast_schedule"] = kwargs.pop("schedule", "heads_step")
-    return model_spec({**cfg, "kwargs": kwargs}, num_classes)
+    return model_spec({**cfg, "kwargs": kwargs, "init": "auto"}, num_classes)
 
 
 def _spec_from_build_spec(build_spec: Mapping, num_classes: int | None, overrides: dict) -> dict:
@@ -142,8 +150,8 @@ def spec_label(spec: Mapping) -> str:
 def timm_architecture(spec: Mapping) -> tuple[str, dict[str, Any]]:
     """The timm architecture and ``model_args`` that rebuild a spec with ``timm.create_model``
     (a remedy on any base is registered as ``vitdistill_lift`` / ``vitdistill_widelast``)."""
-    kwargs = dict(spec.get("kwargs") or {})
     remedy = spec.get("remedy", "none")
+    kwargs = saved_init(spec["name"], remedy, spec.get("kwargs") or {})
     if remedy == "lift":
         return "vitdistill_lift", dict(base=spec["name"], lift_dim=int(spec["width"]), **kwargs)
     if remedy == "widelast":
@@ -188,8 +196,9 @@ def create_from_spec(spec: Mapping, pretrained: bool = False, role: str = "stude
 
 
 def _spec_kwargs(spec: Mapping) -> dict[str, Any]:
-    """The spec's keyword arguments with its ``num_classes`` (a different one in kwargs is an error)."""
-    kwargs = dict(spec.get("kwargs") or {})
+    """The spec's keyword arguments with its ``num_classes`` (a different one in kwargs is an error)
+    and the init convention it was built with."""
+    kwargs = saved_init(spec["name"], spec.get("remedy", "none"), spec.get("kwargs") or {})
     n, k = spec.get("num_classes"), kwargs.pop("num_classes", None)
     if n is not None and k is not None and int(k) != int(n):
         raise UserError(

@@ -14,6 +14,7 @@ activations, softmax, residual adds and pooling are not counted, as is usual for
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -181,9 +182,10 @@ def measure_throughput(
     """Images per second of ``model`` in eval mode under ``torch.inference_mode``.
 
     The model is moved to ``device`` (in place, like ``model.to``). ``amp``: None/False = the model's
-    dtype, True or 'bf16' = bfloat16 autocast, 'fp16' = float16 autocast. Timed by
-    ``torch.utils.benchmark.Timer``, which synchronises CUDA only around the timed iterations, so the
-    figure is pure device time per batch.
+    dtype, True or 'bf16' = bfloat16 autocast, 'fp16' = float16 autocast. CUDA is synchronised only
+    around the timed iterations, so the figure is pure device time per batch. (Not with
+    ``torch.utils.benchmark``: importing it loads ``torch.utils.cpp_extension``, which warns about
+    ``CUDA_HOME`` on a machine whose torch has no CUDA.)
     """
     if batch_size < 1 or iters < 1 or warmup < 0:
         raise UserError(
@@ -194,14 +196,16 @@ def measure_throughput(
     size = tuple(input_size) if input_size is not None else model_input_size(model)
     _, dtype = _param_device_dtype(model)
     x = torch.randn(batch_size, *size, device=dev, dtype=dtype)
-    from torch.utils.benchmark import Timer
-
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with _eval_mode(model), torch.inference_mode(), autocast(dev, amp):
         for _ in range(warmup):
             model(x)
-        # torch's Timer synchronises CUDA around the timed loop and keeps this process's thread count.
-        timer = Timer("model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads())
-        per_batch = timer.timeit(iters).mean
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            model(x)
+        sync()
+        per_batch = (time.perf_counter() - t0) / iters
     return batch_size / per_batch
 
 

@@ -20,14 +20,20 @@ Only the blocks up to the deepest requested layer are run (``stop_early``).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from vitdistill.errors import UserError
+from vitdistill.errors import UserError, first_line
 
 LayerSpec = None | str | int | Sequence[int]
+
+#: CNN stages analysed by default: the last four, as the published CNN pipeline does (stem dropped)
+DEFAULT_STAGES = 4
+
+_FEATURE_NETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _model_name(model: nn.Module) -> str:
@@ -37,44 +43,117 @@ def _model_name(model: nn.Module) -> str:
     return f"{arch} ({cls})" if arch else cls
 
 
-def _tap_family(model: nn.Module) -> str:
-    """'blocks' for ViT-like models, 'stages' for Swin-like ones; UserError otherwise."""
-    if not callable(getattr(model, "forward_intermediates", None)):
-        raise UserError(
-            f"model {_model_name(model)} cannot be tapped: it has no forward_intermediates(); "
-            "token taps need a timm transformer (ViT, DeiT, CaiT, Eva, Swin, ...)"
-        )
-    blocks = getattr(model, "blocks", None)
-    if isinstance(blocks, nn.Sequential | nn.ModuleList) and len(blocks) > 0:
+def _sequence(model: nn.Module, name: str) -> bool:
+    seq = getattr(model, name, None)
+    return isinstance(seq, nn.Sequential | nn.ModuleList) and len(seq) > 0
+
+
+def _feature_info(model: nn.Module) -> list[dict]:
+    """timm's per-stage description (``num_chs``, ``reduction``, ``module``), as a plain list."""
+    info = getattr(model, "feature_info", None)
+    if info is None:
+        return []
+    try:
+        return [dict(i) for i in (info.info if hasattr(info, "info") else info)]
+    except (TypeError, ValueError):
+        return []
+
+
+def tap_family(model: nn.Module) -> str:
+    """How a model is tapped; UserError naming the model and the reason if it cannot be.
+
+    ``blocks``: a transformer with a ``blocks`` sequence behind a patch embedding (ViT, DeiT,
+    CaiT, Eva, ...); ``stages``: Swin-style ``layers``; ``maps``: any other model whose
+    ``forward_intermediates`` gives its stage (or block) outputs, listed in ``feature_info``
+    (CNNs and hybrids: ResNet, ConvNeXt, EfficientNet, LeViT, CoAtNet, FastViT, ...);
+    ``features``: a model without ``forward_intermediates`` whose ``feature_info`` timm can
+    wrap as a ``features_only`` network.
+    """
+    has_fi = callable(getattr(model, "forward_intermediates", None))
+    if has_fi and _sequence(model, "blocks") and getattr(model, "patch_embed", None) is not None:
         return "blocks"
-    layers = getattr(model, "layers", None)
-    if isinstance(layers, nn.Sequential | nn.ModuleList) and len(layers) > 0:
+    if has_fi and _sequence(model, "layers") and getattr(model, "patch_embed", None) is not None:
         return "stages"
+    if _feature_info(model):
+        return "maps" if has_fi else "features"
+    if has_fi and _sequence(model, "blocks"):
+        return "blocks"
+    if has_fi and _sequence(model, "layers"):
+        return "stages"
+    if not has_fi:
+        raise UserError(
+            f"model {_model_name(model)} cannot be tapped: it has neither forward_intermediates() nor "
+            "timm's feature_info; taps need a timm model (a transformer, a CNN or a hybrid)"
+        )
     raise UserError(
-        f"model {_model_name(model)} cannot be tapped: it has neither transformer `blocks` "
-        "nor Swin-style `layers` (convolutional networks have no token features)"
+        f"model {_model_name(model)} cannot be tapped: it has no transformer `blocks`, no Swin-style "
+        "`layers` and no timm feature_info naming its stages"
     )
 
 
 def check_tappable(model: nn.Module) -> None:
     """Raise a UserError naming the model and the reason if its tokens cannot be tapped."""
-    _tap_family(model)
+    tap_family(model)
+
+
+def _isotropic(model: nn.Module) -> bool:
+    """Every tap at one stride (MLP-Mixer, ConvMixer, ...): its layers are blocks, not stages."""
+    strides = {i.get("reduction") for i in _feature_info(model)}
+    return len(strides) == 1 and None not in strides
+
+
+def layer_unit(model: nn.Module) -> str:
+    """What one layer of this model is: ``block`` (transformers and other models that keep one
+    token grid throughout) or ``stage`` (Swin, CNNs, hybrids: the grid shrinks stage by stage)."""
+    family = tap_family(model)
+    return "block" if family == "blocks" or (family != "stages" and _isotropic(model)) else "stage"
 
 
 def num_tap_layers(model: nn.Module) -> int:
-    """How many layers can be tapped (blocks; CaiT self-attention blocks; Swin stages)."""
-    family = _tap_family(model)
-    return len(model.blocks if family == "blocks" else model.layers)
+    """How many layers can be tapped (blocks; CaiT self-attention blocks; Swin or CNN stages)."""
+    family = tap_family(model)
+    if family == "blocks":
+        return len(model.blocks)
+    if family == "stages":
+        return len(model.layers)
+    return len(_feature_info(model))
+
+
+def describe_taps(model: nn.Module, layers: Sequence[int]) -> dict:
+    """What the analysed layers are, for the record: the family, the unit and, where timm names
+    them, each layer's module and stride (``reduction``)."""
+    info = _feature_info(model)
+    info = info if len(info) == num_tap_layers(model) else []
+    per = []
+    for L in layers:
+        row: dict = {"layer": int(L)}
+        if info:
+            row.update(module=info[L].get("module"), reduction=info[L].get("reduction"))
+        per.append(row)
+    return {"family": tap_family(model), "unit": layer_unit(model), "layers": per}
+
+
+def default_layers(model: nn.Module) -> list[int]:
+    """The layers analysed when none are named: every block of a transformer (or of another model
+    that keeps one token grid, as MLP-Mixer) and every Swin stage; the last
+    :data:`DEFAULT_STAGES` stages of a CNN or hybrid (the stem and early stages dropped)."""
+    n = num_tap_layers(model)
+    if tap_family(model) == "stages" or layer_unit(model) == "block":
+        return list(range(n))
+    return list(range(max(0, n - DEFAULT_STAGES), n))
 
 
 def resolve_layers(model: nn.Module, spec: LayerSpec = None) -> list[int]:
     """Turn a layer spec into absolute block indices, in the order given, without repeats.
 
-    ``spec`` is ``None`` or ``'all'`` (every layer), ``'last'``, an int, a comma list such as
-    ``'0,5,11'`` or ``'-1'``, or a sequence of ints. Negative indices count from the end.
+    ``spec`` is ``None`` or ``'auto'`` (:func:`default_layers`), ``'all'`` (every layer),
+    ``'last'``, an int, a comma list such as ``'0,5,11'`` or ``'-1'``, or a sequence of ints.
+    Negative indices count from the end.
     """
     n = num_tap_layers(model)
-    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "auto"):
+        return default_layers(model)
+    if isinstance(spec, str) and spec.strip().lower() == "all":
         return list(range(n))
     if isinstance(spec, str):
         text = spec.strip().lower()
@@ -84,7 +163,7 @@ def resolve_layers(model: nn.Module, spec: LayerSpec = None) -> list[int]:
             items = [int(p) for p in text.split(",") if p.strip()]
         except ValueError:
             raise UserError(
-                f"layers {spec!r} not understood: use 'all', 'last' or comma-separated block indices like 0,5,11"
+                f"layers {spec!r} not understood: use 'auto', 'all', 'last' or comma-separated indices like 0,5,11"
             ) from None
         if not items:
             raise UserError(f"layers {spec!r} names no layer")
@@ -117,24 +196,33 @@ def _patch_grid(model: nn.Module, height: int, width: int) -> tuple[int, int] | 
     return tuple(grid) if grid is not None else None
 
 
+def _default_size(model: nn.Module) -> tuple[int, int]:
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if size is None:
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        size = tuple(cfg.get("input_size", (3, 224, 224))[-2:])
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
 def feature_grid(model: nn.Module, image_size: int | tuple[int, int] | None = None) -> tuple[int, int]:
     """The (H, W) token grid of the taps for an input of ``image_size`` (default: the model's).
 
-    For staged models (Swin) this is the grid of the last stage.
+    For staged models (Swin, CNNs, hybrids) this is the grid of the last stage.
     """
-    if image_size is None:
-        pe = getattr(model, "patch_embed", None)
-        size = getattr(pe, "img_size", None)
-        if size is None:
-            cfg = getattr(model, "pretrained_cfg", {}) or {}
-            size = tuple(cfg.get("input_size", (3, 224, 224))[-2:])
-        image_size = size
+    image_size = _default_size(model) if image_size is None else image_size
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
+    last = [num_tap_layers(model) - 1]
     with torch.no_grad():
         probe = torch.zeros(1, 3, *image_size, device=_device_of(model), dtype=_dtype_of(model))
-        feats = token_features(model, probe, [num_tap_layers(model) - 1])
-    n = feats[0].shape[1]
+        family = tap_family(model)
+        if family in ("maps", "features"):
+            (out,) = _intermediates(model, probe, last, False, family)
+            if out.ndim == 4:
+                return int(out.shape[2]), int(out.shape[3])
+            n = out.shape[1]
+        else:
+            n = token_features(model, probe, last)[0].shape[1]
     grid = _patch_grid(model, *image_size)
     if grid is not None and grid[0] * grid[1] == n:
         return grid
@@ -154,6 +242,48 @@ def _dtype_of(model: nn.Module) -> torch.dtype:
     return p.dtype if p is not None and p.is_floating_point() else torch.float32
 
 
+def _features_net(model: nn.Module) -> nn.Module:
+    """timm's ``features_only`` view of a model that lacks ``forward_intermediates``: the same
+    modules (shared, not copied) rearranged to return every stage in ``feature_info``."""
+    net = _FEATURE_NETS.get(model)
+    if net is None:
+        from timm.models._features import FeatureListNet
+
+        n = len(_feature_info(model))
+        why = ""
+        for flatten in (False, True):  # stage modules named as children, or inside flattened sequences
+            try:
+                net = FeatureListNet(model, out_indices=tuple(range(n)), flatten_sequential=flatten)
+                break
+            except (AssertionError, KeyError, AttributeError, TypeError) as e:
+                why = first_line(e)
+        else:
+            raise UserError(
+                f"model {_model_name(model)} cannot be tapped: it has no forward_intermediates() and timm "
+                f"cannot rearrange it into a features_only network ({why})"
+            )
+        _FEATURE_NETS[model] = net
+    return net
+
+
+def _intermediates(model: nn.Module, x: torch.Tensor, take: list[int], norm: bool, family: str):
+    """The raw outputs of the layers ``take`` (ascending), as timm returns them."""
+    if family == "features":
+        if norm:
+            raise UserError(f"the final norm cannot be applied to the stages of {_model_name(model)}")
+        net = _features_net(model)
+        net.train(model.training)
+        outs = net(x)
+        return [outs[i] for i in take]
+    kwargs = dict(indices=take, norm=norm, stop_early=True, intermediates_only=True)
+    if family == "blocks":
+        try:
+            return model.forward_intermediates(x, output_fmt="NLC", **kwargs)
+        except AssertionError:  # a model that only speaks NCHW
+            pass
+    return model.forward_intermediates(x, output_fmt="NCHW", **kwargs)
+
+
 def token_features(
     model: nn.Module, x: torch.Tensor, layers: LayerSpec = None, norm: bool = False
 ) -> list[torch.Tensor]:
@@ -161,25 +291,19 @@ def token_features(
 
     Runs ``model.forward_intermediates`` up to the deepest requested layer and keeps gradients,
     so the same call serves analysis (under ``torch.inference_mode``) and distillation losses.
+    A feature map (B, C, H, W) becomes N = H*W tokens of C channels (row-major over the grid).
     """
-    family = _tap_family(model)
+    family = tap_family(model)
     idx = resolve_layers(model, layers)
     take = sorted(idx)
     B, _, height, width = x.shape
-    kwargs = dict(indices=take, norm=norm, stop_early=True, intermediates_only=True)
-    if family == "blocks":
-        try:
-            outs = model.forward_intermediates(x, output_fmt="NLC", **kwargs)
-        except AssertionError:  # a model that only speaks NCHW
-            outs = model.forward_intermediates(x, output_fmt="NCHW", **kwargs)
-    else:
-        outs = model.forward_intermediates(x, output_fmt="NCHW", **kwargs)
+    outs = _intermediates(model, x, take, norm, family)
     if len(outs) != len(take):
         raise RuntimeError(
             f"{_model_name(model)}.forward_intermediates returned {len(outs)} tensors for {len(take)} layers"
         )
     grid = _patch_grid(model, height, width) if family == "blocks" else None
-    n_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    n_prefix = int(getattr(model, "num_prefix_tokens", 0) or 0) if family == "blocks" else 0
     tokens = [_as_tokens(t, grid, n_prefix, model) for t in outs]
     by_layer = dict(zip(take, tokens, strict=True))
     return [by_layer[i] for i in idx]

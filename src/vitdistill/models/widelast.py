@@ -16,6 +16,7 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from vitdistill.errors import UserError
+from vitdistill.models.conventions import CLS_TOKEN_STD, check_init
 from vitdistill.models.lift import TokenProjector, _device_dtype, _finish_init
 
 __all__ = ["SCHEDULES", "WideEntryBlock", "WideLastVisionTransformer", "widelast_tail"]
@@ -119,7 +120,9 @@ class WideLastVisionTransformer(VisionTransformer):
     ``schedule`` (see :func:`widelast_tail`) sets the width and heads of each of those blocks; the
     default ``heads_step`` keeps the base head dimension (``embed_dim // num_heads``; 64 for DeiT),
     so ``wide_dim // head_dim`` heads, unless ``wide_num_heads`` is given. MLP ratio, qkv bias, norm
-    layer and attention (timm's SDPA ``Attention``) are those of the base.
+    layer and attention (timm's SDPA ``Attention``) are those of the base. ``init="published"``
+    draws ``cls_token`` from a trunc-normal with std 0.02, as the published code did; ``"timm"``
+    keeps timm's ViT initialisation (std 1e-6). Every other tensor starts as timm's ViT init.
     """
 
     def __init__(
@@ -136,10 +139,12 @@ class WideLastVisionTransformer(VisionTransformer):
         final_norm: bool = True,
         norm_layer=None,
         weight_init: str = "",
+        init: str = "timm",
         device=None,
         dtype=None,
         **kwargs,
     ) -> None:
+        check_init(init)
         if "block_fn" in kwargs:
             raise UserError("WideLast builds its own blocks; block_fn cannot be overridden")
         if global_pool in ("map", "prr"):
@@ -167,6 +172,7 @@ class WideLastVisionTransformer(VisionTransformer):
         self.wide_dim = int(wide_dim)
         self.num_wide = int(num_wide)
         self.schedule = schedule
+        self.init = init
         self.tail_widths = [w for w, _ in tail]
         self.wide_num_heads = tail[-1][1]
         self.first_wide = depth - self.num_wide
@@ -181,6 +187,8 @@ class WideLastVisionTransformer(VisionTransformer):
         for i, w in zip(range(self.first_wide, depth), self.tail_widths, strict=True):
             self.feature_info[i]["num_chs"] = w
         _finish_init(self, weight_init)
+        if init == "published" and weight_init != "skip" and self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=CLS_TOKEN_STD)
 
     def block_widths(self) -> list[int]:
         return [self.embed_dim] * self.first_wide + list(self.tail_widths)

@@ -34,7 +34,8 @@ def resolve_device(name: str | torch.device, local_rank: int = 0) -> torch.devic
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(
-                f"device {str(name)!r} was requested but CUDA is not available on this machine; use --device cpu"
+                f"device {str(name)!r} was requested but CUDA is not available on this machine; use device='cpu'",
+                settings=("device",),
             )
         if dev.index is None:
             dev = torch.device("cuda", local_rank)

@@ -1,4 +1,4 @@
-"""The one ``--set KEY=VALUE`` rule, shared by every command.
+"""The one ``KEY=VALUE`` rule for settings given as text, shared by every command.
 
 * ``KEY`` is a name or a dotted path of names (``img_size``, ``loss.alpha``).
 * ``VALUE`` is read as YAML: ``32`` is an int, ``0.5`` a float, ``true`` / ``True`` a bool,
@@ -30,7 +30,10 @@ def parse_set(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not _KEY.fullmatch(key):
-        raise UserError(f"--set expects KEY=VALUE with KEY a name or dotted name (got {text!r})")
+        raise UserError(
+            f"'overrides' expects KEY=VALUE with KEY a name or dotted name (got {text!r})",
+            settings=("overrides",),
+        )
     if not raw.strip():
         return key, None
     try:
@@ -40,17 +43,5 @@ def parse_set(text: str) -> tuple[str, Any]:
 
 
 def parse_sets(items: Iterable[str] | None) -> dict[str, Any]:
-    """Several ``--set`` pairs as a dict (a key given twice keeps its last value)."""
+    """Several ``KEY=VALUE`` pairs as a dict (a key given twice keeps its last value)."""
     return dict(parse_set(item) for item in items or ())
-
-
-def add_set_option(parser, what: str, example: str) -> None:
-    """The repeatable ``--set KEY=VALUE`` option (into ``args.overrides``), worded for its command."""
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help=f"{what}, read by the one --set rule (YAML values), e.g. {example} (repeatable)",
-    )
