@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from vitdistill.errors import UserError, closest_names
+from vitdistill.utils import yamlsafe
 from vitdistill.utils.overrides import parse_set
 
 
@@ -408,9 +409,13 @@ def load_yaml(path: str | os.PathLike) -> dict:
     if not p.is_file():
         raise UserError(f"config file {str(p)!r} not found")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yamlsafe.load(p.read_text(encoding="utf-8"), f"config file {str(p)!r}")
     except yaml.YAMLError as e:
         raise UserError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"config file {str(p)!r} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"cannot read config file {str(p)!r}: {e.strerror or e}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

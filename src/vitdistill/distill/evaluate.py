@@ -185,8 +185,10 @@ def _run_crop_pct(source) -> float | None:
         return None
     import yaml
 
+    from vitdistill.utils import yamlsafe
+
     try:
-        cfg = yaml.safe_load(cfg_file.read_text()) or {}
+        cfg = yamlsafe.load(cfg_file.read_text(), str(cfg_file)) or {}
     except (yaml.YAMLError, OSError):
         return None
     crop = (cfg.get("data") or {}).get("eval_crop_pct") if isinstance(cfg, dict) else None

@@ -42,6 +42,7 @@ from vitdistill.utils import dist as dist_mod
 from vitdistill.utils.device import amp_dtype, resolve_device
 from vitdistill.utils.io import atomic_write_json, atomic_write_text
 from vitdistill.utils.lock import folder_lock
+from vitdistill.utils.markers import refuse_inside
 from vitdistill.utils.progress import Progress
 
 
@@ -71,6 +72,7 @@ def train(
     if output is None:
         stem = Path(config).stem if isinstance(config, str | os.PathLike) else "run"
         output = Path("runs") / stem
+    refuse_inside(output, [cfg["data"]["train"], cfg["data"]["val"]], "output")
     with folder_lock(output, "train"):  # a second run into this folder fails at once
         was_deterministic = torch.are_deterministic_algorithms_enabled()
         try:
