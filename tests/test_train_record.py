@@ -138,3 +138,20 @@ def test_resume_with_another_optimizer_is_a_one_line_error(tmp_path, capsys):
     # other parameter groups: the optimizer state cannot fit; one line, whatever torch says
     assert _train(tmp_path, _cfg(epochs=2, **{"optim.decay_embeddings": True}), run, "--resume", "auto") == 2
     assert "optimizer state does not fit" in _error_line(capsys)
+
+
+def test_config_changes_name_each_key_and_skip_keys_newer_than_the_checkpoint():
+    from vitdistill.distill import config as C
+    from vitdistill.distill.history import config_changes
+
+    old = C.resolve(_cfg())
+    new = C.resolve(_cfg(**{"optim.lr": 0.5, "loss.smoothing": 0.2}))
+    assert config_changes(old, new) == {
+        "optim.lr": {"from": 1e-3, "to": 0.5},
+        "loss.smoothing": {"from": old["loss"]["smoothing"], "to": 0.2},
+    }
+    del old["log"]["interval"]  # a checkpoint written before the key existed
+    assert config_changes(old, C.resolve(_cfg(**{"log.interval": C.default("log.interval")}))) == {}
+    assert config_changes(old, C.resolve(_cfg(**{"log.interval": 7}))) == {
+        "log.interval": {"from": "(not set)", "to": 7}
+    }

@@ -25,7 +25,7 @@ def config_changes(before: dict, after: dict) -> dict[str, dict[str, Any]]:
     changes = {}
     for key, decl in config_mod.SCHEMA.items():
         old, new = _lookup(before, key), _lookup(after, key)
-        if old == _MISSING and new == decl.default:
+        if old == _MISSING and new == _plain(decl.default):
             continue  # a key newer than the checkpoint, at its default: nothing changed
         if old != new:
             changes[key] = {"from": old, "to": new}
@@ -34,9 +34,18 @@ def config_changes(before: dict, after: dict) -> dict[str, dict[str, Any]]:
 
 def _lookup(cfg: dict, key: str):
     try:
-        return config_mod.get(cfg, key)
+        return _plain(config_mod.get(cfg, key))
     except (KeyError, TypeError):
         return _MISSING  # a checkpoint written before the key existed
+
+
+def _plain(value):
+    """Tuples as lists (a Python config may hold tuples where YAML gives lists)."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def append(run_dir: Path, entry: dict) -> None:
