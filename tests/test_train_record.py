@@ -155,3 +155,24 @@ def test_config_changes_name_each_key_and_skip_keys_newer_than_the_checkpoint():
     assert config_changes(old, C.resolve(_cfg(**{"log.interval": 7}))) == {
         "log.interval": {"from": "(not set)", "to": 7}
     }
+
+
+@pytest.mark.parametrize(
+    "setting, said",
+    [
+        ("optim.clip_grad=-1", "'optim.clip_grad' must be >= 0, got -1.0"),  # would flip the gradient
+        ("optim.lr=-0.001", "'optim.lr' must be >= 0"),
+        ("sched.min_lr=-1e-5", "'sched.min_lr' must be >= 0"),
+        ("optim.lr=.nan", "'optim.lr' must be a finite number, got nan"),
+        ("loss.smoothing=.nan", "'loss.smoothing' must be a finite number"),
+        ("optim.clip_grad=.inf", "'optim.clip_grad' must be a finite number, got inf"),
+        ("ema.decay=1.5", "'ema.decay' must be in [0, 1], got 1.5"),
+    ],
+)
+def test_settings_that_would_train_nonsense_are_refused_before_anything_is_written(
+    tmp_path, capsys, setting, said
+):
+    run = tmp_path / "run"
+    assert _train(tmp_path, _cfg(), run, "--set", setting) == 2
+    assert said in _error_line(capsys)
+    assert not run.exists()
