@@ -176,3 +176,13 @@ def test_settings_that_would_train_nonsense_are_refused_before_anything_is_writt
     assert _train(tmp_path, _cfg(), run, "--set", setting) == 2
     assert said in _error_line(capsys)
     assert not run.exists()
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused_and_the_run_kept(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(tmp_path, _cfg(epochs=2), run) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert _train(tmp_path, _cfg(epochs=1), run, "--resume", "auto") == 2
+    assert "holds 2 finished epochs, more than epochs=1" in _error_line(capsys)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # summary still says 2

@@ -247,6 +247,11 @@ class Trainer:
                 f"optim.opt cannot change on resume: {path} was made with {changed['optim.opt']['from']}"
             )
         self._restore(state, path, changed)
+        if self.start_epoch > self.config["epochs"]:
+            raise UserError(
+                f"checkpoint {path} holds {self.start_epoch} finished epochs, more than "
+                f"epochs={self.config['epochs']}: resume with epochs >= {self.start_epoch}"
+            )
         self.best = state.get("best") or self.best
         ckpt_mod.set_rng_state(state["rng"])
         self.resume_in_epoch = ckpt_mod.in_epoch_part(
