@@ -186,3 +186,14 @@ def test_resume_with_fewer_epochs_than_done_is_refused_and_the_run_kept(tmp_path
     assert _train(tmp_path, _cfg(epochs=1), run, "--resume", "auto") == 2
     assert "holds 2 finished epochs, more than epochs=1" in _error_line(capsys)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # summary still says 2
+
+
+def test_a_deleted_config_yaml_comes_back_as_the_run_started(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(tmp_path, _cfg(**{"optim.lr": 1e-3}), run) == 0
+    started = (run / "config.yaml").read_text()
+    assert _train(tmp_path, _cfg(epochs=2, **{"optim.lr": 1e-2}), run, "--resume", "auto") == 0
+    (run / "config.yaml").unlink()
+    # a finished run resumed once more, with yet another change: nothing trains, the record stays true
+    assert _train(tmp_path, _cfg(epochs=2, **{"optim.lr": 5e-2}), run, "--resume", "auto") == 0
+    assert (run / "config.yaml").read_text() == started

@@ -92,6 +92,7 @@ class Trainer:
 
     # where and how the run runs
     config: dict  # the resolved config (vitdistill.distill.config)
+    started_config: dict  # the config the run started with (differs after a resume with changes)
     dinfo: dist_mod.DistInfo  # this process's rank and the world size
     device: torch.device
     run_dir: Path
@@ -128,7 +129,7 @@ class Trainer:
     _own_group: bool
 
     def __init__(self, config: dict, run_dir: Path, resume=None):
-        self.config = config
+        self.config = self.started_config = config
         self.started_at = time.time()
         self.dinfo = dist_mod.init_distributed(config["device"])
         self.device = resolve_device(config["device"], self.dinfo.local_rank)
@@ -194,8 +195,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             config_file = self.run_dir / "config.yaml"
-            if self.resume_path is None or not config_file.exists():
-                atomic_write_text(config_file, config_mod.dump_yaml(self.config))
+            if self.resume_path is None or not config_file.exists():  # a resume never rewrites it
+                atomic_write_text(config_file, config_mod.dump_yaml(self.started_config))
             entry = {"event": "start", "step": 0, "epoch": 0}
             if self.resume_path is not None:
                 entry = {"event": "resume", "step": self.num_updates, "epoch": self.start_epoch}
@@ -263,6 +264,8 @@ class Trainer:
         past = state.get("history") or {}
         self.first_lr = past.get("first_lr", self.first_lr)
         self.changes = list(past.get("changes", []))
+        if "config" in state:
+            self.started_config = history.started_config(state["config"], self.changes)
         if changed:
             self.changes.append({"step": self.num_updates, "epoch": self.start_epoch, "changed": changed})
         return changed
