@@ -167,6 +167,7 @@ def test_config_changes_name_each_key_and_skip_keys_newer_than_the_checkpoint():
         ("loss.smoothing=.nan", "'loss.smoothing' must be a finite number"),
         ("optim.clip_grad=.inf", "'optim.clip_grad' must be a finite number, got inf"),
         ("ema.decay=1.5", "'ema.decay' must be in [0, 1], got 1.5"),
+        ("data.num_workers=-1", "'data.num_workers' must be >= 0, got -1"),  # was a DataLoader traceback
     ],
 )
 def test_settings_that_would_train_nonsense_are_refused_before_anything_is_written(

@@ -421,7 +421,7 @@ def resolve(config: dict | str | os.PathLike | None = None, overrides=()) -> dic
 
 
 # A negative value of these would train without complaint and mean nothing (a negative
-# clip_grad flips the gradient's sign; a negative lr climbs the loss).
+# clip_grad flips the gradient's sign; a negative lr climbs the loss), or fail deep inside.
 _NON_NEGATIVE = (
     "loss.feat_weight",
     "loss.smoothing",
@@ -436,6 +436,9 @@ _NON_NEGATIVE = (
     "sched.min_lr",
     "sched.warmup_epochs",
     "sched.cooldown_epochs",
+    "data.num_workers",
+    "log.eval_every",
+    "log.save_every",
 )
 
 
