@@ -45,7 +45,7 @@ def test_pt_files_with_a_wrapping_key_and_ddp_prefix(model, tmp_path, key):
 def test_other_trainers_pickles_are_read_only_when_trusted(model, tmp_path):
     # DeiT's own checkpoints carry an argparse Namespace next to the weights
     torch.save({"model": model.state_dict(), "args": argparse.Namespace(lr=1e-3)}, tmp_path / "deit.pth")
-    with pytest.raises(UserError, match=r"argparse\.Namespace.*pass --trust-checkpoint$"):
+    with pytest.raises(UserError, match=r"argparse\.Namespace.*pass trust_checkpoint=True$"):
         read_state_dict(tmp_path / "deit.pth")
     got, _ = read_state_dict(tmp_path / "deit.pth", trust=True)
     assert same(got, model.state_dict())
@@ -91,3 +91,43 @@ def test_strict_load_names_the_differences(model):
 def test_head_classes(model):
     assert head_classes(model.state_dict()) == 3
     assert head_classes({"blocks.0.x": torch.zeros(2)}) is None
+
+
+@pytest.mark.parametrize("layout", ["run folder", "export folder"])
+def test_create_model_opens_the_weights_file_once(model, tmp_path, monkeypatch, layout):
+    """The spec, the tensors and the provenance's sha256 all come from one read of the file."""
+    import builtins
+    import hashlib
+    import io
+
+    from vitdistill.models import create_model
+
+    spec = {
+        "name": "vit_tiny_patch16_224",
+        "kwargs": dict(img_size=32, patch_size=8, depth=2),
+        "num_classes": 3,
+    }
+    if layout == "run folder":
+        (tmp_path / "checkpoints").mkdir()
+        weights = tmp_path / "checkpoints" / "last.pt"
+        torch.save({"epoch": 0, "student": model.state_dict(), "model_spec": spec}, weights)
+    else:
+        weights = tmp_path / "model.safetensors"
+        save_file(model.state_dict(), weights)
+        (tmp_path / "config.json").write_text(json.dumps({"vitdistill": {"model_spec": spec}}))
+    opened = []
+    real_open = io.open
+
+    def counting_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    loaded, prov = create_model(tmp_path)
+    monkeypatch.undo()
+    assert opened.count(str(weights)) == 1, opened
+    assert prov["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert prov["weights"]["kind"] == "vitdistill checkpoint" and same(
+        loaded.state_dict(), model.state_dict()
+    )

@@ -66,9 +66,38 @@ def test_shortcuts_reach_the_run_and_resume_auto_says_what_it_resumed(cfg, tmp_p
     assert "optimizer steps" in line
 
 
+def test_resume_auto_of_a_finished_run_says_nothing_is_left(cfg, tmp_path, capsys):
+    argv = ["train", "--config", cfg, "--output", str(tmp_path / "run"), "--epochs", "1"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--resume", "auto"]) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if "resuming" in x)
+    assert "1 of 1 epochs done" in line and "nothing left to train: raise epochs" in line, line
+
+
 def test_a_bad_shortcut_value_names_the_key(cfg, tmp_path, capsys):
     assert main(["train", "--config", cfg, "--output", str(tmp_path / "r"), "--epochs", "x"]) == 2
     assert "'epochs'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--lr", "nan", "config key 'optim.lr' must be a finite number, got nan"),
+        ("--lr", "inf", "config key 'optim.lr' must be a finite number, got inf"),
+        ("--lr", "-1", "config key 'optim.lr' must be > 0"),
+        ("--lr", "", "--lr needs a value"),
+        ("--workers", "-1", "config key 'data.num_workers' must be >= 0, got -1"),
+        ("--seed", "-5", "config key 'seed' must be in [0, 4294967295], got -5"),
+        ("--seed", str(10**23), "config key 'seed' must fit in a signed 64-bit integer"),
+        ("--set", "loss.temperature=nan", "config key 'loss.temperature' must be a finite number"),
+    ],
+)
+def test_values_torch_cannot_take_are_one_line_before_the_run(cfg, tmp_path, capsys, flag, value, says):
+    assert main(["train", "--config", cfg, "--output", str(tmp_path / "r"), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vitdistill train: error: ") and says in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize(

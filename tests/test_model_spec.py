@@ -16,17 +16,10 @@ import safetensors.torch
 import timm
 import torch
 
-from vitdistill.distill import build, config, export
+from vitdistill.distill import config, export
+from vitdistill.distill.networks import frozen_teacher
 from vitdistill.errors import UserError
-from vitdistill.models import as_spec, create_lift, create_model, create_widelast
-from vitdistill.models.loading import (
-    create_from_spec,
-    load_exported,
-    load_model,
-    load_run_model,
-    model_spec,
-    spec_label,
-)
+from vitdistill.models import as_spec, create_lift, create_model, create_widelast, spec_label
 
 KW = dict(img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads=2)
 BASE = "vit_tiny_patch16_224"
@@ -80,11 +73,11 @@ def test_string_build_spec_and_train_config_are_one_spec(remedy):
     cfg_model = {"name": BASE, "remedy": remedy, "width": 32, "kwargs": kw}
     if remedy == "widelast":
         cfg_model.update(num_wide=2, widelast_schedule="fixed_linear")
-    from_config = model_spec(config.resolve({"model": cfg_model})["model"], 5)
+    from_config = as_spec(config.resolve({"model": cfg_model})["model"], 5)
     from_string = as_spec(text, 5, dict(kw, schedule="fixed_linear") if remedy == "widelast" else kw)
     from_build = as_spec(json.loads(json.dumps(made.build_spec)))  # as a JSON/YAML config holds it
     assert from_string == from_build == from_config
-    rebuilt = create_from_spec(from_config)
+    rebuilt = create_model(from_config)[0]
     rebuilt.load_state_dict(made.state_dict())
     assert torch.equal(_logits(rebuilt), _logits(made))
 
@@ -113,15 +106,15 @@ def test_a_remedy_string_with_a_plain_weights_file(tmp_path):
 
 def test_the_teacher_builds_through_create_model(tmp_path):
     with pytest.raises(UserError, match="unknown teacher model 'vit_tiny_patch16_22'; closest"):
-        build.build_teacher({"name": "vit_tiny_patch16_22"})
+        frozen_teacher({"name": "vit_tiny_patch16_22"})
     ref = timm.create_model(BASE, **KW, num_classes=7).eval()
     file = tmp_path / "t.safetensors"
     safetensors.torch.save_file(ref.state_dict(), str(file))
-    teacher = build.build_teacher({"name": BASE, "checkpoint": str(file), "kwargs": KW})
+    teacher = frozen_teacher({"name": BASE, "checkpoint": str(file), "kwargs": KW})
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     assert teacher.num_classes == 7 and torch.equal(_logits(teacher), _logits(ref))
     with pytest.raises(UserError, match="no teacher model name given"):
-        build.build_teacher({"checkpoint": str(file)})
+        frozen_teacher({"checkpoint": str(file)})
 
 
 # ------------------------------------------------------------------ files in the formats written before
@@ -162,19 +155,19 @@ def old_run(tmp_path):
 
 def test_an_old_run_folder_loads_through_every_path(old_run, tmp_path):
     run, raw, ema = old_run
-    assert torch.equal(_logits(load_model(run)), raw)
-    assert torch.equal(_logits(load_model(run, ema=True)), ema)
-    model, spec = load_run_model(run)
-    assert torch.equal(_logits(model), raw) and spec == SPEC_V1
+    assert torch.equal(_logits(create_model(run)[0]), raw)
+    assert torch.equal(_logits(create_model(run, ema=True)[0]), ema)
+    model, prov = create_model(run / "checkpoints" / "last.pt")
+    assert torch.equal(_logits(model), raw) and prov["weights"]["model_spec"] == SPEC_V1
     model, prov = create_model(None, run)  # analyze --checkpoint RUN
     assert torch.equal(_logits(model), raw)
     assert prov["model"] == f"{BASE}+widelast" and prov["weights"]["kind"] == "vitdistill checkpoint"
     assert torch.equal(_logits(create_model(BASE, run)[0]), raw)  # the base's name: the recorded model
     assert torch.equal(_logits(create_model(None, run, ema=True)[0]), ema)
-    assert torch.equal(_logits(build.build_teacher({"checkpoint": str(run)})), raw)
+    assert torch.equal(_logits(frozen_teacher({"checkpoint": str(run)})), raw)
     conf = export(run, tmp_path / "exp")
     assert conf["architecture"] == "vitdistill_widelast" and conf["vitdistill"]["model_spec"] == SPEC_V1
-    assert torch.equal(_logits(load_exported(tmp_path / "exp")), raw)
+    assert torch.equal(_logits(create_model(tmp_path / "exp")[0]), raw)
     assert torch.equal(_logits(timm.create_model(f"local-dir:{tmp_path / 'exp'}", pretrained=True)), raw)
 
 
@@ -200,8 +193,8 @@ def test_an_export_without_a_timm_architecture_loads(tmp_path):
     }
     _write_export(tmp_path / "exp", student, config_v1)
     want = _logits(student)
-    assert torch.equal(_logits(load_exported(tmp_path / "exp")), want)
-    assert torch.equal(_logits(load_model(tmp_path / "exp")), want)
+    assert torch.equal(_logits(create_model(tmp_path / "exp")[0]), want)
+    assert torch.equal(_logits(create_model(str(tmp_path / "exp"))[0]), want)
     model, prov = create_model(None, tmp_path / "exp")
     assert torch.equal(_logits(model), want) and prov["weights"]["kind"] == "vitdistill checkpoint"
 
@@ -220,11 +213,11 @@ def test_a_lift_export_loads_through_timm_and_vitdistill(tmp_path):
     _write_export(tmp_path / "exp", student, config_v2)
     want = _logits(student)
     assert torch.equal(_logits(timm.create_model(f"local-dir:{tmp_path / 'exp'}", pretrained=True)), want)
-    assert torch.equal(_logits(load_exported(tmp_path / "exp")), want)
+    assert torch.equal(_logits(create_model(tmp_path / "exp")[0]), want)
     assert torch.equal(_logits(create_model(None, tmp_path / "exp")[0]), want)
     del config_v2["vitdistill"]  # timm's fields alone rebuild it too
     (tmp_path / "exp" / "config.json").write_text(json.dumps(config_v2))
-    assert torch.equal(_logits(load_exported(tmp_path / "exp")), want)
+    assert torch.equal(_logits(create_model(tmp_path / "exp")[0]), want)
 
 
 def test_a_plain_timm_export_loads_by_its_config(tmp_path):
@@ -232,7 +225,7 @@ def test_a_plain_timm_export_loads_by_its_config(tmp_path):
     plain = {"architecture": BASE, "num_classes": 6, "model_args": dict(KW), "pretrained_cfg": PRETRAINED_CFG}
     _write_export(tmp_path / "exp", ref, plain)
     want = _logits(ref)
-    assert torch.equal(_logits(load_exported(tmp_path / "exp")), want)
+    assert torch.equal(_logits(create_model(tmp_path / "exp")[0]), want)
     model, prov = create_model(None, tmp_path / "exp")  # name and kwargs from config.json
     assert torch.equal(_logits(model), want)
     assert prov["model"] == BASE and prov["weights"]["kind"] == "checkpoint"

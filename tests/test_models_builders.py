@@ -1,4 +1,4 @@
-"""create_lift / create_widelast / build_model applied to timm ViTs."""
+"""create_lift / create_widelast / create_model applied to timm ViTs."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from vitdistill.models import (
     WideEntryBlock,
     WideLastVisionTransformer,
     block_widths,
-    build_model,
     create_lift,
+    create_model,
     create_widelast,
 )
 
@@ -127,6 +127,10 @@ def test_unknown_and_unsupported_models_are_user_errors():
         create_widelast("vit_tiny_patch16_224", 100, **TINY)
 
 
+def build_model(source, **kwargs):
+    return create_model(source, **kwargs)[0]
+
+
 def test_build_model_specs():
     m = build_model("lift:vit_tiny_patch16_224:96", **TINY)
     assert isinstance(m, LiftVisionTransformer) and m.lift_dim == 96
@@ -143,17 +147,15 @@ def test_build_model_specs():
 def test_build_spec_round_trip(tmp_path):
     import json
 
-    from vitdistill.models import from_build_spec
-
     m = create_widelast("vit_tiny_patch16_224", 128, num_wide=2, **TINY).eval()
     spec = json.loads(json.dumps(m.build_spec))  # must survive a JSON/YAML config
-    again = from_build_spec(spec).eval()
+    again = build_model(spec).eval()
     assert type(again) is type(m) and again.num_wide == 2
     again.load_state_dict(m.state_dict())
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(again(x), m(x))
-    lift = from_build_spec(create_lift("vit_tiny_patch16_224", 96, **TINY).build_spec, num_classes=3)
+    lift = build_model(create_lift("vit_tiny_patch16_224", 96, **TINY).build_spec, num_classes=3)
     assert lift.lift_dim == 96 and lift.head.out_features == 3
     with pytest.raises(UserError):
-        from_build_spec({"builder": "nope"})
+        build_model({"builder": "nope"})

@@ -249,7 +249,7 @@ def test_widelast_num_wide_two_keeps_indices():
 def test_students_script_and_export_like_eager(name):
     """timm's model battery: TorchScript and torch.export give the eager logits (eval mode)."""
     kw = dict(img_size=32, patch_size=8, num_classes=5)
-    model = vitdistill.models.build_model(name, **kw).eval()
+    model = vitdistill.models.create_model(name, **kw)[0].eval()
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x)
@@ -307,14 +307,14 @@ def test_widelast_schedules_widths_heads_and_costs(name):
 
 
 def test_widelast_schedule_through_the_builder_and_the_train_config():
-    from vitdistill.distill import build, config
+    from vitdistill.distill import config
 
     kw = dict(img_size=32, patch_size=8, embed_dim=48, depth=4, num_heads=3, num_classes=5)
     m = vitdistill.models.create_widelast(
         "vit_tiny_patch16_224", 96, num_wide=3, schedule="fixed_linear", **kw
     )
     assert m.block_widths() == [48, 48, 72, 96] and [b.attn.num_heads for b in m.blocks] == [3] * 4
-    again = vitdistill.models.from_build_spec(m.build_spec)
+    again = vitdistill.models.create_model(m.build_spec)[0]
     assert again.block_widths() == m.block_widths()
     cfg = config.resolve(
         {
@@ -328,7 +328,7 @@ def test_widelast_schedule_through_the_builder_and_the_train_config():
             }
         }
     )
-    student = build.create_from_spec(build.model_spec(cfg["model"], 5))
+    student = vitdistill.models.create_model(cfg["model"], num_classes=5)[0]
     assert student.block_widths() == [48, 64, 80, 96] and [b.attn.num_heads for b in student.blocks] == [
         3,
         4,

@@ -103,6 +103,33 @@ def test_python_names_the_keyword_and_the_cli_the_flag(
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "cli_argv", "cli_says"),
+    [
+        ({"seed": -1}, ["--seed", "-1"], "--seed must be in [0, 4294967295] (got -1)"),
+        ({"seed": 2**32}, ["--seed", str(2**32)], "--seed must be in [0, 4294967295]"),
+        ({"batch_size": 10**23}, ["--batch-size", str(10**23)], "--batch-size must fit in a signed 64-bit"),
+        ({"permutations": 2**64}, ["--permutations", str(2**64)], "--permutations must fit in a signed"),
+    ],
+)
+def test_seeds_and_counts_that_torch_or_numpy_cannot_take_are_refused_up_front(
+    kwargs, cli_argv, cli_says, capsys, tmp_path
+):
+    with pytest.raises(UserError, match=f"'{next(iter(kwargs))}' must"):
+        validate(AnalysisOptions(**kwargs))
+    assert main(["analyze", *TINY, "--data", DATA, "--out", str(tmp_path / "o"), *cli_argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vitdistill analyze: error: ") and cli_says in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_compare_labels_as_one_string_name_the_keyword(tmp_path):
+    from vitdistill.analysis import compare
+
+    with pytest.raises(UserError, match="'labels' must be a sequence of strings"):
+        compare([str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "c", labels="a,b")
+
+
 def test_an_unknown_keyword_names_the_closest():
     with pytest.raises(TypeError, match="did you mean images"):
         from_keywords(AnalysisOptions, {"imagez": 3})

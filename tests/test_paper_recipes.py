@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from _helpers import DATA, TINY_KW
-from vitdistill.distill import build, config, train
+from vitdistill.distill import config, train
+from vitdistill.distill.networks import frozen_teacher
 from vitdistill.distill.task import DistillTask
-from vitdistill.models import block_widths, count_params
+from vitdistill.models import block_widths, count_params, create_model
 from vitdistill.models.conventions import published_decays_embeddings
 
 PAPER = sorted((Path(config.__file__).parents[1] / "configs" / "paper").glob("*.yaml"))
@@ -30,7 +31,7 @@ PARAMS = {  # 1000 classes (docs/models.md)
 @pytest.fixture(scope="module")
 def teacher():
     cfg = config.resolve(PAPER[0])["teacher"] | {"name": "cait_s24_224.fb_dist_in1k", "pretrained": False}
-    return build.build_teacher(cfg)  # random init: no download
+    return frozen_teacher(cfg)  # random init: no download
 
 
 def test_the_published_variants_are_shipped():
@@ -49,7 +50,7 @@ def test_the_published_variants_are_shipped():
 @pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
 def test_paper_recipe_builds_its_models(path, teacher):
     cfg = config.resolve(path)
-    student = build.create_from_spec(build.model_spec(cfg["model"], 1000))
+    student = create_model(cfg["model"], num_classes=1000)[0]
     assert count_params(student) == PARAMS[cfg["model"]["name"]]
     # the recipes whose student the published code weight-decayed differently say how to reproduce it
     assert ("optim.decay_embeddings=published" in path.read_text()) == published_decays_embeddings(student)
@@ -93,8 +94,8 @@ def test_distillation_token_recipe_trains_a_step(tmp_path):
     }
     cfg = config.resolve(PAPER[[p.stem for p in PAPER].index("disttoken_hardkd")], list(small.items()))
     torch.manual_seed(0)
-    student = build.create_from_spec(build.model_spec(cfg["model"], 6))
-    task = DistillTask(student, build.build_teacher(cfg["teacher"]), cfg["loss"], (3, 16, 16), 6)
+    student = create_model(cfg["model"], num_classes=6)[0].train()
+    task = DistillTask(student, frozen_teacher(cfg["teacher"]), cfg["loss"], (3, 16, 16), 6)
     task.train()
     x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 5])
     terms = task(x, y)

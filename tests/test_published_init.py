@@ -23,8 +23,7 @@ from hypothesis import strategies as st
 import vitdistill.models  # noqa: F401  (registers the students)
 from vitdistill.distill import config as C
 from vitdistill.errors import UserError
-from vitdistill.models import as_spec, create_lift, create_widelast
-from vitdistill.models.loading import create_from_spec, model_spec, timm_architecture
+from vitdistill.models import as_spec, create_lift, create_model, create_widelast, timm_architecture
 
 WIDELAST = [
     "deit_tiny_widelast_patch16_224",
@@ -125,7 +124,7 @@ def test_builders_keep_timm_conventions_and_switch_to_published():
     # the build spec records it: the spec, the rebuild and timm's export architecture agree
     spec = as_spec(p.build_spec)
     assert spec["kwargs"]["init"] == "published"
-    assert create_from_spec(spec).norm.norm.eps == 1e-5
+    assert create_model(spec)[0].norm.norm.eps == 1e-5
     arch, args = timm_architecture(spec)
     assert timm.create_model(arch, **args).norm.norm.eps == 1e-5
     w = create_widelast("vit_tiny_patch16_224", 48, init="published", **SMALL)
@@ -138,13 +137,13 @@ def test_builders_keep_timm_conventions_and_switch_to_published():
 def test_new_descriptions_record_published_and_old_specs_rebuild_as_built():
     new = as_spec("deit_tiny_lift_patch16_224", num_classes=10)
     assert new["kwargs"] == {"init": "published"}
-    assert create_from_spec(new).norm.norm.eps == 1e-5
+    assert create_model(new)[0].norm.norm.eps == 1e-5
     arch, args = timm_architecture(new)  # what an export's config.json records
     assert (arch, args) == ("deit_tiny_lift_patch16_224", {"init": "published"})
     # a spec saved before the choice existed was built with timm's conventions and still is
     old = {k: v for k, v in new.items() if k != "kwargs"} | {"kwargs": {}}
     assert as_spec(old)["kwargs"] == {}
-    assert create_from_spec(old).norm.norm.eps == 1e-6
+    assert create_model(old)[0].norm.norm.eps == 1e-6
     assert timm_architecture(old)[1] == {"init": "timm"}
     # plain timm models and remedies at timm's default record nothing: their specs are unchanged
     assert as_spec("deit_tiny_patch16_224")["kwargs"] == {}
@@ -170,7 +169,7 @@ def test_new_descriptions_record_published_and_old_specs_rebuild_as_built():
 )
 def test_config_model_init_key(model, init, kwargs, want):
     cfg = C.resolve({"model": model | {"init": init, "kwargs": kwargs}})
-    assert model_spec(cfg["model"])["kwargs"] == want
+    assert as_spec(cfg["model"])["kwargs"] == want
 
 
 @given(st.text(max_size=12))
@@ -192,7 +191,7 @@ def test_config_model_init_errors():
         {"model": {"name": "deit_tiny_lift_patch16_224", "init": "timm", "kwargs": {"init": "published"}}}
     )
     with pytest.raises(UserError, match="disagree"):
-        model_spec(cfg["model"])
+        as_spec(cfg["model"])
 
 
 # ------------------------------------------------------------------ forward passes as published
@@ -254,14 +253,13 @@ def test_widelast_logits_equal_the_published_models():
 @pytest.mark.parametrize("recorded", [True, False], ids=["new-spec", "spec-saved-before-init"])
 def test_runs_and_exports_rebuild_the_init_they_were_built_with(tmp_path, recorded):
     from vitdistill.distill import checkpoint as ckpt_mod
-    from vitdistill.distill import export, load_exported
-    from vitdistill.distill.export import load_run_model
+    from vitdistill.distill import export
 
     spec = as_spec("deit_tiny_lift_patch16_224", num_classes=10, kwargs=dict(img_size=32, patch_size=8))
     if not recorded:  # as every run saved before the choice existed: built with eps 1e-6
         spec["kwargs"].pop("init")
     eps = 1e-5 if recorded else 1e-6
-    model = create_from_spec(spec).eval()
+    model = create_model(spec)[0].eval()
     assert model.norm.norm.eps == eps
     state = {"student": model.state_dict(), "model_spec": spec, "epoch": 1}
     ckpt_mod.save(tmp_path / "run" / "checkpoints" / "last.pt", state)
@@ -270,8 +268,8 @@ def test_runs_and_exports_rebuild_the_init_they_were_built_with(tmp_path, record
     with torch.no_grad():
         ref = model(x)
         for rebuilt in (
-            load_run_model(tmp_path / "run")[0],
-            load_exported(tmp_path / "export"),
+            create_model(tmp_path / "run")[0],
+            create_model(tmp_path / "export")[0],
             timm.create_model(f"local-dir:{tmp_path / 'export'}", pretrained=True).eval(),
         ):
             assert rebuilt.norm.norm.eps == eps

@@ -1,10 +1,12 @@
 """vitdistill: analyse and distil Vision Transformers built with timm.
 
-Importing the package registers its student models (Lift, WideLast, uniform-width controls)
-with timm, so ``timm.create_model("deit_tiny_lift_patch16_224")`` works after ``import vitdistill``.
-Registration needs timm (and so torch): when timm is already loaded it happens at once, otherwise
-right after timm is first imported. ``import vitdistill`` alone therefore stays cheap, which keeps
-``vitdistill --help`` from loading torch.
+Registration, in one place. ``import vitdistill`` makes the student models (Lift, WideLast,
+uniform-width controls; :mod:`vitdistill.models.registry`) ``timm.create_model`` names. timm has
+no plugin hook for model names, and registering needs timm and so torch, which ``vitdistill
+--help`` must not load (the command line imports this package first). So: when timm is already
+imported the students are registered at once; otherwise a one-shot import hook below registers
+them right after timm's own module has run, whoever imports timm. Nothing else in vitdistill
+touches the import system.
 """
 
 import importlib
@@ -17,7 +19,11 @@ _SUBPACKAGES = ("analysis", "checkpoints", "cli", "commands", "data", "demo", "d
 
 
 def _register_students() -> None:
-    importlib.import_module("vitdistill.models")  # its builders are decorated with timm's register_model
+    """Import :mod:`vitdistill.models`, whose last step imports the registry. When the package is
+    already in ``sys.modules`` (imported, or importing timm from inside its own import), that step
+    has run or is still to come, so nothing is done here."""
+    if "vitdistill.models" not in sys.modules:
+        importlib.import_module("vitdistill.models")
 
 
 class _RegisterAfterTimm:

@@ -9,20 +9,29 @@ Accepted sources:
 * a folder: an export (``model.safetensors``), or a run (``checkpoints/last.pt``: the last epoch,
   which is the figure a run reports).
 
-Files are read with ``torch.load(weights_only=True)``, which refuses to run code. Checkpoints
-written by other training scripts sometimes pickle more than tensors (DeiT's hold an argparse
-``Namespace``); unpickling those in full can run arbitrary code, so they are refused with an
-error naming the opt-in (``--trust-checkpoint`` on the command line, ``teacher.trust_checkpoint``
-/ ``model.trust_checkpoint`` in a training config). Only then are they unpickled, as timm does.
+This is the only module that opens a weights file, and it reads each file once (the same bytes
+give the tensors and the sha256 that provenance records). Files are read with
+``torch.load(weights_only=True)``, which refuses to run code. Checkpoints written by other
+training scripts sometimes pickle more than tensors (DeiT's hold an argparse ``Namespace``);
+unpickling those in full can run arbitrary code, so they are refused with an error naming the
+setting that allows it (the keyword ``trust_checkpoint=True``; ``teacher.trust_checkpoint`` /
+``model.trust_checkpoint`` in a training config). Only then are they unpickled, as timm does.
+
+Weights that go into a model are checked first: a floating-point tensor of the model must come
+from a finite floating-point tensor in the file (integer buffers such as index tables and
+counters load as they are).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import os
 import pickle
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +42,7 @@ from vitdistill.errors import UserError, first_line
 
 FOLDER_WEIGHTS = ("model.safetensors", "checkpoints/last.pt", "model.pt", "pytorch_model.bin")
 STATE_KEYS = ("state_dict", "model", "model_state", "state_dict_ema", "model_ema")
+TRUST_OPT_IN = "trust_checkpoint=True"  # the keyword that allows unpickling a legacy file
 
 
 def weights_file(path: str | os.PathLike) -> Path:
@@ -58,21 +68,22 @@ def _config_beside(file: Path) -> dict:
     return {}
 
 
-def _pickled_names(file: Path) -> list[str] | None:
+def _pickled_names(data: bytes) -> list[str] | None:
     """The importable names a pickle refers to, read with pickletools (nothing runs); None if not a pickle."""
     import pickletools
     import zipfile
 
     try:
         with contextlib.ExitStack() as stack:
-            if zipfile.is_zipfile(file):
-                z = stack.enter_context(zipfile.ZipFile(file))
+            buf = io.BytesIO(data)
+            if zipfile.is_zipfile(buf):
+                z = stack.enter_context(zipfile.ZipFile(buf))
                 pkl = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
                 if pkl is None:
                     return None
                 f = stack.enter_context(z.open(pkl))
             else:
-                f = stack.enter_context(open(file, "rb"))
+                f = io.BytesIO(data)
             names, strings = [], []
             for op, arg, _ in pickletools.genops(f):
                 if op.name == "GLOBAL":
@@ -86,22 +97,34 @@ def _pickled_names(file: Path) -> list[str] | None:
     return [n for n in dict.fromkeys(names) if not n.startswith(("torch.", "collections.OrderedDict"))]
 
 
-def torch_load(
-    file: str | os.PathLike, trust: bool = False, opt_in: str | None = "--trust-checkpoint"
-) -> Any:
+def torch_load(file: str | os.PathLike, trust: bool = False, opt_in: str | None = TRUST_OPT_IN) -> Any:
     """The one ``torch.load`` of vitdistill: never unpickles arbitrary objects unless ``trust``.
 
-    A pickle that needs more than tensors raises a UserError naming ``opt_in`` (``None``: a
-    file vitdistill wrote itself, for which no opt-in exists). Any unreadable file is a
-    one-line UserError; torch's warnings about the file stay off the terminal.
+    A pickle that needs more than tensors raises a UserError naming ``opt_in`` (the setting that
+    allows it; ``None``: a file vitdistill wrote itself, for which no opt-in exists). Any
+    unreadable file is a one-line UserError; torch's warnings about the file stay off the terminal.
     """
     file = Path(file)
+    return _unpickle(_read_bytes(file), file, trust, opt_in)
+
+
+def _read_bytes(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {file} does not exist") from None
+    except OSError as e:
+        raise UserError(f"cannot read checkpoint {file}: {first_line(e)}") from None
+
+
+def _unpickle(data: bytes, file: Path, trust: bool, opt_in: str | None) -> Any:
+    """``torch.load`` of a file's bytes, tensors only unless ``trust`` (see :func:`torch_load`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return torch.load(file, map_location="cpu", weights_only=True)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
-            names = _pickled_names(file)
+            names = _pickled_names(data)
             if names is None:
                 raise UserError(f"cannot read checkpoint {file}: not a PyTorch or pickle file") from None
             what = f" ({', '.join(names[:3])})" if names else ""
@@ -113,38 +136,64 @@ def torch_load(
             if not trust:
                 raise UserError(
                     f"checkpoint {file} pickles Python objects besides tensors{what}, and unpickling it "
-                    f"could run code; if you trust the file, pass {opt_in}"
+                    f"could run code; if you trust the file, pass {opt_in}",
+                    settings=("trust_checkpoint",),
                 ) from None
         except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is unusable
             raise UserError(f"cannot read checkpoint {file}: {first_line(e)}") from None
         try:
-            return torch.load(file, map_location="cpu", weights_only=False)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
         except Exception as e:  # noqa: BLE001
             raise UserError(f"cannot read checkpoint {file}: {first_line(e)}") from None
 
 
-def read_state_dict(
-    path: str | os.PathLike, ema: bool = False, trust: bool = False, opt_in: str = "--trust-checkpoint"
-) -> tuple[dict[str, torch.Tensor], dict]:
-    """(state dict, the config found with it) from any supported file or folder.
+@dataclass
+class Weights:
+    """What one weights source holds, read from disk once."""
+
+    state: dict[str, torch.Tensor]  # the state dict (a run's student or EMA weights)
+    file: Path  # the file it came from
+    config: dict  # a timm-style config found with it (an export's config.json), else {}
+    model_spec: dict | None  # the model spec vitdistill recorded (run checkpoints and exports)
+    sha256: str  # of the file's bytes
+
+
+def read_weights(
+    path: str | os.PathLike, ema: bool = False, trust: bool = False, opt_in: str | None = TRUST_OPT_IN
+) -> Weights:
+    """Everything a supported file or folder holds, reading the weights file once.
 
     ``ema=True`` picks a vitdistill run's EMA weights. A ``module.`` prefix (DDP) is removed.
     ``trust=True`` allows full unpickling of a legacy file (see the module docstring); the
-    refusal otherwise names ``opt_in``.
+    refusal otherwise names ``opt_in``, the setting that allows it.
     """
     file = weights_file(path)
     cfg = _config_beside(file)
+    data = _read_bytes(file)
+    sha = hashlib.sha256(data).hexdigest()
     try:
         if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import load as load_safetensors
 
-            obj: Any = load_file(str(file))
+            obj: Any = load_safetensors(data)
         else:
-            obj = torch_load(file, trust, opt_in)
+            obj = _unpickle(data, file, trust, opt_in)
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the reader says, the file is unusable
         raise UserError(f"cannot read checkpoint {file}: {first_line(e)}") from None
+    del data
+    spec = (
+        (cfg.get("vitdistill") or {}).get("model_spec") if isinstance(cfg.get("vitdistill"), dict) else None
+    )
+    if isinstance(obj, dict) and isinstance(obj.get("model_spec"), dict):
+        spec = obj["model_spec"]
+    state, cfg = _state_of(obj, file, cfg, ema)
+    return Weights(state, file, cfg, spec, sha)
+
+
+def _state_of(obj: Any, file: Path, cfg: dict, ema: bool) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state dict inside a loaded file (and the config it carries)."""
     if isinstance(obj, dict) and isinstance(obj.get("student"), dict):  # a vitdistill run checkpoint
         if ema:
             if obj.get("ema") is None:
@@ -170,6 +219,14 @@ def read_state_dict(
     return obj, cfg
 
 
+def read_state_dict(
+    path: str | os.PathLike, ema: bool = False, trust: bool = False, opt_in: str = TRUST_OPT_IN
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict, the config found with it) of :func:`read_weights`."""
+    w = read_weights(path, ema, trust, opt_in)
+    return w.state, w.config
+
+
 def head_classes(sd: dict[str, torch.Tensor]) -> int | None:
     """The class count of the classifier in a state dict, if it has a recognisable one."""
     for key in ("head.weight", "head.fc.weight", "fc.weight", "classifier.weight"):
@@ -181,7 +238,8 @@ def head_classes(sd: dict[str, torch.Tensor]) -> int | None:
 def load_state_strict(
     model: nn.Module, sd: dict[str, torch.Tensor], source: str, role: str = "model"
 ) -> None:
-    """Load ``sd`` into ``model``; any missing, unexpected or reshaped key is a UserError naming examples."""
+    """Load ``sd`` into ``model``; any missing, unexpected or reshaped key, and any weight that is
+    not finite floating point where the model has one, is a UserError naming examples."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -198,7 +256,24 @@ def load_state_strict(
                 f"{len(reshaped)} of another shape (e.g. {k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})"
             )
         raise UserError(f"{role} checkpoint {source} does not fit the {role}: " + "; ".join(parts))
+    check_values(sd, own, f"{role} checkpoint {source}")
     model.load_state_dict(sd, strict=True)
+
+
+def check_values(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], what: str) -> None:
+    """A UserError naming the first tensor of ``sd`` that would put a non-floating or non-finite
+    value into a floating-point tensor of ``own`` (a model's state dict; other keys are skipped)."""
+    for k, v in sd.items():
+        mine = own.get(k)
+        if mine is None or not mine.is_floating_point():
+            continue  # integer buffers (index tables, step counters) load as they are
+        if not v.is_floating_point():
+            raise UserError(
+                f"{what}: tensor {k!r} is {str(v.dtype).removeprefix('torch.')}, not floating point"
+            )
+        if v.numel() and not bool(torch.isfinite(v).all()):
+            bad = "NaN" if bool(torch.isnan(v).any()) else "Inf"
+            raise UserError(f"{what}: tensor {k!r} holds {bad} values")
 
 
 def read_run_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -122,7 +122,9 @@ class AnalysisOptions:
         0.9, "k_i = own d at this energy", FLOAT, above=0, high=1, percent=True
     )
     rotation_pairs: int = option(5000, "at most this many image pairs", INT, low=1)
-    seed: int = option(0, "seed for random weights, permutations and image sampling", INT)
+    seed: int = option(
+        0, "seed for random weights, permutations and image sampling", INT, low=0, high=2**32 - 1
+    )
     # how it runs
     batch_size: int = option(32, "images per forward pass", INT, low=1)
     device: str = option("cpu", "cpu | cuda | cuda:N", STR, check=check_device, result=False)

@@ -17,7 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="timm model name, or a student lift:BASE:DIM / widelast:BASE:DIM[:NUM_WIDE] "
         "(optional with a run/export --checkpoint carrying config.json)",
     )
-    p.add_argument("--data", required=True, help="ImageFolder dir, image-list file, or synthetic:NAME")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="ImageFolder dir, image-list file, synthetic:NAME or hfds/NAME (see docs/training.md)",
+    )
     p.add_argument("--out", help="result folder (default analysis/MODEL)")
     add_set_option(p, "extra timm model kwargs", "--set img_size=32 --set patch_size=8")
     add_options(p, AnalysisOptions)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 # flags of `train` that a timm user may type here too, and why they do not apply
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         required=True,
-        help="ImageFolder dir (its val/ split if present), list file or synthetic:NAME",
+        help="ImageFolder dir (its val/ split if present), list file, synthetic:NAME, hfds/NAME, hfids/NAME or wds/DIR",
     )
     parser.add_argument("--split", default="val", help="split of --data to evaluate (default: val)")
     parser.add_argument("--checkpoint", help="weights file (a run's checkpoint, .pt or .safetensors)")
@@ -90,6 +91,12 @@ def run(args: argparse.Namespace) -> int:
     if current().is_main:
         extra = f", {res['skipped']} unreadable skipped" if res["skipped"] else ""
         print(f"top-1 {res['top1']:.2f}  top-5 {res['top5']:.2f}  ({res['n']} images{extra})")
+        if res["training_data"]:
+            print(
+                f"vitdistill eval: note: {args.data} holds the images {args.model} was trained on, so this "
+                "is training accuracy; evaluate on its validation data (a val/ split or data.val)",
+                file=sys.stderr,
+            )
         if args.json:
             atomic_write_json(args.json, res)
     return 0

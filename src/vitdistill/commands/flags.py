@@ -226,8 +226,10 @@ def add_shortcuts(parser: argparse.ArgumentParser, shortcuts: dict[str, str], sw
 def shortcut_overrides(args: argparse.Namespace, shortcuts: dict[str, str]) -> list[str]:
     """The ``KEY=VALUE`` overrides the shortcut flags in ``args`` stand for."""
     out = []
-    for key in shortcuts.values():
+    for flag, key in shortcuts.items():
         value = getattr(args, "shortcut:" + key, None)
+        if isinstance(value, str) and not value.strip():  # `--lr ""` would be `optim.lr=` (null)
+            raise UserError(f"--{flag} needs a value (to set {key} to null, use --set {key}=null)")
         if value is not None:
             out.append(f"{key}={'true' if value is True else value}")
     return out

@@ -27,7 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", required=True, help="YAML recipe (see docs/training.md; configs/paper, configs/cpu)"
     )
     add_set_option(parser, "override a config key", "--set loss.alpha=0.9")
-    parser.add_argument("--data", help="training data: ImageFolder dir, image list file or synthetic:NAME")
+    parser.add_argument(
+        "--data",
+        help="training data: ImageFolder dir, image list file, synthetic:NAME, hfds/NAME, hfids/NAME or wds/DIR",
+    )
     parser.add_argument("--output", help="run folder (default: runs/<config name>)")
     parser.add_argument(
         "--resume", help="'auto' (continue RUN/checkpoints/last.pt if present) or a checkpoint path"

@@ -6,7 +6,7 @@ of the cost. Here the data set is decoded once into tensors (no augmentation, so
 sees the same pixels), the teacher's outputs on it are computed once per kind of target
 (:func:`teacher_targets`, through :meth:`DistillTask.run_teacher`) and cached on disk, and each
 run only trains its student. Losses, projectors and models are the library's own
-(:class:`vitdistill.distill.task.DistillTask`, :func:`vitdistill.distill.build.create_from_spec`).
+(:class:`vitdistill.distill.task.DistillTask`, :func:`vitdistill.models.create_model`).
 
 Pairing: run (arm, seed) draws its batch order from ``seed`` alone, and the parts its student
 shares with the plain narrow student (same name and shape) start from the narrow student's
@@ -74,13 +74,13 @@ def resolve_config(recipe: dict, overrides: list[str]) -> dict:
 
 def build_student(cfg: dict, narrow_cfg: dict, seed: int, num_classes: int) -> tuple[torch.nn.Module, dict]:
     """The arm's student for ``seed``; parts it shares with the narrow student start identical."""
-    from vitdistill.distill.build import create_from_spec, model_spec
+    from vitdistill.models import as_spec, create_model
 
-    spec = model_spec(cfg["model"], num_classes)
+    spec = as_spec(cfg["model"], num_classes)
     torch.manual_seed(seed)
-    model = create_from_spec(spec)
+    model = create_model(spec)[0].train()
     torch.manual_seed(seed)
-    narrow = create_from_spec(model_spec(narrow_cfg["model"], num_classes))
+    narrow = create_model(narrow_cfg["model"], num_classes=num_classes)[0]
     own = model.state_dict()
     shared = {k: v for k, v in narrow.state_dict().items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(shared, strict=False)
@@ -146,7 +146,8 @@ def fit(
     batch = cfg["data"]["batch_size"]
     steps = len(train) // batch
     opt, sched = _optimizer(task, cfg, steps)
-    update = Update(opt, sched)  # the library's step without clipping, AMP, EMA or mixup
+    # the library's step with the recipe's clipping and EMA (no AMP or mixup)
+    update = Update(opt, sched, ema=_ema(task, cfg), clip_grad=cfg["optim"]["clip_grad"])
     task.trainable.train()
     losses = []
     for epoch in range(cfg["epochs"]):
@@ -167,7 +168,18 @@ def fit(
         losses.append(total / steps)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
+    if update.ema is not None:  # the average is the scored (and saved) model, as the recipe asks
+        task.student.load_state_dict(update.ema.module.state_dict())
     return {"top1": top1(task.student, val), "train_loss": losses, "steps": update.num_updates}
+
+
+def _ema(task, cfg: dict):
+    """The student's EMA (timm ModelEmaV3) when the recipe asks for one (``ema.enabled``)."""
+    if not cfg["ema"]["enabled"]:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(task.student, decay=cfg["ema"]["decay"], use_warmup=cfg["ema"]["warmup"])
 
 
 def save_run(run_dir: Path, model, spec: dict, summary: dict) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from vitdistill.checkpoints import torch_load
 from vitdistill.demo import fit
 from vitdistill.demo.methods import BY_KEY, config_path
 from vitdistill.demo.settings import DemoSettings, heads
@@ -51,20 +52,19 @@ def overrides(
 
 
 def config(s: DemoSettings, key: str, seed: int, epochs: int, teacher_dir: Path, uniform: int) -> dict:
-    import yaml
+    from vitdistill.utils import yamlsafe
 
-    recipe = yaml.safe_load(config_path(BY_KEY[key]).read_text())
+    recipe = yamlsafe.load(config_path(BY_KEY[key]).read_text(), BY_KEY[key].config)
     return fit.resolve_config(recipe, overrides(s, key, seed, epochs, teacher_dir, uniform))
 
 
 def uniform_width(s: DemoSettings, num_classes: int) -> tuple[int, dict[str, int]]:
     """The uniform width whose parameter count is closest to WideLast's (same depth and head count)."""
-    from vitdistill.distill.build import create_from_spec, model_spec
-    from vitdistill.models.profile import count_params
+    from vitdistill.models import count_params, create_model
 
     def params(key: str, width: int) -> int:
         cfg = config(s, key, 0, 1, Path("."), width)
-        return count_params(create_from_spec(model_spec(cfg["model"], num_classes)))
+        return count_params(create_model(cfg["model"], num_classes=num_classes)[0])
 
     h = heads(s.student_width)
     target = params("widelast_featkd", 0)
@@ -76,12 +76,11 @@ def uniform_width(s: DemoSettings, num_classes: int) -> tuple[int, dict[str, int
 
 
 def load_teacher(teacher_dir: Path):
-    from vitdistill.distill.build import create_from_spec, load_weights
+    from vitdistill.models import create_model
 
     spec = json.loads((teacher_dir / "summary.json").read_text())["model"]
-    teacher = create_from_spec(spec)
-    load_weights(teacher, teacher_dir / "checkpoints" / "last.pt", role="teacher")
-    return teacher.eval().requires_grad_(False)
+    teacher, _ = create_model(spec, teacher_dir / "checkpoints" / "last.pt", role="teacher", opt_in=None)
+    return teacher.requires_grad_(False)
 
 
 def _memo(name: str, make):
@@ -109,7 +108,7 @@ def prepare(job: dict, build_targets: bool = False):
             from vitdistill.utils.io import atomic_torch_save
 
             atomic_torch_save(f, fit.teacher_targets(task, data["train"].images))
-        targets = _memo(f"targets:{f}", lambda: torch.load(f, weights_only=True))
+        targets = _memo(f"targets:{f}", lambda: torch_load(f, opt_in=None))
     return task, spec, data, targets
 
 
@@ -124,6 +123,7 @@ def run_job(job: dict) -> dict:
     wall, cpu = time.time(), time.process_time()
     task, spec, data, targets = prepare(job)
     result = fit.fit(task, data["train"], data["val"], targets, job["config"], job["seed"])
+    from vitdistill.demo.noise import pack
     from vitdistill.models.profile import count_params
 
     summary = {
@@ -133,11 +133,23 @@ def run_job(job: dict) -> dict:
         "params": count_params(task.student),
         "val_images": len(data["val"]),
         **result,
+        "val_correct": pack(correct_images(task.student, data["val"]).numpy()),
         "wall_s": time.time() - wall,
         "cpu_s": time.process_time() - cpu,
     }
     fit.save_run(run_dir, task.student, spec, summary)
     return summary
+
+
+@torch.no_grad()
+def correct_images(model, split: fit.Split, batch: int = 500) -> torch.Tensor:
+    """Which validation images the model classifies correctly (for the evaluation-noise split)."""
+    model.eval()
+    hits = [
+        model(split.images[s : s + batch]).argmax(-1) == split.labels[s : s + batch]
+        for s in range(0, len(split), batch)
+    ]
+    return torch.cat(hits)
 
 
 def run_all(jobs: list[dict], workers: int, on_done) -> list[dict]:

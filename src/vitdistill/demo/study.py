@@ -32,6 +32,7 @@ from vitdistill.demo.settings import SIZE_FIELDS, STAGE_DIRS, DemoSettings
 from vitdistill.errors import UserError
 from vitdistill.utils.io import atomic_write_json
 from vitdistill.utils.lock import LOCK_NAME, folder_lock
+from vitdistill.utils.markers import MARKER, refuse_inside
 from vitdistill.utils.progress import fmt_duration
 
 __all__ = ["SIZE_FIELDS", "STAGE_DIRS", "DemoSettings", "Study", "run_demo"]
@@ -93,7 +94,7 @@ class Study:
             self._check_same_settings(meta)
         elif (
             self.out.exists()
-            and any(p.name != LOCK_NAME for p in self.out.iterdir())
+            and any(p.name not in (LOCK_NAME, MARKER) for p in self.out.iterdir())
             and not any((self.out / d).exists() for d in STAGE_DIRS)
         ):
             from vitdistill.errors import UserError
@@ -153,12 +154,12 @@ class Study:
     # ---------------------------------------------------------------- helpers
     def load_model(self, run_dir: Path):
         """A run's final weights in a freshly built model."""
-        from vitdistill.distill.build import create_from_spec, load_weights
+        from vitdistill.models import create_model
 
         summary = json.loads((run_dir / "summary.json").read_text())
-        model = create_from_spec(summary["model"])
-        load_weights(model, run_dir / "checkpoints" / "last.pt", role="student")
-        return model.eval()
+        return create_model(
+            summary["model"], run_dir / "checkpoints" / "last.pt", role="student", opt_in=None
+        )[0]
 
     def analysis_options(self) -> dict[str, Any]:
         s = self.s
@@ -189,13 +190,13 @@ class Study:
     # ---------------------------------------------------------------- stages
     def stage_data(self, folder: Path):
         from vitdistill.demo import fit
-        from vitdistill.demo.report import save_sample_grid
-        from vitdistill.distill.build import create_from_spec, model_spec
+        from vitdistill.demo.plots import save_sample_grid
+        from vitdistill.models import create_model
         from vitdistill.utils.io import atomic_write_json
 
         s, spec = self.s, self.s.data_spec()
         probe_cfg = runs.config(s, "teacher", 0, 1, self.folder(2), 0)
-        probe = create_from_spec(model_spec(probe_cfg["model"], 2))
+        probe = create_model(probe_cfg["model"], num_classes=2)[0]
         crop = 1.0 if s.synthetic else None
         cap = (None, None) if s.synthetic else (s.train_images, s.val_images)
         train = fit.load_split(spec, "train", probe, cap[0], crop)
@@ -223,7 +224,7 @@ class Study:
 
     def stage_teacher(self, folder: Path):
         from vitdistill.demo import fit
-        from vitdistill.distill.build import create_from_spec, model_spec
+        from vitdistill.models import as_spec, create_model
 
         cfg = self.config("teacher", 0, self.s.teacher_epochs)
         data = fit.load_splits(self.folder(1) / "tensors.pt")
@@ -231,8 +232,8 @@ class Study:
         import torch
 
         torch.manual_seed(0)
-        spec = model_spec(cfg["model"], classes)
-        model = create_from_spec(spec)
+        spec = as_spec(cfg["model"], classes)
+        model = create_model(spec)[0].train()
         task = fit.make_task(model, None, cfg, tuple(data["train"].images.shape[1:]), classes)
         t, c = time.time(), time.process_time()
         result = fit.fit(
@@ -399,5 +400,6 @@ def run_demo(
     out: str | os.PathLike = "vitdistill-demo", fresh: bool = False, progress: bool = True, **settings: Any
 ) -> dict:
     """Run (or resume) the whole demo into ``out``; returns the report's numbers (report.json)."""
+    refuse_inside(out, [settings.get("data")])
     with folder_lock(out, "demo"):  # a second demo into this folder fails at once
         return Study(DemoSettings(**settings), out, fresh=fresh, progress=progress).run()

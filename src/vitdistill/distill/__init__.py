@@ -5,8 +5,8 @@
 """
 
 from vitdistill.distill.config import defaults, resolve
-from vitdistill.distill.evaluate import evaluate, load_model
-from vitdistill.distill.export import export, load_exported
+from vitdistill.distill.evaluate import evaluate
+from vitdistill.distill.export import export
 from vitdistill.distill.trainer import train
 
-__all__ = ["defaults", "evaluate", "export", "load_exported", "load_model", "resolve", "train"]
+__all__ = ["defaults", "evaluate", "export", "resolve", "train"]

@@ -132,4 +132,6 @@ def load_optimizer(optimizer, saved: dict, path: Path, settings_changed: bool) -
 def resume_line(path: Path, epochs_done: int, epochs: int, in_epoch: dict | None) -> str:
     """What a resumed run says first: the checkpoint, the epochs it holds, how far into the next."""
     within = f", {in_epoch['steps_done']} steps into the next" if in_epoch else ""
+    if epochs_done >= epochs:
+        within += " (nothing left to train: raise epochs to train further)"
     return f"vitdistill: resuming {path}: {epochs_done} of {epochs} epochs done{within}"

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from vitdistill.errors import UserError, closest_names
+from vitdistill.utils import yamlsafe
 from vitdistill.utils.overrides import parse_set
 
 
@@ -125,8 +126,17 @@ SCHEMA: dict[str, Key] = {
         "teacher gets the student's normalised images (the published code)",
     ),
     # data
-    "data.train": _k(None, str, "training data: an ImageFolder dir, a file list, or synthetic:NAME"),
-    "data.val": _k(None, str, "validation data (default: the val split of data.train)"),
+    "data.train": _k(
+        None, str, "training data: an ImageFolder dir, a file list, synthetic:NAME, hfds/NAME or wds/DIR"
+    ),
+    "data.val": _k(
+        None, str, "validation data (default: the val split of data.train; never the training images)"
+    ),
+    "data.val_fraction": _k(
+        None,
+        float,
+        "hold out this fraction of data.train for validation (seeded by seed, recorded in summary.json)",
+    ),
     "data.batch_size": _k(
         64, int, "GLOBAL batch per optimizer step (split over ranks and accumulation steps)"
     ),
@@ -264,6 +274,12 @@ SCHEMA: dict[str, Key] = {
     "log.tensorboard": _k(
         False, bool, "also write TensorBoard events to RUN/tb (needs the tensorboard extra)"
     ),
+    "log.wandb": _k(
+        False,
+        bool,
+        "also log to Weights & Biases (needs the wandb extra; project from WANDB_PROJECT, "
+        "WANDB_MODE=offline writes RUN/wandb only)",
+    ),
     "log.progress": _k(
         True, bool, "progress inside an epoch on rank 0: a tqdm bar on a terminal, else a line every ~30 s"
     ),
@@ -341,6 +357,10 @@ def check_value(key: str, value):
         raise UserError(
             f"config key {key!r} must be one of {', '.join(map(str, decl.choices))}; got {value!r}"
         )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"config key {key!r} must be a finite number, got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise UserError(f"config key {key!r} must fit in a signed 64-bit integer, got {value}")
     if key == "device" and not (value in ("auto", "cpu", "cuda") or value.startswith("cuda:")):
         raise UserError(f"config key 'device' must be auto, cpu, cuda or cuda:N; got {value!r}")
     return value
@@ -391,9 +411,13 @@ def load_yaml(path: str | os.PathLike) -> dict:
     if not p.is_file():
         raise UserError(f"config file {str(p)!r} not found")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yamlsafe.load(p.read_text(encoding="utf-8"), f"config file {str(p)!r}")
     except yaml.YAMLError as e:
         raise UserError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"config file {str(p)!r} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"cannot read config file {str(p)!r}: {e.strerror or e}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -446,10 +470,14 @@ def _check_semantics(cfg: dict) -> None:
     for key in ("epochs", "data.batch_size", "optim.grad_accum", "aug.repeated_aug", "log.interval"):
         if get(cfg, key) < 1:
             raise UserError(f"config key {key!r} must be >= 1, got {get(cfg, key)}")
-    if get(cfg, "log.checkpoint_steps") < 0:
-        raise UserError(
-            f"config key 'log.checkpoint_steps' must be >= 0, got {get(cfg, 'log.checkpoint_steps')}"
-        )
+    for key in ("log.checkpoint_steps", "data.num_workers"):
+        if get(cfg, key) < 0:
+            raise UserError(f"config key {key!r} must be >= 0, got {get(cfg, key)}")
+    if not 0 <= cfg["seed"] < 2**32:  # numpy's seed range; each epoch's seed is derived from it
+        raise UserError(f"config key 'seed' must be in [0, 4294967295], got {cfg['seed']}")
+    lr = get(cfg, "optim.lr")
+    if lr is not None and lr <= 0:
+        raise UserError(f"config key 'optim.lr' must be > 0 (or null: scaled from optim.lr_base), got {lr}")
     for key in ("loss.alpha",):
         if not 0.0 <= get(cfg, key) <= 1.0:
             raise UserError(f"config key {key!r} must be in [0, 1], got {get(cfg, key)}")

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from vitdistill.errors import UserError
-from vitdistill.models.loading import load_model
+from vitdistill.models import create_model
 from vitdistill.utils import dist as dist_mod
 from vitdistill.utils.device import amp_dtype, autocast, resolve_device
 
@@ -79,6 +79,23 @@ def evaluate_loader(
     }
 
 
+def _load(source, checkpoint, ema: bool, num_classes: int, trust: bool) -> nn.Module:
+    """A run folder or export (its own weights, or ``checkpoint``), or a model name with a weights
+    file (``num_classes`` from the data) or else its timm pretrained weights."""
+    if isinstance(source, nn.Module):
+        return source.eval()
+    named = not Path(source).is_dir()
+    model, _ = create_model(
+        source,
+        checkpoint,
+        pretrained=named and checkpoint is None,
+        num_classes=num_classes if named and checkpoint is not None else None,
+        trust_checkpoint=trust,
+        ema=ema,
+    )
+    return model
+
+
 def evaluate(
     run_or_model,
     data: str,
@@ -105,7 +122,7 @@ def evaluate(
     info = dist_mod.init_distributed(device)
     dev = resolve_device(device, info.local_rank)
     ds = build_dataset(data, split, transform=None, strict=strict, max_images=max_images)
-    model = load_model(run_or_model, checkpoint, ema, ds.num_classes, trust_checkpoint)
+    model = _load(run_or_model, checkpoint, ema, ds.num_classes, trust_checkpoint)
     n_out = getattr(model, "num_classes", None)
     if n_out is not None and n_out != ds.num_classes:
         raise UserError(f"the model predicts {n_out} classes but {data} has {ds.num_classes}")
@@ -115,13 +132,17 @@ def evaluate(
     ds.transform = eval_transform(model, crop_pct=crop)
     if len(ds) == 0:
         raise UserError(f"{data} ({split}) holds no images")
-    loader = DataLoader(
-        ds,
-        batch_size=batch_size,
-        sampler=ShardSampler(len(ds), info.world_size, info.rank),
-        num_workers=num_workers,
-        collate_fn=collate_skip,
-    )
+    if getattr(ds, "streaming", False):
+        ds.set_loader_cfg(num_workers)  # timm's reader splits the shards over ranks and workers
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip)
+    else:
+        loader = DataLoader(
+            ds,
+            batch_size=batch_size,
+            sampler=ShardSampler(len(ds), info.world_size, info.rank),
+            num_workers=num_workers,
+            collate_fn=collate_skip,
+        )
     model = model.to(dev)
     out = evaluate_loader(model, loader, dev, amp_dtype=amp_dtype(amp))
     out.update(
@@ -133,10 +154,26 @@ def evaluate(
             else type(run_or_model).__name__,
             "ema": ema,
             "crop_pct": crop,  # None: the model's timm default
+            "training_data": _trained_on(run_or_model, ds),
             "amp": str(amp or "none"),
         }
     )
     return out
+
+
+def _trained_on(source, ds) -> bool:
+    """Whether ``ds`` holds the images a run folder was trained on (its summary.json's train_data)."""
+    from vitdistill.data.holdout import same_source
+
+    if isinstance(source, nn.Module) or not (Path(source) / "summary.json").is_file():
+        return False
+    import json
+
+    try:
+        trained = json.loads((Path(source) / "summary.json").read_text()).get("train_data")
+    except (ValueError, OSError, AttributeError):
+        return False
+    return same_source(trained, ds.describe() if hasattr(ds, "describe") else None)
 
 
 def _run_crop_pct(source) -> float | None:
@@ -148,8 +185,10 @@ def _run_crop_pct(source) -> float | None:
         return None
     import yaml
 
+    from vitdistill.utils import yamlsafe
+
     try:
-        cfg = yaml.safe_load(cfg_file.read_text()) or {}
+        cfg = yamlsafe.load(cfg_file.read_text(), str(cfg_file)) or {}
     except (yaml.YAMLError, OSError):
         return None
     crop = (cfg.get("data") or {}).get("eval_crop_pct") if isinstance(cfg, dict) else None

@@ -7,6 +7,7 @@ accumulation steps (see :class:`~vitdistill.distill.sampler.EpochSampler`).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -18,23 +19,21 @@ from vitdistill.distill.sampler import EpochSampler, SeededSamples
 from vitdistill.errors import UserError
 
 
-def build_datasets(data_cfg: dict) -> tuple:
-    """(training set, validation set, number of classes), transforms not yet set."""
-    from vitdistill.data import build_dataset
+def build_datasets(data_cfg: dict, seed: int) -> tuple:
+    """(training set, validation set, number of classes), transforms not yet set.
+
+    The validation set never shares an image with the training set (:mod:`vitdistill.data.holdout`).
+    """
+    from vitdistill.data.holdout import train_val_sets
+    from vitdistill.data.timm_sources import refuse_stream
 
     if not data_cfg["train"]:
         raise UserError(
             "no training data: set data.train in the config or give 'data' (a folder or synthetic:NAME)",
             settings=("data",),
         )
-    strict = data_cfg["strict"]
-    train_ds = build_dataset(
-        data_cfg["train"], "train", transform=None, strict=strict, max_images=data_cfg["max_train_images"]
-    )
-    val_source = data_cfg["val"] or data_cfg["train"]
-    val_ds = build_dataset(
-        val_source, "val", transform=None, strict=strict, max_images=data_cfg["max_val_images"]
-    )
+    train_ds, val_ds = train_val_sets(data_cfg, seed)
+    refuse_stream(val_ds, "training validates by position (each image once, sharded over ranks)")
     if len(train_ds) == 0:
         raise UserError(f"training data {data_cfg['train']} holds no images")
     num_classes = train_ds.num_classes
@@ -106,6 +105,8 @@ def build_loaders(cfg: dict, train_ds, val_ds, world_size: int, rank: int, devic
             f"data.batch_size={global_batch} must be divisible by world size x grad_accum = {world_size}x{accum}"
         )
     micro = global_batch // (world_size * accum)
+    if getattr(train_ds, "streaming", False):
+        return _stream_loaders(cfg, train_ds, val_ds, world_size, rank, device, micro)
     if len(train_ds) < global_batch:
         raise UserError(
             f"data.batch_size={global_batch} is larger than the training set ({len(train_ds)} images)"
@@ -145,6 +146,76 @@ def build_loaders(cfg: dict, train_ds, val_ds, world_size: int, rank: int, devic
         pin_memory=pin,
     )
     return Loaders(train_loader, val_loader, sampler, generator, micro)
+
+
+class StreamEpochs:
+    """The epoch hook of a streamed training set: timm's reader reshuffles its shards each epoch.
+
+    A stream cannot start at a step inside an epoch, so a run on one resumes at epoch ends only.
+    """
+
+    def __init__(self, dataset, steps: int):
+        self.dataset, self.steps = dataset, steps
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        if start_step:
+            raise UserError("a run on a streamed training source resumes at an epoch end only")
+        self.dataset.set_epoch(epoch)
+
+
+class _Capped:
+    """The first ``n`` micro-batches of a loader: timm's reader rounds each worker's share up."""
+
+    def __init__(self, loader: DataLoader, n: int):
+        self.loader, self.n = loader, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return itertools.islice(self.loader, self.n)
+
+
+def _stream_loaders(cfg, train_ds, val_ds, world_size, rank, device, micro) -> Loaders:
+    """Loaders for a streamed (``hfids/``, ``wds/``) training set: shuffled and sharded by timm's reader."""
+    from vitdistill.data import collate_skip
+
+    data_cfg, accum = cfg["data"], cfg["optim"]["grad_accum"]
+    if cfg["aug"]["repeated_aug"] > 1:
+        raise UserError(
+            f"{data_cfg['train']} is streamed, so set aug.repeated_aug: 1 (repeats need random access)"
+        )
+    if cfg["log"]["checkpoint_steps"]:
+        raise UserError(
+            f"{data_cfg['train']} is streamed, so set log.checkpoint_steps: 0 (no mid-epoch resume)"
+        )
+    steps = len(train_ds) // data_cfg["batch_size"]
+    if data_cfg["steps_per_epoch"]:
+        steps = min(steps, data_cfg["steps_per_epoch"])
+    if steps < 1:
+        raise UserError(
+            f"data.batch_size={data_cfg['batch_size']} is larger than the training set ({len(train_ds)} images)"
+        )
+    stream = train_ds.for_training(cfg["seed"], micro)
+    workers, generator = data_cfg["num_workers"], torch.Generator()
+    stream.set_loader_cfg(workers)
+    loader = DataLoader(
+        stream,
+        batch_size=micro,
+        num_workers=workers,
+        collate_fn=collate_skip,
+        generator=generator,
+        pin_memory=device.type == "cuda",
+    )
+    val_loader = DataLoader(
+        val_ds,
+        batch_size=data_cfg["val_batch_size"] or max(1, micro * 2),
+        sampler=ShardSampler(len(val_ds), world_size, rank),
+        num_workers=workers,
+        collate_fn=collate_skip,
+        pin_memory=device.type == "cuda",
+    )
+    return Loaders(_Capped(loader, steps * accum), val_loader, StreamEpochs(stream, steps), generator, micro)
 
 
 def build_mixup(cfg: dict, num_classes: int):

@@ -9,27 +9,41 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vitdistill.distill import build as build_mod
 from vitdistill.distill import config as config_mod
 from vitdistill.distill import inputs
 from vitdistill.distill.task import DistillTask
 from vitdistill.errors import UserError
+from vitdistill.models import as_spec, create_model
 from vitdistill.models.profile import count_params
 
 
 def build_student(model_cfg: dict, num_classes: int) -> tuple[nn.Module, dict, int]:
     """(student, its model spec, its parameter count), with its starting weights."""
-    spec = build_mod.model_spec(model_cfg, num_classes)
-    student = build_mod.create_from_spec(spec, pretrained=model_cfg["pretrained"])
-    if model_cfg["checkpoint"]:
-        build_mod.load_weights(
-            student,
-            model_cfg["checkpoint"],
-            role="student",
-            trust=model_cfg["trust_checkpoint"],
-            opt_in="--trust-checkpoint (or model.trust_checkpoint: true)",
-        )
-    return student, spec, count_params(student)
+    spec = as_spec(model_cfg, num_classes)
+    student, _ = create_model(
+        spec,
+        model_cfg["checkpoint"] or None,
+        pretrained=model_cfg["pretrained"],
+        trust_checkpoint=model_cfg["trust_checkpoint"],
+        role="student",
+        opt_in="model.trust_checkpoint: true",
+    )
+    return student.train(), spec, count_params(student)
+
+
+def frozen_teacher(cfg_teacher: dict) -> nn.Module:
+    """The frozen teacher in eval mode from a config's ``teacher`` section (name + kwargs, with
+    pretrained weights or a local file; a vitdistill run or export may omit the name)."""
+    teacher, _ = create_model(
+        cfg_teacher.get("name"),
+        cfg_teacher.get("checkpoint"),
+        pretrained=bool(cfg_teacher.get("pretrained")),
+        trust_checkpoint=bool(cfg_teacher.get("trust_checkpoint")),
+        role="teacher",
+        opt_in="teacher.trust_checkpoint: true",
+        **(cfg_teacher.get("kwargs") or {}),
+    )
+    return teacher.requires_grad_(False)
 
 
 def build_teacher(config: dict, student: nn.Module) -> tuple[nn.Module | None, tuple]:
@@ -39,7 +53,7 @@ def build_teacher(config: dict, student: nn.Module) -> tuple[nn.Module | None, t
 
     teacher = None
     if config_mod.needs_teacher(config["loss"]):
-        teacher = build_mod.build_teacher(config["teacher"])
+        teacher = frozen_teacher(config["teacher"])
     input_size = tuple(model_input_size(student) or resolve_data_config(student)["input_size"])
     if teacher is None:
         return None, input_size

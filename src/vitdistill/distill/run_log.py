@@ -1,4 +1,4 @@
-"""A run's metrics: ``metrics.jsonl`` (one JSON record per line) and, optionally, TensorBoard.
+"""A run's metrics: ``metrics.jsonl`` (one JSON record per line) and, optionally, TensorBoard and W&B.
 
 Only the main process writes. Every line is strict JSON: a NaN or infinite number is written
 as ``null`` (the run stops on one; see :mod:`vitdistill.distill.finite`). Each record has a ``kind`` (``step`` or ``epoch``), the optimizer
@@ -13,17 +13,17 @@ import json
 import math
 from pathlib import Path
 
-from vitdistill.errors import UserError
+from vitdistill.distill.loggers import Sinks
 from vitdistill.utils.io import atomic_write_text
 from vitdistill.utils.progress import fmt_duration
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool):
+    def __init__(self, run_dir: Path, enabled: bool, cfg: dict):
         self.path = Path(run_dir) / "metrics.jsonl"
-        self.enabled, self.tensorboard = enabled, tensorboard
+        self.enabled, self.cfg = enabled, cfg
         self._file = None
-        self._tb = None
+        self._sinks = None  # TensorBoard / W&B (log.tensorboard, log.wandb): every record and epoch line
 
     def open(self, resumed_step: int, resumed_epoch: int) -> None:
         """Start writing; after a resume keep only the records up to (step, epoch) of its checkpoint."""
@@ -40,32 +40,26 @@ class RunLog:
                         kept.append(line)
         atomic_write_text(self.path, "".join(x + "\n" for x in kept))
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 (kept open for the run)
-        if self.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise UserError(
-                    "log.tensorboard needs TensorBoard: pip install 'vitdistill[tensorboard]'"
-                ) from None
-            self._tb = SummaryWriter(str(self.path.parent / "tb"))
+        self._sinks = Sinks(self.path.parent, self.cfg)
 
     def write(self, record: dict) -> None:
         if self._file is None:
             return
         self._file.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
-        if self._tb is not None:
-            step = record.get("step", 0)
-            for k, v in record.items():
-                if isinstance(v, int | float) and k not in ("step", "epoch"):
-                    self._tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, step)
+        self._sinks.record(record)
+
+    def line(self, text: str, step: int) -> None:
+        """The epoch line printed on stderr, for the sinks."""
+        if self._sinks is not None:
+            self._sinks.line(text, step)
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        if self._sinks is not None:
+            self._sinks.close()
+            self._sinks = None
 
 
 def epoch_line(record: dict, epochs: int, eta_s: float) -> str:

@@ -42,6 +42,7 @@ from vitdistill.utils import dist as dist_mod
 from vitdistill.utils.device import amp_dtype, resolve_device
 from vitdistill.utils.io import atomic_write_json, atomic_write_text
 from vitdistill.utils.lock import folder_lock
+from vitdistill.utils.markers import refuse_inside
 from vitdistill.utils.progress import Progress
 
 
@@ -71,6 +72,7 @@ def train(
     if output is None:
         stem = Path(config).stem if isinstance(config, str | os.PathLike) else "run"
         output = Path("runs") / stem
+    refuse_inside(output, [cfg["data"]["train"], cfg["data"]["val"]], "output")
     with folder_lock(output, "train"):  # a second run into this folder fails at once
         was_deterministic = torch.are_deterministic_algorithms_enabled()
         try:
@@ -135,7 +137,7 @@ class Trainer:
         self.device = resolve_device(config["device"], self.dinfo.local_rank)
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.run_log = RunLog(self.run_dir, self.dinfo.is_main, config["log"]["tensorboard"])
+        self.run_log = RunLog(self.run_dir, self.dinfo.is_main, config)
         self._was_deterministic = torch.are_deterministic_algorithms_enabled()
         self._own_group = dist_mod.launched_by_torchrun() and not torch.distributed.is_initialized()
         if config["deterministic"]:
@@ -143,7 +145,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         seed_all(process_seed(config, self.dinfo.rank))
         self.resume_path = ckpt_mod.resume_path(self.ckpt_dir / "last.pt", resume)
-        self.train_ds, self.val_ds, self.num_classes = inputs.build_datasets(config["data"])
+        self.train_ds, self.val_ds, self.num_classes = inputs.build_datasets(config["data"], config["seed"])
         student, self.spec, self.student_params = networks.build_student(config["model"], self.num_classes)
         teacher, input_size = networks.build_teacher(config, student)
         self.eval_transform_info = inputs.set_transforms(config, student, self.train_ds, self.val_ds)
@@ -383,7 +385,9 @@ class Trainer:
         t0, updates0 = self.eta_origin
         done, left = self.num_updates - updates0, epochs * self.loaders.steps_per_epoch - self.num_updates
         eta = (time.time() - t0) / max(done, 1) * left
-        print(epoch_line(record, epochs, eta), file=sys.stderr, flush=True)
+        line = epoch_line(record, epochs, eta)
+        print(line, file=sys.stderr, flush=True)
+        self.run_log.line(line, self.num_updates)
 
     def _train_epoch(self, epoch: int) -> dict:
         """One epoch of optimizer steps (from a mid-epoch checkpoint's position when resuming)."""
@@ -479,6 +483,7 @@ class Trainer:
             "best_ema": self.best["ema"],
             "wall_time_s": time.time() - self.started_at,
             "train_data": self.train_ds.describe() if hasattr(self.train_ds, "describe") else None,
+            "val_data": {**self.val_ds.describe(), "transform": self.eval_transform_info["transform"]},
             "eval_transform": self.eval_transform_info,  # the crop every val_top1 above was measured with
             "config_changes": self.changes,  # settings changed on resume, and from which step
         }

@@ -1,13 +1,14 @@
-"""Token taps and the student models (registered with timm on import).
+"""Models: the one way in (:func:`create_model`), the students, token taps and profiling.
 
 Importing this package registers the students in ``STUDENT_MODELS`` with timm
 (``deit_tiny_lift_patch16_224``, ``deit_tiny_widelast_patch16_224`` and its schedule variants,
-``deit_tiny_uniform219_patch16_224``).
+``deit_tiny_uniform219_patch16_224``, and ``vitdistill_lift`` / ``vitdistill_widelast`` for a
+remedy on any base); :mod:`vitdistill.models.registry` is where that happens.
 """
 
-from vitdistill.models.builders import STUDENT_MODELS, create_base_model, create_lift, create_widelast
+from vitdistill.models.builders import create_lift, create_widelast
 from vitdistill.models.lift import LiftVisionTransformer, TokenProjector
-from vitdistill.models.loading import as_spec, build_model, create_model, from_build_spec
+from vitdistill.models.loading import as_spec, create_model, spec_label, timm_architecture
 from vitdistill.models.profile import (
     block_widths,
     count_macs,
@@ -17,6 +18,7 @@ from vitdistill.models.profile import (
     measure_throughput,
     token_grid,
 )
+from vitdistill.models.registry import STUDENT_MODELS
 from vitdistill.models.taps import TokenTaps, check_tappable, num_tap_layers, resolve_layers, token_features
 from vitdistill.models.widelast import SCHEDULES, WideEntryBlock, WideLastVisionTransformer, widelast_tail
 
@@ -33,7 +35,6 @@ __all__ = [
     "WideLastVisionTransformer",
     "SCHEDULES",
     "widelast_tail",
-    "build_model",
     "block_widths",
     "count_macs",
     "count_params",
@@ -41,10 +42,10 @@ __all__ = [
     "inspect_models",
     "measure_throughput",
     "token_grid",
-    "create_base_model",
     "create_lift",
     "create_widelast",
-    "from_build_spec",
     "as_spec",
     "create_model",
+    "spec_label",
+    "timm_architecture",
 ]

@@ -1,25 +1,9 @@
-"""Registered student models and builders that apply Lift / WideLast to any timm ViT.
+"""Lift and WideLast applied to any timm ViT, and the plain timm models they start from.
 
-Importing this module registers with timm:
-
-* ``deit_tiny_lift_patch16_224`` - DeiT-Tiny + lifting projector to 384 (5,983,528 params at 1000 classes)
-* ``deit_tiny_widelast_patch16_224`` - DeiT-Tiny with its last block at 384 (7,313,896 params)
-* ``deit_tiny_uniform219_patch16_224`` - plain ViT at width 219 / 3 heads, the parameter-matched control
-* ``vitdistill_lift`` / ``vitdistill_widelast`` - a remedy on any timm ViT (``base=``, ``lift_dim=`` /
-  ``wide_dim=``, ``num_wide=``): the architecture that exports of such students record, so that
-  ``timm.create_model("local-dir:EXPORT_DIR", pretrained=True)`` rebuilds them
-* ``deit_tiny_widelast_fixed_step_patch16_224`` - last block at 384 with 3 heads of 128
-* ``deit_tiny_widelast_heads_linear_patch16_224`` - last 3 blocks 256/4h, 320/5h, 384/6h
-* ``deit_tiny_widelast_fixed_linear_patch16_224`` - last 3 blocks 240, 312, 384, all 3 heads
-
-(``deit_tiny_widelast_patch16_224`` is the ``heads_step`` schedule.)
-
-The Lift and WideLast students initialise as the paper's published code did (``init="published"``,
-see :mod:`vitdistill.models.conventions`; ``init="timm"`` gives timm's conventions); the builders
-default to timm's.
-
-None of them has published weights; ``pretrained=True`` loads a local file given through
-``pretrained_cfg_overlay=dict(file=...)``.
+:func:`create_lift` and :func:`create_widelast` build the base with timm, read its architecture
+from the instance, build the student, copy every backbone weight and check that the copied
+backbone computes what the base computes. :func:`create_base` is ``timm.create_model`` with
+one-line errors, and pretrained weights that fail fast when the hub cannot be reached.
 """
 
 from __future__ import annotations
@@ -29,287 +13,48 @@ from typing import Any
 
 import timm
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import LayerScale, PatchDropout, PatchEmbed
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models.vision_transformer import Attention, Block, Mlp, VisionTransformer, checkpoint_filter_fn
+from timm.models.vision_transformer import Attention, Block, Mlp, VisionTransformer
 from torch import nn
 
-from vitdistill.errors import UserError
+from vitdistill.checkpoints import check_values
+from vitdistill.errors import UserError, closest_names
 from vitdistill.models.conventions import CLS_TOKEN_STD, check_init
+from vitdistill.models.hub import hub_fails_fast
 from vitdistill.models.lift import LiftVisionTransformer
-from vitdistill.models.loading import check_name
 from vitdistill.models.widelast import WideLastVisionTransformer
 
-__all__ = [
-    "create_lift",
-    "create_widelast",
-    "create_base_model",
-    "vit_args_from_model",
-    "STUDENT_MODELS",
-]
 
-STUDENT_MODELS = (
-    "deit_tiny_lift_patch16_224",
-    "deit_tiny_widelast_patch16_224",
-    "deit_tiny_uniform219_patch16_224",
-    "deit_tiny_widelast_fixed_step_patch16_224",
-    "deit_tiny_widelast_heads_linear_patch16_224",
-    "deit_tiny_widelast_fixed_linear_patch16_224",
-)
+def check_name(name: str, role: str = "model") -> None:
+    """A UserError naming the closest timm models when ``name`` (``arch.tag`` allowed) is not one."""
+    arch = name.split(".")[0]
+    if timm.is_model(arch):
+        return
+    near = closest_names(arch, timm.list_models(), n=5)
+    hint = f"; closest: {', '.join(near)}" if near else "; see timm.list_models()"
+    what = "model" if role == "model" else f"{role} model"
+    raise UserError(f"unknown {what} {name!r}{hint}")
 
 
-def _cfg(**kwargs: Any) -> dict[str, Any]:
-    # DeiT's evaluation settings; no url / hub id: weights only ever come from a user's file.
-    return {
-        "url": "",
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": None,
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "fixed_input_size": True,
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.proj",
-        "classifier": "head",
-        "license": "apache-2.0",
-        **kwargs,
-    }
-
-
-REMEDY_MODELS = ("vitdistill_lift", "vitdistill_widelast")
-
-default_cfgs = generate_default_cfgs({name: _cfg() for name in STUDENT_MODELS + REMEDY_MODELS})
-
-
-def _has_weight_source(kwargs: dict) -> bool:
-    overlay = kwargs.get("pretrained_cfg_overlay") or {}
-    cfg = kwargs.get("pretrained_cfg")
-    sources = [overlay.get(k) for k in ("file", "state_dict", "url", "hf_hub_id")]
-    if isinstance(cfg, dict):
-        sources += [cfg.get(k) for k in ("file", "state_dict", "url", "hf_hub_id")]
-    elif cfg is not None and not isinstance(cfg, str):
-        sources += [getattr(cfg, k, None) for k in ("file", "state_dict", "url", "hf_hub_id")]
-    return any(sources)
-
-
-def _record_input_size(model: nn.Module) -> None:
-    """Make ``pretrained_cfg['input_size']`` the size the model was built for (e.g. img_size=32)."""
-    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-    pe = getattr(model, "patch_embed", None)
-    if pe is not None and getattr(pe, "img_size", None) is not None:
-        h, w = pe.img_size
-        cfg["input_size"] = (pe.proj.in_channels, int(h), int(w))
-        model.pretrained_cfg = model.default_cfg = cfg
-
-
-def _checkpoint_head_rows(path: str) -> int | None:
-    """Rows of ``head.weight`` in a weights file, read without loading the whole file when possible."""
-    try:
-        if str(path).endswith(".safetensors"):
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                names = set(f.keys())
-                return int(f.get_slice("head.weight").get_shape()[0]) if "head.weight" in names else None
-        sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except FileNotFoundError:
-        raise UserError(f"weights file not found: {path}") from None
-    except Exception:  # unreadable here: leave the verdict to timm's loader
-        return None
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    w = sd.get("head.weight") if isinstance(sd, dict) else None
-    return int(w.shape[0]) if w is not None else None
-
-
-def _create(model_cls, variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> nn.Module:
-    if pretrained and not _has_weight_source(kwargs):
-        raise UserError(
-            f"{variant} has no published weights; pass a local file with "
-            f"pretrained_cfg_overlay=dict(file='model.safetensors')"
-        )
-    overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
-    if pretrained and overlay.get("file") and "num_classes" not in overlay:
-        # timm drops the head whenever num_classes differs from the cfg's 1000; a file whose head
-        # has the requested size (or any size, when none is requested: the short load form of a
-        # 10-class export) must keep its trained head.
-        rows = _checkpoint_head_rows(overlay["file"])
-        if rows is not None and rows == kwargs.get("num_classes", rows):
-            overlay["num_classes"] = rows
-            kwargs = dict(kwargs, num_classes=rows, pretrained_cfg_overlay=overlay)
-    out_indices = kwargs.pop("out_indices", 3)
-    model = build_model_with_cfg(
-        model_cls,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-        **dict(model_args, **kwargs),
-    )
-    _record_input_size(model)
-    return model
-
-
-@register_model
-def deit_tiny_lift_patch16_224(pretrained: bool = False, **kwargs) -> LiftVisionTransformer:
-    """DeiT-Tiny with a retained lifting projector 192 -> 384 and a head on the mean lifted patch token."""
-    args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3, lift_dim=384, init="published")
-    return _create(LiftVisionTransformer, "deit_tiny_lift_patch16_224", pretrained, args, kwargs)
-
-
-@register_model
-def deit_tiny_widelast_patch16_224(pretrained: bool = False, **kwargs) -> WideLastVisionTransformer:
-    """DeiT-Tiny whose last block runs at 384 (6 heads of 64) after an entry projection."""
-    args = dict(
-        patch_size=16, embed_dim=192, depth=12, num_heads=3, wide_dim=384, num_wide=1, init="published"
-    )
-    return _create(WideLastVisionTransformer, "deit_tiny_widelast_patch16_224", pretrained, args, kwargs)
-
-
-def _deit_tiny_widelast(variant: str, schedule: str, num_wide: int, pretrained: bool, kwargs: dict):
-    args = dict(
-        patch_size=16,
-        embed_dim=192,
-        depth=12,
-        num_heads=3,
-        wide_dim=384,
-        num_wide=num_wide,
-        schedule=schedule,
-        init="published",
-    )
-    return _create(WideLastVisionTransformer, variant, pretrained, args, kwargs)
-
-
-@register_model
-def deit_tiny_widelast_fixed_step_patch16_224(
-    pretrained: bool = False, **kwargs
-) -> WideLastVisionTransformer:
-    """WideLast ``fixed_step``: DeiT-Tiny whose last block runs at 384 with 3 heads of 128."""
-    return _deit_tiny_widelast(
-        "deit_tiny_widelast_fixed_step_patch16_224", "fixed_step", 1, pretrained, kwargs
-    )
-
-
-@register_model
-def deit_tiny_widelast_heads_linear_patch16_224(
-    pretrained: bool = False, **kwargs
-) -> WideLastVisionTransformer:
-    """WideLast ``heads_linear``: 9 blocks at 192, then 256/4 heads, 320/5 heads, 384/6 heads."""
-    return _deit_tiny_widelast(
-        "deit_tiny_widelast_heads_linear_patch16_224", "heads_linear", 3, pretrained, kwargs
-    )
-
-
-@register_model
-def deit_tiny_widelast_fixed_linear_patch16_224(
-    pretrained: bool = False, **kwargs
-) -> WideLastVisionTransformer:
-    """WideLast ``fixed_linear``: 9 blocks at 192, then 240, 312, 384, all with 3 heads."""
-    return _deit_tiny_widelast(
-        "deit_tiny_widelast_fixed_linear_patch16_224", "fixed_linear", 3, pretrained, kwargs
-    )
-
-
-@register_model
-def deit_tiny_uniform219_patch16_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """Uniform-width control: width 219 everywhere (3 heads of 73), parameter-matched to WideLast.
-
-    The published code built it with timm (DeiT-Tiny's arguments, width 219), so its
-    initialisation is timm's under either ``init``."""
-    check_init(kwargs.pop("init", "published"))
-    args = dict(patch_size=16, embed_dim=219, depth=12, num_heads=3)
-    return _create(VisionTransformer, "deit_tiny_uniform219_patch16_224", pretrained, args, kwargs)
-
-
-# --------------------------------------------------------------------------------------------
-# Builders: apply a remedy to any timm VisionTransformer
-# --------------------------------------------------------------------------------------------
-
-# Keyword arguments that do not change the architecture's shape; forwarded to the student as given.
-_PASSTHROUGH = (
-    "drop_rate",
-    "pos_drop_rate",
-    "patch_drop_rate",
-    "proj_drop_rate",
-    "attn_drop_rate",
-    "drop_path_rate",
-    "weight_init",
-    "fix_init",
-    "device",
-    "dtype",
-)
-
-
-def _cfg_value(key: str, overlay: dict, cfg: Any) -> Any:
-    """``key`` from the pretrained cfg overlay, else from the pretrained cfg (a dict or timm's dataclass)."""
-    if overlay.get(key) is not None:
-        return overlay[key]
-    return cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None)
-
-
-def _remedy_entry(build, pretrained: bool, kwargs: dict, *args) -> nn.Module:
-    """``build(*args, **kwargs)`` as a timm entry point: ``pretrained=True`` loads the weights file, or
-    the ``model.safetensors`` of the folder, named by the pretrained cfg (``local-dir:`` gives one)."""
-    cfg = kwargs.pop("pretrained_cfg", None)
-    overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
-    for k in ("cache_dir", "pretrained_model_args"):
-        kwargs.pop(k, None)
-    if pretrained and _cfg_value("num_classes", overlay, cfg) is not None:
-        kwargs.setdefault("num_classes", _cfg_value("num_classes", overlay, cfg))  # the file's head
-    model = build(*args, **kwargs)
-    if pretrained:
-        src = _cfg_value("file", overlay, cfg)
-        if not src:
-            raise UserError(
-                f"{build.__name__}({args[0]}) has no published weights; load an export folder with "
-                "timm.create_model('local-dir:DIR', pretrained=True)"
-            )
-        from vitdistill.checkpoints import read_state_dict
-
-        state, _ = read_state_dict(src)  # a weights file or an export folder
-        model.load_state_dict(state)
-    return model
-
-
-@register_model
-def vitdistill_lift(
-    pretrained: bool = False, base: str = "deit_tiny_patch16_224", lift_dim: int = 384, **kwargs
-) -> LiftVisionTransformer:
-    """Lift on any timm ViT ``base`` (kwargs go to ``timm.create_model(base, ...)``)."""
-    return _remedy_entry(create_lift, pretrained, kwargs, base, lift_dim)
-
-
-@register_model
-def vitdistill_widelast(
-    pretrained: bool = False,
-    base: str = "deit_tiny_patch16_224",
-    wide_dim: int = 384,
-    num_wide: int = 1,
-    **kwargs,
-) -> WideLastVisionTransformer:
-    """WideLast on any timm ViT ``base`` (kwargs go to ``timm.create_model(base, ...)``, except
-    ``schedule`` and ``wide_num_heads``, which :func:`create_widelast` takes)."""
-    return _remedy_entry(create_widelast, pretrained, kwargs, base, wide_dim, num_wide)
-
-
-def create_base_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """``timm.create_model`` with a one-line error (and close names) for unknown models."""
+def create_base(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
+    """``timm.create_model`` with a one-line error (and close names) for unknown models; pretrained
+    weights come from the local cache at once when the hub cannot be reached."""
     if not isinstance(name, str):
         raise UserError(f"unknown model {name!r}: a timm model name is a string")
     check_name(name)
     if "img_size" in kwargs:
         _image_size(kwargs["img_size"])
     try:
-        try:
-            model = timm.create_model(name, pretrained=pretrained, **kwargs)
-        except TypeError as e:
-            if "img_size" not in kwargs or "img_size" not in str(e):
-                raise
-            model = timm.create_model(name, pretrained=pretrained, **_without_img_size(kwargs))
+        with hub_fails_fast(name, pretrained, kwargs):
+            try:
+                model = timm.create_model(name, pretrained=pretrained, **kwargs)
+            except TypeError as e:
+                if "img_size" not in kwargs or "img_size" not in str(e):
+                    raise
+                model = timm.create_model(name, pretrained=pretrained, **_without_img_size(kwargs))
+        if pretrained:  # timm read these weights itself: at least they must be finite
+            own = model.state_dict()
+            check_values(own, own, f"the pretrained weights of {name}")
         return _with_input_size(model, kwargs) if "img_size" in kwargs else model
     except (TypeError, AssertionError) as e:
         raise UserError(f"cannot build '{name}' with {kwargs}: {e}") from e
@@ -340,6 +85,31 @@ def _with_input_size(model: nn.Module, kwargs: dict) -> nn.Module:
     return model
 
 
+def record_input_size(model: nn.Module) -> None:
+    """Make ``pretrained_cfg['input_size']`` the size the model was built for (e.g. img_size=32)."""
+    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    pe = getattr(model, "patch_embed", None)
+    if pe is not None and getattr(pe, "img_size", None) is not None:
+        h, w = pe.img_size
+        cfg["input_size"] = (pe.proj.in_channels, int(h), int(w))
+        model.pretrained_cfg = model.default_cfg = cfg
+
+
+# Keyword arguments that do not change the architecture's shape; forwarded to the student as given.
+_PASSTHROUGH = (
+    "drop_rate",
+    "pos_drop_rate",
+    "patch_drop_rate",
+    "proj_drop_rate",
+    "attn_drop_rate",
+    "drop_path_rate",
+    "weight_init",
+    "fix_init",
+    "device",
+    "dtype",
+)
+
+
 def _norm_layer_of(norm: nn.Module):
     eps = getattr(norm, "eps", None)
     return functools.partial(type(norm), eps=eps) if eps is not None else type(norm)
@@ -351,7 +121,7 @@ def _act_layer_of(act: nn.Module):
     return type(act)
 
 
-def vit_args_from_model(base: nn.Module, name: str = "") -> dict[str, Any]:
+def _vit_args(base: nn.Module, name: str = "") -> dict[str, Any]:
     """Constructor arguments that rebuild ``base`` (a plain timm ``VisionTransformer``) from the instance.
 
     Only the standard ViT family is accepted (pre-norm ``Block`` with timm ``Attention`` and ``Mlp``,
@@ -472,7 +242,7 @@ def _check_same_backbone(base: nn.Module, student: nn.Module, upto: int, name: s
 
 
 def _student_kwargs(base: nn.Module, name: str, kwargs: dict) -> dict:
-    args = vit_args_from_model(base, name)
+    args = _vit_args(base, name)
     args.update({k: v for k, v in kwargs.items() if k in _PASSTHROUGH})
     return args
 
@@ -484,7 +254,7 @@ def _inherit_cfg(base: nn.Module, student: nn.Module, build_spec: dict) -> None:
     cfg["architecture"] = f"{build_spec['builder']}({build_spec['base']})"
     cfg["num_classes"] = student.num_classes
     student.pretrained_cfg = student.default_cfg = cfg
-    _record_input_size(student)
+    record_input_size(student)
     # how to rebuild this student (e.g. for a trainer's config or an export)
     student.build_spec = build_spec
 
@@ -501,7 +271,7 @@ def create_lift(
     projector LayerNorm eps 1e-5, PyTorch's default init of the projector and head).
     """
     check_init(init)
-    base_model = create_base_model(base, pretrained=pretrained, **kwargs)
+    base_model = create_base(base, pretrained=pretrained, **kwargs)
     args = _student_kwargs(base_model, base, kwargs)
     # Lift's own head: mean of the lifted patch tokens; the base's final norm / fc_norm are replaced
     for k in ("fc_norm", "final_norm"):
@@ -534,7 +304,7 @@ def create_widelast(
     check_init(init)
     wide_heads = kwargs.pop("wide_num_heads", None)
     schedule = kwargs.pop("schedule", "heads_step")
-    base_model = create_base_model(base, pretrained=pretrained, **kwargs)
+    base_model = create_base(base, pretrained=pretrained, **kwargs)
     args = _student_kwargs(base_model, base, kwargs)
     student = WideLastVisionTransformer(
         wide_dim=wide_dim,
@@ -569,9 +339,9 @@ def create_widelast(
 
 
 def _plain(kwargs: dict, init: str = "timm") -> dict:
-    """The JSON/YAML-friendly part of the builder kwargs (for ``build_spec``, which
-    :func:`vitdistill.models.loading.as_spec` reads into a model spec), with ``init`` when it is
-    not the builders' default (a spec without it was built with timm's conventions)."""
+    """The JSON/YAML-friendly part of the builder kwargs (for ``build_spec``, which the model spec
+    reader :func:`vitdistill.models.as_spec` reads), with ``init`` when it is not the builders'
+    default (a spec without it was built with timm's conventions)."""
     out = {"init": init} if init != "timm" else {}
     for k, v in kwargs.items():
         if isinstance(v, (str, int, float, bool, type(None))):

@@ -309,10 +309,10 @@ def inspect_models(
 
     ``models`` are timm names (vitdistill's students included), remedy strings such as
     ``lift:vit_small_patch16_224:768`` / ``widelast:deit_tiny_patch16_224:384:2``, model specs
-    (built by :func:`vitdistill.models.loading.create_model`), or model instances (measured as
+    (built by :func:`vitdistill.models.create_model`), or model instances (measured as
     they are).
     """
-    from vitdistill.models.loading import create_model
+    from vitdistill.models import create_model
 
     dev = resolve_device(device) if throughput else None
     if labels is not None and len(labels) != len(models):

@@ -27,6 +27,7 @@ from vitdistill.errors import UserError, closest_names
 
 INT, FLOAT, STR, BOOL, FLOATS, STRS, ANY = "int", "float", "str", "bool", "floats", "strs", "any"
 SEQUENCES = (FLOATS, STRS)
+INT64 = 2**63
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def check_value(name: str, spec: Spec, value: Any) -> None:
         if v is None and spec.kind not in SEQUENCES:
             continue
         _check_type(name, spec, v)
+        if spec.kind == INT and not -INT64 <= v < INT64:  # what torch, numpy and islice can hold
+            raise UserError(f"'{name}' must fit in a signed 64-bit integer (got {v})", settings=(name,))
         if spec.choices is not None and v not in spec.choices:
             raise UserError(
                 f"'{name}' must be one of {', '.join(map(str, spec.choices))} (got {v!r})", settings=(name,)
@@ -127,6 +130,7 @@ _KIND_NAMES = {
     INT: "an integer",
     FLOAT: "a number",
     FLOATS: "numbers",
+    STRS: "strings",
     BOOL: "True or False",
     STR: "a string",
 }
@@ -152,12 +156,17 @@ def describe_range(spec: Spec, scale: float = 1.0) -> str:
     if lo is not None and hi is not None:
         left = "[" if spec.low is not None else "("
         right = "]" if spec.high is not None else ")"
-        return f"in {left}{lo * scale:g}, {hi * scale:g}{right}"
+        return f"in {left}{_bound(lo * scale)}, {_bound(hi * scale)}{right}"
     if lo is not None:
-        return f"{'>=' if spec.low is not None else '>'} {lo * scale:g}"
+        return f"{'>=' if spec.low is not None else '>'} {_bound(lo * scale)}"
     if hi is not None:
-        return f"{'<=' if spec.high is not None else '<'} {hi * scale:g}"
+        return f"{'<=' if spec.high is not None else '<'} {_bound(hi * scale)}"
     return "any value"
+
+
+def _bound(x: float) -> str:
+    """A bound as typed: whole numbers in full (4294967295, not 4.29497e+09)."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def fingerprint_fields(obj) -> dict[str, Any]:
