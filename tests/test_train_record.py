@@ -95,7 +95,9 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
 def test_non_finite_epoch_number_stops_and_the_log_stays_json(tmp_path):
     with pytest.raises(UserError, match=r"non-finite val_loss at optimizer step 4 \(epoch 1\)"):
         finite.check_record({"epoch": 1, "val_loss": float("nan"), "val_top1": 50.0}, 4, tmp_path)
-    log = RunLog(tmp_path, enabled=True, tensorboard=False)
+    from vitdistill.distill import config as C
+
+    log = RunLog(tmp_path, enabled=True, cfg=C.defaults())  # no TensorBoard, no W&B
     log.open(0, 0)
     log.write({"kind": "epoch", "val_loss": float("nan"), "x": [float("-inf"), 1.0], "lr": float("inf")})
     log.close()
@@ -161,7 +163,7 @@ def test_config_changes_name_each_key_and_skip_keys_newer_than_the_checkpoint():
     "setting, said",
     [
         ("optim.clip_grad=-1", "'optim.clip_grad' must be >= 0, got -1.0"),  # would flip the gradient
-        ("optim.lr=-0.001", "'optim.lr' must be >= 0"),
+        ("optim.lr=-0.001", "'optim.lr' must be > 0"),
         ("sched.min_lr=-1e-5", "'sched.min_lr' must be >= 0"),
         ("optim.lr=.nan", "'optim.lr' must be a finite number, got nan"),
         ("loss.smoothing=.nan", "'loss.smoothing' must be a finite number"),

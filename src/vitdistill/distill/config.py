@@ -452,7 +452,6 @@ _NON_NEGATIVE = (
     "aug.mixup",
     "aug.cutmix",
     "aug.reprob",
-    "optim.lr",
     "optim.lr_base",
     "optim.weight_decay",
     "optim.clip_grad",
@@ -460,7 +459,6 @@ _NON_NEGATIVE = (
     "sched.min_lr",
     "sched.warmup_epochs",
     "sched.cooldown_epochs",
-    "data.num_workers",
     "log.eval_every",
     "log.save_every",
 )
