@@ -351,8 +351,6 @@ def check_value(key: str, value):
         raise UserError(f"config key {key!r} must be {_type_names(decl)}, got {value!r}")
     if not isinstance(value, decl.types):
         raise UserError(f"config key {key!r} must be {_type_names(decl)}, got {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise UserError(f"config key {key!r} must be a finite number, got {value!r}")
     if decl.choices is not None and value not in decl.choices:
         raise UserError(
             f"config key {key!r} must be one of {', '.join(map(str, decl.choices))}; got {value!r}"
