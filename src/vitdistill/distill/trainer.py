@@ -315,7 +315,7 @@ class Trainer:
         """Mid-epoch last.pt: the epoch-end state plus the position and each rank's RNG and sums."""
         ranks = dist_mod.all_gather_object({"rng": ckpt_mod.rng_state(), "stats": stats.state_dict()})
         for r in ranks:  # never checkpoint past a non-finite loss; every rank stops alike
-            finite.check_loss(r["stats"]["first_bad"], r["stats"]["names"], self.ckpt_dir)
+            finite.check_loss(r["stats"]["first_bad"], r["stats"]["names"], self.ckpt_dir, agree=False)
         self._check_weights()
         if not self.dinfo.is_main:
             return
