@@ -471,7 +471,12 @@ def _check_semantics(cfg: dict) -> None:
     for key in ("epochs", "data.batch_size", "optim.grad_accum", "aug.repeated_aug", "log.interval"):
         if get(cfg, key) < 1:
             raise UserError(f"config key {key!r} must be >= 1, got {get(cfg, key)}")
-    for key in ("data.val_batch_size", "data.max_train_images", "data.max_val_images", "data.steps_per_epoch"):
+    for key in (
+        "data.val_batch_size",
+        "data.max_train_images",
+        "data.max_val_images",
+        "data.steps_per_epoch",
+    ):
         if get(cfg, key) is not None and get(cfg, key) < 1:  # null: the default
             raise UserError(f"config key {key!r} must be >= 1 (or null), got {get(cfg, key)}")
     for key in ("log.checkpoint_steps", "data.num_workers"):
