@@ -35,7 +35,7 @@ from vitdistill.distill.evaluate import evaluate_loader
 from vitdistill.distill.optim import build_optimizer, build_scheduler
 from vitdistill.distill.run_log import RunLog, epoch_line
 from vitdistill.distill.seeding import process_seed, seed_all
-from vitdistill.distill.step import MicroBatch, StepOptions, Update, train_step
+from vitdistill.distill.step import MicroBatch, StepOptions, Update, in_steps, train_step
 from vitdistill.distill.task import DistillTask
 from vitdistill.errors import UserError
 from vitdistill.utils import dist as dist_mod
@@ -414,7 +414,7 @@ class Trainer:
         t_start = time.time() - stats.elapsed
         self.rate_window = (time.time(), stats.n_images)
         with bar:
-            for micro_batches in _in_steps(self.loaders.train, accum):
+            for micro_batches in in_steps(self.loaders.train, accum):
                 steps_done += 1
                 if self._step(epoch, micro_batches, stats, bar):
                     self._maybe_save_in_epoch(epoch, steps_done, stats, t_start)
@@ -493,13 +493,3 @@ class Trainer:
         if self.dinfo.is_main:
             atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
-
-
-def _in_steps(loader, accum: int):
-    """The loader's micro-batches, ``accum`` at a time: one list per optimizer step."""
-    step: list = []
-    for micro_batch in loader:
-        step.append(micro_batch)
-        if len(step) == accum:
-            yield step
-            step = []
