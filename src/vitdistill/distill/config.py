@@ -348,6 +348,11 @@ def check_value(key: str, value):
     if float in decl.types and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(value, bool) and bool not in decl.types:
+        if decl.choices is not None:  # YAML reads off/no/on/yes as booleans
+            raise UserError(
+                f"config key {key!r} must be one of {', '.join(map(str, decl.choices))}; got {value!r} "
+                "(YAML reads off, no, on and yes as true/false)"
+            )
         raise UserError(f"config key {key!r} must be {_type_names(decl)}, got {value!r}")
     if not isinstance(value, decl.types):
         raise UserError(f"config key {key!r} must be {_type_names(decl)}, got {value!r}")
