@@ -205,9 +205,10 @@ if __name__ == "__main__":  # pragma: no cover
     import sys
 
     from vitdistill.analysis.options import AnalysisOptions
+    from vitdistill.utils.eval_options import EvalOptions
     from vitdistill.utils.inspect_options import InspectOptions
 
-    tables = {"analyze": AnalysisOptions, "inspect": InspectOptions}
+    tables = {"analyze": AnalysisOptions, "eval": EvalOptions, "inspect": InspectOptions}
     print(markdown(tables[sys.argv[1] if len(sys.argv) > 1 else "analyze"]))
 
 
