@@ -447,10 +447,38 @@ def resolve(config: dict | str | os.PathLike | None = None, overrides=()) -> dic
     return cfg
 
 
+# A negative value of these would train without complaint and mean nothing (a negative
+# clip_grad flips the gradient's sign; a negative lr climbs the loss), or fail deep inside.
+_NON_NEGATIVE = (
+    "loss.feat_weight",
+    "loss.smoothing",
+    "aug.mixup",
+    "aug.cutmix",
+    "aug.reprob",
+    "optim.lr_base",
+    "optim.weight_decay",
+    "optim.clip_grad",
+    "sched.warmup_lr",
+    "sched.min_lr",
+    "sched.warmup_epochs",
+    "sched.cooldown_epochs",
+    "log.eval_every",
+    "log.save_every",
+)
+
+
 def _check_semantics(cfg: dict) -> None:
     for key in ("epochs", "data.batch_size", "optim.grad_accum", "aug.repeated_aug", "log.interval"):
         if get(cfg, key) < 1:
             raise UserError(f"config key {key!r} must be >= 1, got {get(cfg, key)}")
+    for key in (
+        "data.val_batch_size",
+        "data.max_train_images",
+        "data.max_val_images",
+        "data.steps_per_epoch",
+    ):
+        if get(cfg, key) is not None and get(cfg, key) < 1:  # null: the default
+            raise UserError(f"config key {key!r} must be >= 1 (or null), got {get(cfg, key)}")
     for key in ("log.checkpoint_steps", "data.num_workers"):
         if get(cfg, key) < 0:
             raise UserError(f"config key {key!r} must be >= 0, got {get(cfg, key)}")
@@ -462,9 +490,11 @@ def _check_semantics(cfg: dict) -> None:
     for key in ("loss.alpha",):
         if not 0.0 <= get(cfg, key) <= 1.0:
             raise UserError(f"config key {key!r} must be in [0, 1], got {get(cfg, key)}")
-    for key in ("loss.feat_weight", "loss.smoothing", "aug.mixup", "aug.cutmix", "aug.reprob"):
-        if get(cfg, key) < 0:
+    for key in _NON_NEGATIVE:
+        if get(cfg, key) is not None and get(cfg, key) < 0:
             raise UserError(f"config key {key!r} must be >= 0, got {get(cfg, key)}")
+    if not 0.0 <= get(cfg, "ema.decay") <= 1.0:
+        raise UserError(f"config key 'ema.decay' must be in [0, 1], got {get(cfg, 'ema.decay')}")
     crop = get(cfg, "data.eval_crop_pct")
     if crop is not None and not 0.0 < crop <= 1.0:
         raise UserError(f"config key 'data.eval_crop_pct' must be in (0, 1], got {crop}")
