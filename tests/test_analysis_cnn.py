@@ -277,7 +277,7 @@ def test_cli_resnet50_stage_tables_match_numpy(tmp_path, capsys):
     args = ["analyze", "resnet50", "--set", "img_size=64", "--images", "8", "--data", "synthetic:shapes"]
     rc = main([*args, "--out", str(out), "--no-progress", "--no-plots", "--permutations", "2"])
     assert rc == 0
-    assert "stage 4: 8 images, N=4, C=2048" in capsys.readouterr().out
+    assert "resnet50 stage 4: 8 images, N=4 tokens, C=2048 channels" in capsys.readouterr().out
     s = json.loads((out / "summary.json").read_text())
     torch.manual_seed(0)  # analyze builds random weights under --seed (default 0)
     full = timm.create_model("resnet50").eval()
@@ -380,3 +380,19 @@ def test_a_bad_img_size_for_a_cnn_is_one_line(tmp_path, capsys):
     rc = main(["analyze", "test_resnet", "--set", "img_size=0", "--data", DATA, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("vitdistill analyze: error: img_size") and len(err.splitlines()) == 1
+
+
+def test_hiera_blocks_grouped_in_stages_are_tapped_by_stage():
+    # Hiera has a `blocks` sequence behind a patch embedding, but forward_intermediates counts stages
+    m = small_cnn("hiera_tiny_224")
+    assert len(m.blocks) == 12 and num_tap_layers(m) == 4 and layer_unit(m) == "stage"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        got = token_features(m, x, "auto")
+        want = m.forward_intermediates(x, indices=[0, 1, 2, 3], intermediates_only=True)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w.flatten(2).transpose(1, 2))
+    # a model whose stage outputs cannot be read at its recorded input size: one line, no traceback
+    odd = timm.models.hiera.Hiera(img_size=(64, 64), embed_dim=16, num_heads=1, stages=(1, 1, 2, 1))
+    with pytest.raises(UserError, match="img_size"):
+        num_tap_layers(odd)

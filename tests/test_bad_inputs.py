@@ -100,7 +100,16 @@ MISTAKES = {
         p(e, "o"),
     ],
     "analyze: model typo": lambda e: ["analyze", "vit_tiny_patch16_22", "--data", DATA, "--out", p(e, "o")],
-    "analyze: untappable model": lambda e: ["analyze", "resnet18", "--data", DATA, "--out", p(e, "o")],
+    "analyze: CNN stage out of range": lambda e: [
+        "analyze",
+        "resnet18",
+        "--data",
+        DATA,
+        "--layers",
+        "9",
+        "--out",
+        p(e, "o"),
+    ],
     "analyze: layer out of range": lambda e: [
         "analyze",
         *TINY,

@@ -216,3 +216,81 @@ def test_uniform_control_is_parameter_matched_to_widelast(demo):
     assert data["uniform_params"] == {"widelast": wide, "uniform": uni}
     assert abs(uni - wide) / wide < 0.05
     assert report["results"]["alone"]["params"] < wide
+
+
+# ----------------------------------------------------------------------------- where the spread comes from
+
+
+def _correct(demo: Path, arm: str, seed: int) -> np.ndarray:
+    import base64
+
+    s = json.loads((demo / "4-students" / f"{arm}-seed{seed}" / "summary.json").read_text())
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(s["val_correct"]), dtype=np.uint8))
+    return bits[: s["val_images"]].astype(float)
+
+
+def test_recorded_correct_images_give_the_runs_top1(demo):
+    """The per-image record agrees with the library's evaluation loop for every run."""
+    for arm in ARMS:
+        for seed in SEEDS:
+            assert 100 * _correct(demo, arm, seed).mean() == pytest.approx(_top1(demo, arm, seed), abs=1e-6)
+
+
+def test_noise_split_matches_numpy(demo):
+    report = json.loads((demo / "6-report" / "report.json").read_text())
+    assert set(report["noise"]) == set(report["contrasts"])
+    for name, x in report["noise"].items():
+        c = report["contrasts"][name]
+        coefs = stats.CONTRASTS[name][1]
+        per_seed_var = []
+        for seed in SEEDS:
+            per_image = sum(k * _correct(demo, a, seed) for a, k in coefs.items())
+            per_seed_var.append(per_image.var(ddof=1) / per_image.size * 1e4)
+        eval_var = float(np.mean(per_seed_var))
+        total = float(np.var(c["per_seed"], ddof=1))
+        assert x["eval_sd"] == pytest.approx(np.sqrt(eval_var), rel=1e-9, abs=1e-12)
+        assert x["train_sd"] == pytest.approx(np.sqrt(max(0.0, total - eval_var)), rel=1e-9, abs=1e-9)
+        assert x["sd"] == pytest.approx(np.sqrt(total), rel=1e-9, abs=1e-12)
+
+
+def test_evaluation_variance_by_hand():
+    from vitdistill.demo import noise
+
+    a, b = np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool)
+    # per image a - b = 0, 1, -1, 0: variance 2/3, over 4 images, in squared points
+    assert noise.evaluation_variance({"a": 1, "b": -1}, {"a": a, "b": b}) == pytest.approx(2 / 3 / 4 * 1e4)
+    # the same models on both arms: no evaluation noise in the difference
+    assert noise.evaluation_variance({"a": 1, "b": -1}, {"a": a, "b": a}) == 0
+    got = noise.split({"a": 1, "b": -1}, [0], {"a": {0: a}, "b": {0: b}}, sd=50.0)
+    assert got["eval_sd"] ** 2 + got["train_sd"] ** 2 == pytest.approx(50.0**2)
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 1000, 1001])
+def test_correct_images_pack_round_trip(n):
+    from vitdistill.demo import noise
+
+    bits = np.random.default_rng(n).random(n) < 0.6
+    assert np.array_equal(noise.unpack(noise.pack(bits), n), bits)
+    with pytest.raises(ValueError):
+        noise.unpack(noise.pack(bits), n + 8)
+
+
+def test_plots_show_every_contrast_with_readable_labels(demo):
+    report = json.loads((demo / "6-report" / "report.json").read_text())
+    rows = report["plots"]["contrasts"]["rows"]
+    assert len(rows) == len(report["contrasts"])
+    for row, (name, c) in zip(rows, report["contrasts"].items(), strict=True):
+        assert "_" not in row and c["label"] in row
+        assert row.startswith("HEADLINE") == (name in stats.HEADLINE)
+    assert report["plots"]["accuracy"]["xlim"] == [0.0, 100.0]
+
+
+def test_noise_split_with_one_validation_image_or_one_seed():
+    from vitdistill.demo import noise
+
+    one = {"a": {0: np.array([True])}, "b": {0: np.array([False])}}
+    got = noise.split({"a": 1, "b": -1}, [0], one, sd=3.0)
+    assert got == {"sd": 3.0, "eval_sd": None, "train_sd": None, "eval_share": None}
+    two = {"a": {0: np.array([True, False])}, "b": {0: np.array([False, False])}}
+    got = noise.split({"a": 1, "b": -1}, [0], two, sd=None)
+    assert got["train_sd"] is None and got["eval_sd"] == pytest.approx(np.sqrt(0.5 / 2 * 1e4))

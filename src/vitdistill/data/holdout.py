@@ -20,7 +20,7 @@ from vitdistill.data.images import pil_to_tensor
 from vitdistill.data.subset import subset_positions
 from vitdistill.errors import UserError
 
-WAYS_OUT = "set data.val (--set data.val=PATH) or hold out a fraction of the training images (--set data.val_fraction=0.1)"
+WAYS_OUT = "set data.val to a validation source, or hold out a fraction of the training images with data.val_fraction (e.g. 0.1)"
 
 
 def _keep_image(img):

@@ -146,7 +146,8 @@ def fit(
     batch = cfg["data"]["batch_size"]
     steps = len(train) // batch
     opt, sched = _optimizer(task, cfg, steps)
-    update = Update(opt, sched)  # the library's step without clipping, AMP, EMA or mixup
+    # the library's step with the recipe's clipping and EMA (no AMP or mixup)
+    update = Update(opt, sched, ema=_ema(task, cfg), clip_grad=cfg["optim"]["clip_grad"])
     task.trainable.train()
     losses = []
     for epoch in range(cfg["epochs"]):
@@ -167,7 +168,18 @@ def fit(
         losses.append(total / steps)
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
+    if update.ema is not None:  # the average is the scored (and saved) model, as the recipe asks
+        task.student.load_state_dict(update.ema.module.state_dict())
     return {"top1": top1(task.student, val), "train_loss": losses, "steps": update.num_updates}
+
+
+def _ema(task, cfg: dict):
+    """The student's EMA (timm ModelEmaV3) when the recipe asks for one (``ema.enabled``)."""
+    if not cfg["ema"]["enabled"]:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(task.student, decay=cfg["ema"]["decay"], use_warmup=cfg["ema"]["warmup"])
 
 
 def save_run(run_dir: Path, model, spec: dict, summary: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from vitdistill.utils.io import atomic_write_with
@@ -15,59 +16,72 @@ def save(fig, path: Path) -> None:
     pyplot().close(fig)
 
 
-def accuracy(report: dict, path: Path) -> None:
-    """Top-1 per arm: each seed a dot, the mean a bar; the teacher a dashed line."""
+def accuracy(report: dict, path: Path) -> dict:
+    """Top-1 per arm as a dot plot on a 0-100 axis: each seed a dot, the mean a diamond.
+
+    Returns what was drawn (row labels, x limits), which the tests read.
+    """
     plt = pyplot()
     res, models = report["results"], report["models"]
     keys = list(res)
     fig, ax = plt.subplots(figsize=(7.0, 0.42 * len(keys) + 1.6))
     for i, k in enumerate(keys):
         r = res[k]
-        ax.barh(i, r["mean"], color=ARCH_COLORS.get(r["arch"], "#999"), alpha=0.8)
-        ax.plot(r["top1"], [i] * len(r["top1"]), "o", color="k", ms=3.5, alpha=0.7)
+        color = ARCH_COLORS.get(r["arch"], "#999")
+        ax.plot(r["top1"], [i] * len(r["top1"]), "o", color=color, ms=4, alpha=0.75, mec="none")
+        ax.plot([r["mean"]], [i], "D", color="k", ms=5, mfc=color)
     t = report["teacher"]["top1"]
     ax.axvline(t, color="#444", ls="--", lw=1)
     ax.set_yticks(range(len(keys)))
     ax.set_yticklabels([res[k]["label"] for k in keys], fontsize=8)
     ax.invert_yaxis()
-    lo = min(min(r["top1"]) for r in res.values())
-    ax.set_xlim(max(0.0, lo - 5), max(t, max(max(r["top1"]) for r in res.values())) + 3)
-    ax.set_xlabel("validation top-1 (%), last epoch")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("validation top-1 (%), scored model after the last epoch")
     ax.set_title(
         f"Students of a {models['teacher']} teacher (dashed: {t:.1f}%)\n"
-        f"narrow = {models['narrow']}; bars: mean over seeds, dots: single seeds",
+        f"narrow = {models['narrow']}; dots: single seeds, diamond: mean",
         fontsize=9,
     )
     ax.grid(axis="x", alpha=0.3)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.8) for c in ARCH_COLORS.values()]
+    handles = [plt.Line2D([], [], ls="none", marker="o", color=c) for c in ARCH_COLORS.values()]
     labels = [models[a] for a in ARCH_COLORS]
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title="student")
+    drawn = {"rows": [t.get_text() for t in ax.get_yticklabels()], "xlim": [float(x) for x in ax.get_xlim()]}
     save(fig, path)
+    return drawn
 
 
-def contrasts(report: dict, names: list[str], path: Path) -> None:
-    """Paired contrasts: per-seed differences (dots), mean and 95% t interval (bar), zero line."""
+def contrasts(report: dict, path: Path) -> dict:
+    """Every paired contrast of the table: per-seed differences, mean and 95% t interval; headlines marked."""
     plt = pyplot()
-    cs = [(n, report["contrasts"][n]) for n in names if n in report["contrasts"]]
-    fig, ax = plt.subplots(figsize=(7.0, 0.5 * len(cs) + 1.5))
-    for i, (_, c) in enumerate(cs):
-        ax.plot(c["per_seed"], [i + 0.18] * len(c["per_seed"]), "o", color="#999", ms=3)
+    cs = list(report["contrasts"].values())
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(cs) + 1.7))
+    for i, c in enumerate(cs):
+        if c.get("headline"):
+            ax.axhspan(i - 0.45, i + 0.45, color="#f6e3c8", zorder=0)
+        ax.plot(c["per_seed"], [i + 0.2] * len(c["per_seed"]), "o", color="#999", ms=3)
         if c["ci"] is not None:
             ax.plot(c["ci"], [i, i], "-", color="k", lw=2)
         ax.plot([c["mean"]], [i], "D", color="#b0413e", ms=5)
     ax.axvline(0, color="#444", lw=1)
     ax.set_yticks(range(len(cs)))
-    ax.set_yticklabels([n for n, _ in cs], fontsize=8)
+    ax.set_yticklabels([("HEADLINE: " if c.get("headline") else "") + c["label"] for c in cs], fontsize=8)
+    for tick, c in zip(ax.get_yticklabels(), cs, strict=True):
+        if c.get("headline"):
+            tick.set_fontweight("bold")
     ax.invert_yaxis()
-    ax.set_xlabel("difference in top-1 points (paired by seed)")
+    ax.set_xlabel("difference in top-1 points (paired by seed); right of 0: the first arm is better")
     m = report["models"]
     ax.set_title(
         f"Paired contrasts; teacher {m['teacher']}, narrow student {m['narrow']}\n"
-        "diamond: mean, black line: 95% t interval, grey dots: single seeds",
+        "shaded: the two headline contrasts that decide the verdict; diamond: mean, "
+        "black line: 95% t interval, grey dots: single seeds",
         fontsize=9,
     )
     ax.grid(axis="x", alpha=0.3)
+    drawn = {"rows": [t.get_text() for t in ax.get_yticklabels()], "xlim": [float(x) for x in ax.get_xlim()]}
     save(fig, path)
+    return drawn
 
 
 def teacher_vs_paper(ta: dict, ref: dict, teacher_label: str, path: Path) -> None:
@@ -134,4 +148,39 @@ def teacher_vs_paper(ta: dict, ref: dict, teacher_label: str, path: Path) -> Non
     fig.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=7)
     fig.suptitle("Final-block patch tokens: the miniature teacher beside the paper's CaiT-S24", fontsize=10)
     fig.tight_layout()
+    save(fig, path)
+
+
+def save_sample_grid(ds, path: Path, n: int = 24, cols: int = 8) -> None:
+    """A grid of the first image of each class (then further images), titled by class name."""
+    import numpy as np
+
+    plt = pyplot()
+    picked, seen = [], set()
+
+    def label(i: int) -> int:  # without decoding the image where the data set allows it
+        if hasattr(ds, "labels"):
+            return int(ds.labels[i])
+        return int(ds.render(i)[1]) if hasattr(ds, "render") else int(ds[i][1])
+
+    for i in range(min(len(ds), 20000)):
+        y = label(i)
+        if y not in seen:
+            seen.add(y)
+            picked.append(i)
+        if len(picked) >= n:
+            break
+    picked += [i for i in range(len(ds)) if i not in picked][: max(0, n - len(picked))]
+    picked = picked[:n]
+    rows = math.ceil(len(picked) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.75))
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    for ax, i in zip(np.atleast_1d(axes).ravel(), picked, strict=False):
+        img, y, _ = ds[i]
+        arr = img.permute(1, 2, 0).numpy() if img is not None else np.zeros((8, 8, 3))
+        ax.imshow(arr.clip(0, 1), interpolation="nearest")
+        name = ds.classes[y] if 0 <= y < len(ds.classes) else "?"
+        ax.set_title(name.replace("-above-", "\nabove ") if "-above-" in name else name, fontsize=7)
+    fig.suptitle("Sample training images with their class", fontsize=10)
     save(fig, path)

@@ -52,9 +52,9 @@ def overrides(
 
 
 def config(s: DemoSettings, key: str, seed: int, epochs: int, teacher_dir: Path, uniform: int) -> dict:
-    import yaml
+    from vitdistill.utils import yamlsafe
 
-    recipe = yaml.safe_load(config_path(BY_KEY[key]).read_text())
+    recipe = yamlsafe.load(config_path(BY_KEY[key]).read_text(), BY_KEY[key].config)
     return fit.resolve_config(recipe, overrides(s, key, seed, epochs, teacher_dir, uniform))
 
 
@@ -123,6 +123,7 @@ def run_job(job: dict) -> dict:
     wall, cpu = time.time(), time.process_time()
     task, spec, data, targets = prepare(job)
     result = fit.fit(task, data["train"], data["val"], targets, job["config"], job["seed"])
+    from vitdistill.demo.noise import pack
     from vitdistill.models.profile import count_params
 
     summary = {
@@ -132,11 +133,23 @@ def run_job(job: dict) -> dict:
         "params": count_params(task.student),
         "val_images": len(data["val"]),
         **result,
+        "val_correct": pack(correct_images(task.student, data["val"]).numpy()),
         "wall_s": time.time() - wall,
         "cpu_s": time.process_time() - cpu,
     }
     fit.save_run(run_dir, task.student, spec, summary)
     return summary
+
+
+@torch.no_grad()
+def correct_images(model, split: fit.Split, batch: int = 500) -> torch.Tensor:
+    """Which validation images the model classifies correctly (for the evaluation-noise split)."""
+    model.eval()
+    hits = [
+        model(split.images[s : s + batch]).argmax(-1) == split.labels[s : s + batch]
+        for s in range(0, len(split), batch)
+    ]
+    return torch.cat(hits)
 
 
 def run_all(jobs: list[dict], workers: int, on_done) -> list[dict]:

@@ -69,8 +69,8 @@ class DemoSettings:
         "student_width": 32,
         "student_depth": 2,
         "train_images": 2000,
-        "val_images": 1000,
-        "batch_size": 64,
+        "val_images": 3000,
+        "batch_size": 32,
         "analysis_images": 300,
     }
     QUICK = {

@@ -51,6 +51,21 @@ CONTRASTS: dict[str, tuple[str, dict[str, int]]] = {
     ),
 }
 HEADLINE = ("lift_vs_featkd", "widelast_vs_featkd")
+# Readable names for plots and tables, in words a reader of the paper uses.
+LABELS = {
+    "featkd_vs_softkd": "Feature KD on the narrow student",
+    "lift_vs_featkd": "Lift vs the pooled baseline",
+    "widelast_vs_featkd": "WideLast vs the pooled baseline",
+    "revival_lift": "Revival of feature KD with Lift",
+    "revival_widelast": "Revival of feature KD with WideLast",
+    "widelast_vs_uniform": "WideLast vs the same parameters, uniform",
+    "featkd_gain_lift": "Feature KD's gain on Lift",
+    "featkd_gain_widelast": "Feature KD's gain on WideLast",
+    "softkd_vs_alone": "Soft KD vs no teacher (narrow)",
+    "lift_teacher_gain": "The teacher's value for Lift",
+    "widelast_teacher_gain": "The teacher's value for WideLast",
+    "linear_vs_pooled": "Linear projector vs pooled teacher",
+}
 
 
 def _t_abs_cdf(t: float, df: int) -> float:
@@ -105,7 +120,14 @@ def contrasts(top1: dict[str, dict[int, float]]) -> dict[str, dict]:
         if not seeds:
             continue
         per_seed = [sum(c * top1[a][s] for a, c in coefs.items()) for s in seeds]
-        out[name] = {**interval(per_seed), "description": desc, "seeds": seeds, "per_seed": per_seed}
+        out[name] = {
+            **interval(per_seed),
+            "label": LABELS[name],
+            "headline": name in HEADLINE,
+            "description": desc,
+            "seeds": seeds,
+            "per_seed": per_seed,
+        }
     return out
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 from torch import nn
@@ -34,6 +35,7 @@ LayerSpec = None | str | int | Sequence[int]
 DEFAULT_STAGES = 4
 
 _FEATURE_NETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MAP_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _model_name(model: nn.Module) -> str:
@@ -70,7 +72,13 @@ def tap_family(model: nn.Module) -> str:
     wrap as a ``features_only`` network.
     """
     has_fi = callable(getattr(model, "forward_intermediates", None))
-    if has_fi and _sequence(model, "blocks") and getattr(model, "patch_embed", None) is not None:
+    staged = 0 < len(_feature_info(model)) < len(getattr(model, "blocks", ()))  # Hiera: blocks in stages
+    if (
+        has_fi
+        and _sequence(model, "blocks")
+        and getattr(model, "patch_embed", None) is not None
+        and not staged
+    ):
         return "blocks"
     if has_fi and _sequence(model, "layers") and getattr(model, "patch_embed", None) is not None:
         return "stages"
@@ -96,10 +104,43 @@ def check_tappable(model: nn.Module) -> None:
     tap_family(model)
 
 
+def _map_shapes(model: nn.Module) -> list[tuple[int, ...]]:
+    """The (N, C) of every intermediate ``forward_intermediates`` gives (or the features_only view),
+    from one probe at the model's input size, in eval mode (the mode is restored after), cached.
+
+    timm's ``feature_info`` names the stages but does not always count the intermediates the
+    same way (Hiera lists one more), so the count comes from what the model returns."""
+    shapes = _MAP_SHAPES.get(model)
+    if shapes is None:
+        family = tap_family(model)
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                probe = torch.zeros(
+                    1, 3, *_default_size(model), device=_device_of(model), dtype=_dtype_of(model)
+                )
+                if family == "features":
+                    outs = _features_net(model)(probe)
+                else:
+                    outs = model.forward_intermediates(probe, output_fmt="NCHW", intermediates_only=True)
+        except (RuntimeError, AssertionError, ValueError) as e:
+            raise UserError(
+                f"cannot read the stage outputs of {_model_name(model)} at its input size "
+                f"{tuple(probe.shape[-2:])} ({first_line(e)}); build it with img_size set"
+            ) from None
+        finally:
+            model.train(was)
+        shapes = [tuple(_as_tokens(t, None, 0, model).shape[1:]) for t in outs]
+        if not shapes:
+            raise UserError(f"model {_model_name(model)} cannot be tapped: it returns no intermediates")
+        _MAP_SHAPES[model] = shapes
+    return shapes
+
+
 def _isotropic(model: nn.Module) -> bool:
-    """Every tap at one stride (MLP-Mixer, ConvMixer, ...): its layers are blocks, not stages."""
-    strides = {i.get("reduction") for i in _feature_info(model)}
-    return len(strides) == 1 and None not in strides
+    """Every tap on one token grid (MLP-Mixer, ConvMixer, ...): its layers are blocks, not stages."""
+    return len({n for n, _ in _map_shapes(model)}) == 1
 
 
 def layer_unit(model: nn.Module) -> str:
@@ -116,7 +157,7 @@ def num_tap_layers(model: nn.Module) -> int:
         return len(model.blocks)
     if family == "stages":
         return len(model.layers)
-    return len(_feature_info(model))
+    return len(_map_shapes(model))
 
 
 def describe_taps(model: nn.Module, layers: Sequence[int]) -> dict:
@@ -167,12 +208,13 @@ def resolve_layers(model: nn.Module, spec: LayerSpec = None) -> list[int]:
             ) from None
         if not items:
             raise UserError(f"layers {spec!r} names no layer")
-    elif isinstance(spec, int):
-        items = [spec]
     else:
-        items = [int(i) for i in spec]
+        items = [spec] if isinstance(spec, int | float) else list(spec)
         if not items:
             raise UserError("an empty list of layers names no layer")
+        if not all(isinstance(i, Integral) and not isinstance(i, bool) for i in items):
+            raise UserError(f"layers must be integer indices; got {spec!r}")
+        items = [int(i) for i in items]
     out: list[int] = []
     for i in items:
         if not -n <= i < n:
@@ -198,6 +240,7 @@ def _patch_grid(model: nn.Module, height: int, width: int) -> tuple[int, int] | 
 
 def _default_size(model: nn.Module) -> tuple[int, int]:
     size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    size = getattr(getattr(model, "stem", None), "img_size", None) if size is None else size
     if size is None:
         cfg = getattr(model, "pretrained_cfg", {}) or {}
         size = tuple(cfg.get("input_size", (3, 224, 224))[-2:])
