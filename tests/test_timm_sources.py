@@ -331,7 +331,9 @@ def test_hf_labels_that_are_no_class_index_are_refused_by_row(labels, dtype, why
     feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value(dtype)})
     rows = {"image": [{"bytes": _png(9), "path": None}] * 3, "label": labels}
     (tmp_path / "hf" / "data").mkdir(parents=True)
-    datasets.Dataset.from_dict(rows, features=feats).to_parquet(str(tmp_path / "hf" / "data" / "train-0.parquet"))
+    datasets.Dataset.from_dict(rows, features=feats).to_parquet(
+        str(tmp_path / "hf" / "data" / "train-0.parquet")
+    )
     with pytest.raises(UserError, match=why):
         build_dataset(f"hfds/{tmp_path / 'hf'}", "train")
 
@@ -342,7 +344,9 @@ def test_hf_plain_int_labels_fit_the_class_count_given(tmp_path):
     feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
     rows = {"image": [{"bytes": _png(9), "path": None}] * 3, "label": [0, 3, 1]}
     (tmp_path / "hf" / "data").mkdir(parents=True)
-    datasets.Dataset.from_dict(rows, features=feats).to_parquet(str(tmp_path / "hf" / "data" / "train-0.parquet"))
+    datasets.Dataset.from_dict(rows, features=feats).to_parquet(
+        str(tmp_path / "hf" / "data" / "train-0.parquet")
+    )
     spec = f"hfds/{tmp_path / 'hf'}"
     assert [build_dataset(spec, "train")[i][1] for i in range(3)] == [0, 3, 1]
     assert len(build_dataset(f"{spec}?classes=6", "train").classes) == 6

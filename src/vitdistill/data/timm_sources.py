@@ -54,8 +54,12 @@ def _split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
         raise UserError(f"{spec}: unknown option {unknown[0]!r} (a {prefix}/ source takes {takes})")
     if not name.strip():
         raise UserError(f"{spec}: give a data-set name or folder after {prefix}/")
-    if "classes" in options and not (options["classes"].isdecimal() and 0 < int(options["classes"]) <= MAX_CLASSES):
-        raise UserError(f"{spec}: classes must be a positive whole number up to {MAX_CLASSES} (got {options['classes']!r})")
+    if "classes" in options and not (
+        options["classes"].isdecimal() and 0 < int(options["classes"]) <= MAX_CLASSES
+    ):
+        raise UserError(
+            f"{spec}: classes must be a positive whole number up to {MAX_CLASSES} (got {options['classes']!r})"
+        )
     return prefix, name, options
 
 
