@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from vitdistill import __version__
 from vitdistill.commands.flags import flags_of, retell, unknown_arguments
-from vitdistill.errors import UserError
+from vitdistill.errors import UserError, exhausted
 
 COMMANDS: dict[str, str] = {
     "analyze": "per-image SVD ranks, shared-basis PCA, subspace rotation and SEP of a model's token features",
@@ -57,6 +58,8 @@ def _command_module(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    if hasattr(signal, "SIGXFSZ"):  # over a file-size limit: an error to report, not a silent death
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -75,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vitdistill {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a full disk is the user's to fix, wherever the write was
+        why = exhausted(e)
+        if why is None:
+            raise
+        print(f"vitdistill {args.command}: error: {why}", file=sys.stderr)
+        return UserError.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

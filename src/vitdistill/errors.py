@@ -7,6 +7,9 @@ Anything else that escapes is a bug in vitdistill and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class UserError(Exception):
     """A mistake in the input (model name, data, config, checkpoint, flags).
@@ -24,6 +27,29 @@ class UserError(Exception):
 
 class NotAvailableError(UserError):
     """A command or option that this version of vitdistill does not provide."""
+
+
+_EXHAUSTED = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def exhausted(e: BaseException) -> str | None:
+    """One line for a full disk, an exceeded quota or file-size limit anywhere in ``e``'s chain, else None.
+
+    Writers report these in their own ways: an ``OSError`` with its errno, or a library error
+    (torch's zip writer, safetensors) that only quotes the system's message.
+    """
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        code = getattr(e, "errno", None)
+        if isinstance(e, OSError) and code in _EXHAUSTED:
+            where = f" writing {e.filename}" if e.filename else ""
+            return f"{os.strerror(code)}{where}; free some space (or raise the limit) and run again"
+        for code in _EXHAUSTED:
+            if os.strerror(code).lower() in str(e).lower():
+                return f"{os.strerror(code)} ({first_line(e, 120)}); free some space (or raise the limit) and run again"
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def closest_names(name: str, candidates, n: int = 5) -> list[str]:

@@ -14,6 +14,7 @@ from vitdistill.analysis.report import owned, write_tables
 from vitdistill.errors import UserError, first_line
 from vitdistill.utils.io import atomic_write_json, result_set
 from vitdistill.utils.lock import hold_folder, releases_folders
+from vitdistill.utils.markers import refuse_inside
 from vitdistill.utils.options import from_keywords
 from vitdistill.utils.plotting import pyplot
 
@@ -64,6 +65,7 @@ def compare(result_dirs: list[str | os.PathLike], out: str | os.PathLike, **opti
     labels = labels or _default_labels([s for s, _ in loaded], dirs)
     summaries = [s for s, _ in loaded]
     index = _index(dirs, labels, summaries)
+    refuse_inside(out, dirs)
     hold_folder(out, "compare")
     with result_set(out, owned) as stage:  # the old comparison or the new one, never a mix
         write_tables(stage, summaries, labels)

@@ -41,6 +41,7 @@ from vitdistill.utils import dist
 from vitdistill.utils.io import atomic_torch_save
 from vitdistill.utils.lock import hold_folder, releases_folders
 from vitdistill.utils.malloc import large_buffers_on_heap
+from vitdistill.utils.markers import refuse_inside
 from vitdistill.utils.options import from_keywords
 from vitdistill.utils.progress import Progress
 
@@ -180,9 +181,14 @@ class _Run:
 
 def _analyze(model, data, out, model_kwargs, opts: AnalysisOptions, heap_buffers):
     run = _setup(model, data, out, model_kwargs, opts)
-    _build_stats(run)
-    _resume_or_reset(run)
-    t_pass1 = _pass1(run)
+    try:
+        _build_stats(run)
+        _resume_or_reset(run)
+        t_pass1 = _pass1(run)
+    except Exception:  # failed (full disk, bad input) before any statistics checkpoint: nothing to resume
+        if run.info.is_main and not run.ckpt_path.exists():
+            shutil.rmtree(run.state_dir, ignore_errors=True)
+        raise
     skipped_all, n_done = _merge_pass1(run)
     t_pass2 = _pass2(run)
     saved_manifest = _close_saved(run)
@@ -216,6 +222,7 @@ def _setup(model, data, out, model_kwargs, opts: AnalysisOptions) -> _Run:
     if n_total == 0:
         raise UserError(f"no images found in {data}")
     out = Path(out) if out is not None else Path("analysis") / str(prov["model"])
+    refuse_inside(out, [data])
     hold_folder(out, "analyze")  # before any write; released when analyze returns or fails
     return _Run(opts, info, device, model, prov, layer_ids, data, transform, ds, n_total, out)
 

@@ -9,6 +9,7 @@ drops those items and reports how many it dropped, so a bad file costs one image
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from torch.utils.data import Dataset
 from vitdistill.data.images import load_rgb, pil_to_tensor
 from vitdistill.data.subset import subset_positions
 from vitdistill.errors import UserError
+from vitdistill.utils.markers import is_output
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 SPLIT_ALIASES = {"train": ("train", "training"), "val": ("val", "validation", "valid"), "test": ("test",)}
@@ -121,19 +123,74 @@ def _folder_for_split(root: Path, split: str) -> tuple[Path, str | None]:
     return root, None
 
 
-def _class_dirs(folder: Path) -> list[str]:
-    return sorted(
-        (d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")),
-        key=natural_key,
-    )
+class _Walk:
+    """One walk over a data folder: links are followed, each real folder (device, inode) is visited
+    once, and output folders (they carry a marker) and names that are not UTF-8 are skipped; each
+    kind of skip is counted."""
 
+    def __init__(self, *tops: Path):
+        self.seen: set[tuple[int, int]] = set()
+        self.skipped = {"link_loops": 0, "non_utf8_names": 0, "output_folders": 0}
+        self.known(*tops)
 
-def _images_under(folder: Path) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(os.path.join(dirpath, f) for f in filenames if _is_image(f))
-    return sorted(found, key=natural_key)
+    def known(self, *folders: str | os.PathLike) -> None:
+        """Mark ``folders`` as visited: a link that leads back to one of them is a loop."""
+        for f in folders:
+            st = os.stat(f)
+            self.seen.add((st.st_dev, st.st_ino))
+
+    def first_visit(self, path: str | os.PathLike) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        key = (st.st_dev, st.st_ino)
+        if key in self.seen:
+            self.skipped["link_loops"] += 1
+            return False
+        self.seen.add(key)
+        return True
+
+    def usable(self, name: str) -> bool:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+            self.skipped["non_utf8_names"] += 1
+            return False
+        return True
+
+    def keep_dir(self, parent: str | os.PathLike, name: str) -> bool:
+        if name.startswith(".") or not self.usable(name):
+            return False
+        full = os.path.join(parent, name)
+        if is_output(full):
+            self.skipped["output_folders"] += 1
+            return False
+        return True
+
+    def class_dirs(self, folder: Path) -> list[str]:
+        names = [d.name for d in folder.iterdir() if d.is_dir() and self.keep_dir(folder, d.name)]
+        return sorted(names, key=natural_key)
+
+    def images_under(self, folder: Path) -> list[str]:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if self.keep_dir(dirpath, d) and self.first_visit(os.path.join(dirpath, d))
+            ]
+            found.extend(os.path.join(dirpath, f) for f in filenames if _is_image(f) and self.usable(f))
+        return sorted(found, key=natural_key)
+
+    def report(self, root: Path) -> dict[str, int]:
+        """The skip counts (for the data set's description); one line on stderr when any is non-zero."""
+        said = {"link_loops": "link loops", "non_utf8_names": "names that are not UTF-8",
+                "output_folders": "vitdistill output folders"}  # fmt: skip
+        parts = [f"{n} {said[k]}" for k, n in self.skipped.items() if n]
+        if parts:
+            print(f"vitdistill: data folder {root}: skipped {', '.join(parts)}", file=sys.stderr)
+        return {f"skipped_{k}": n for k, n in self.skipped.items()}
 
 
 def _capped(paths, labels, classes, transform, strict, info: dict, max_images) -> ImageFileDataset:
@@ -164,22 +221,29 @@ def image_folder(
         raise UserError(f"data folder {root} does not exist")
     if not root.is_dir():
         raise UserError(f"{root} is neither a folder nor an image list")
+    try:
+        str(root).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"data folder {root!s:.200} has a name that is not valid UTF-8; rename it") from None
     folder, split_dir = _folder_for_split(root, split)
+    walk = _Walk(root, folder)
     if split_dir is not None:
         split_roots = [root / n for g in SPLIT_ALIASES.values() for n in g if (root / n).is_dir()]
-        classes = sorted({c for r in split_roots for c in _class_dirs(r)}, key=natural_key)
+        classes = sorted({c for r in split_roots for c in walk.class_dirs(r)}, key=natural_key)
     else:
-        classes = _class_dirs(folder)
+        classes = walk.class_dirs(folder)
     paths: list[str] = []
     labels: list[int] = []
     if classes:
+        walk.known(*(folder / c for c in classes if (folder / c).is_dir()))
         for i, c in enumerate(classes):
             if (folder / c).is_dir():
-                imgs = _images_under(folder / c)
+                imgs = walk.images_under(folder / c)
                 paths += imgs
                 labels += [i] * len(imgs)
     else:
-        paths = [os.path.join(folder, f) for f in sorted(os.listdir(folder), key=natural_key) if _is_image(f)]
+        names = sorted(os.listdir(folder), key=natural_key)
+        paths = [os.path.join(folder, f) for f in names if _is_image(f) and walk.usable(f)]
         labels = [0] * len(paths)
         classes = [folder.name] if paths else []
     if not paths:
@@ -187,6 +251,7 @@ def image_folder(
             f"no images found in {folder} (expected class subfolders holding {', '.join(IMAGE_EXTENSIONS[:4])}... files)"
         )
     info = {"kind": "folder", "spec": str(root), "split": split_dir, "folder": str(folder)}
+    info.update(walk.report(root))
     return _capped(paths, labels, classes, transform, strict, info, max_images)
 
 
@@ -205,19 +270,22 @@ def image_list(
     list_file = Path(list_file).expanduser()
     base = list_file.parent
     entries: list[tuple[str, str | None]] = []
-    with open(list_file, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, 1):
-            line = raw.rstrip("\r\n")
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            parts = line.split("\t")
-            if len(parts) > 2:
-                raise UserError(
-                    f"{list_file}:{lineno}: expected 'path' or 'path<TAB>label', got {len(parts)} fields"
-                )
-            path = parts[0].strip()
-            label = parts[1].strip() if len(parts) == 2 and parts[1].strip() else None
-            entries.append((str(path if os.path.isabs(path) else base / path), label))
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"image list {list_file} is not UTF-8 text (byte {e.start})") from None
+    for lineno, raw in enumerate(io.StringIO(text, newline=None), 1):
+        line = raw.rstrip("\r\n")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) > 2:
+            raise UserError(
+                f"{list_file}:{lineno}: expected 'path' or 'path<TAB>label', got {len(parts)} fields"
+            )
+        path = parts[0].strip()
+        label = parts[1].strip() if len(parts) == 2 and parts[1].strip() else None
+        entries.append((str(path if os.path.isabs(path) else base / path), label))
     if not entries:
         raise UserError(f"image list {list_file} names no images")
     given = [lab is not None for _, lab in entries]

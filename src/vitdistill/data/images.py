@@ -10,6 +10,7 @@ composited over a white background.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -51,16 +52,53 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+#: Images with more pixels than this are not decoded (a "decompression bomb": a small file that
+#: expands to gigabytes); they are skipped and counted like unreadable files. The setting is the
+#: environment variable ``VITDISTILL_MAX_IMAGE_PIXELS``.
+MAX_IMAGE_PIXELS = 100_000_000
+MAX_IMAGE_PIXELS_ENV = "VITDISTILL_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int:
+    """The pixel limit in force: ``VITDISTILL_MAX_IMAGE_PIXELS`` if set, else :data:`MAX_IMAGE_PIXELS`."""
+    from vitdistill.errors import UserError
+
+    raw = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+    if not raw:
+        return MAX_IMAGE_PIXELS
+    try:
+        limit = int(float(raw))
+    except (ValueError, OverflowError):
+        limit = 0
+    if limit < 1:
+        raise UserError(f"{MAX_IMAGE_PIXELS_ENV} must be a positive number of pixels (got {raw!r})")
+    return limit
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
     """Open, fully decode and convert an image file; raises ``OSError``/``ValueError`` if unreadable.
 
     Decoding is forced here (``load()``) so that truncated files fail now, inside the data set's
-    error handling, rather than later inside a transform.
+    error handling, rather than later inside a transform. An image over the pixel limit
+    (:func:`max_image_pixels`) raises ``ValueError`` before anything is decoded.
     """
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # Another library switched on silent acceptance of truncated files; we want to know.
         ImageFile.LOAD_TRUNCATED_IMAGES = False
-    with Image.open(path) as img:
+    limit = max_image_pixels()
+    Image.MAX_IMAGE_PIXELS = limit  # Pillow refuses beyond twice this in open(); we refuse beyond it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError:
+        raise ValueError(f"image has more than {limit} pixels ({MAX_IMAGE_PIXELS_ENV})") from None
+    with img:
+        w, h = img.size
+        if w * h > limit:
+            raise ValueError(
+                f"image is {w}x{h} = {w * h} pixels, over the limit of {limit} ({MAX_IMAGE_PIXELS_ENV})"
+            )
         img.load()
         return to_rgb(img)
 

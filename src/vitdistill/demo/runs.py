@@ -52,9 +52,9 @@ def overrides(
 
 
 def config(s: DemoSettings, key: str, seed: int, epochs: int, teacher_dir: Path, uniform: int) -> dict:
-    import yaml
+    from vitdistill.utils import yamlsafe
 
-    recipe = yaml.safe_load(config_path(BY_KEY[key]).read_text())
+    recipe = yamlsafe.load(config_path(BY_KEY[key]).read_text(), BY_KEY[key].config)
     return fit.resolve_config(recipe, overrides(s, key, seed, epochs, teacher_dir, uniform))
 
 

@@ -32,6 +32,7 @@ from vitdistill.demo.settings import SIZE_FIELDS, STAGE_DIRS, DemoSettings
 from vitdistill.errors import UserError
 from vitdistill.utils.io import atomic_write_json
 from vitdistill.utils.lock import LOCK_NAME, folder_lock
+from vitdistill.utils.markers import MARKER, refuse_inside
 from vitdistill.utils.progress import fmt_duration
 
 __all__ = ["SIZE_FIELDS", "STAGE_DIRS", "DemoSettings", "Study", "run_demo"]
@@ -93,7 +94,7 @@ class Study:
             self._check_same_settings(meta)
         elif (
             self.out.exists()
-            and any(p.name != LOCK_NAME for p in self.out.iterdir())
+            and any(p.name not in (LOCK_NAME, MARKER) for p in self.out.iterdir())
             and not any((self.out / d).exists() for d in STAGE_DIRS)
         ):
             from vitdistill.errors import UserError
@@ -399,5 +400,6 @@ def run_demo(
     out: str | os.PathLike = "vitdistill-demo", fresh: bool = False, progress: bool = True, **settings: Any
 ) -> dict:
     """Run (or resume) the whole demo into ``out``; returns the report's numbers (report.json)."""
+    refuse_inside(out, [settings.get("data")])
     with folder_lock(out, "demo"):  # a second demo into this folder fails at once
         return Study(DemoSettings(**settings), out, fresh=fresh, progress=progress).run()

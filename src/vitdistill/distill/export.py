@@ -20,7 +20,11 @@ from typing import Any
 
 from vitdistill.errors import UserError
 from vitdistill.models import create_model, timm_architecture
-from vitdistill.utils.io import atomic_write_json, atomic_write_with
+from vitdistill.utils.io import atomic_write_json, atomic_write_with, result_set
+from vitdistill.utils.lock import hold_folder, releases_folders
+from vitdistill.utils.markers import refuse_inside
+
+EXPORT_FILES = ("model.safetensors", "config.json")
 
 
 def _run_checkpoint(run: str | os.PathLike, checkpoint: str | os.PathLike | None) -> Path:
@@ -36,6 +40,7 @@ def _run_checkpoint(run: str | os.PathLike, checkpoint: str | os.PathLike | None
     return p
 
 
+@releases_folders
 def export(
     run: str | os.PathLike, out_dir: str | os.PathLike, ema: bool = False, checkpoint=None
 ) -> dict[str, Any]:
@@ -49,10 +54,7 @@ def export(
     spec = prov["weights"].get("model_spec")
     if spec is None or source.suffix == ".safetensors":
         raise UserError(f"{source} is not a vitdistill training checkpoint (it records no model spec)")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    atomic_write_with(out / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     data_cfg = resolve_data_config(model)
     arch, model_args = timm_architecture(spec)
     pretrained_cfg = {
@@ -78,7 +80,13 @@ def export(
             "rebuild": "vitdistill.models.create_model(DIR)",
         },
     }
-    atomic_write_json(out / "config.json", config)
+    refuse_inside(out_dir, [run], "out_dir")
+    hold_folder(out_dir, "export")
+    with result_set(out_dir, lambda name: name in EXPORT_FILES) as out:  # both files new, or both old
+        atomic_write_with(
+            out / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"})
+        )
+        atomic_write_json(out / "config.json", config)
     return config
 
 

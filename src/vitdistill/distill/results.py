@@ -23,7 +23,10 @@ import yaml
 
 from vitdistill.distill.config import default, needs_teacher
 from vitdistill.errors import UserError
-from vitdistill.utils.io import atomic_write_text
+from vitdistill.utils import yamlsafe
+from vitdistill.utils.io import atomic_write_text, result_set
+from vitdistill.utils.lock import hold_folder, releases_folders
+from vitdistill.utils.markers import refuse_inside
 from vitdistill.utils.tables import render
 
 CITATION = "arXiv 2511.15572"
@@ -85,8 +88,8 @@ def load_run(path: str | os.PathLike) -> Run:
         raise UserError(f"{p} is not a finished vitdistill run (needs config.yaml and summary.json)")
     try:
         summary = json.loads((p / "summary.json").read_text())
-        config = yaml.safe_load((p / "config.yaml").read_text())
-    except (ValueError, yaml.YAMLError) as e:
+        config = yamlsafe.load((p / "config.yaml").read_text(), f"{p}/config.yaml")
+    except (ValueError, RecursionError, yaml.YAMLError) as e:
         raise UserError(f"{p}: unreadable run files ({str(e).splitlines()[0][:120]})") from None
     if not isinstance(summary, dict) or not summary.get("last") or not isinstance(config, dict):
         raise UserError(f"{p} is not a finished vitdistill run (summary.json holds no final evaluation)")
@@ -235,20 +238,28 @@ CAPTION = (
 )
 
 
+RESULT_FILES = ("results.md", "results.csv", "results.tex", "results_runs.json")
+
+
+@releases_folders
 def results(runs: list[str | os.PathLike], out: str | os.PathLike | None = None, published: bool = True):
-    """The accuracy table of ``runs``: rows (dicts); with ``out``, writes results.{md,csv,tex}."""
+    """The accuracy table of ``runs``: rows (dicts); with ``out``, writes results.{md,csv,tex}.
+
+    The files are one set: ``out`` holds the old tables or the new ones, never a mix.
+    """
     if not runs:
         raise UserError("give at least one run folder")
     groups = group_runs([load_run(r) for r in runs])
     rows = table_rows(groups, published)
     if out is not None:
-        d = Path(out)
-        d.mkdir(parents=True, exist_ok=True)
-        for fmt in ("md", "csv", "tex"):
-            text = render(rows, fmt, CAPTION, text_cols=("Method",))
-            if fmt == "md":
-                text += f"\n{CAPTION}\n"
-            atomic_write_text(d / f"results.{fmt}", text)
-        members = {g.method: [str(r.path) for r in g.runs] for g in groups}
-        atomic_write_text(d / "results_runs.json", json.dumps(members, indent=2) + "\n")
+        refuse_inside(out, runs)
+        hold_folder(out, "results")
+        with result_set(out, lambda name: name in RESULT_FILES) as d:
+            for fmt in ("md", "csv", "tex"):
+                text = render(rows, fmt, CAPTION, text_cols=("Method",))
+                if fmt == "md":
+                    text += f"\n{CAPTION}\n"
+                atomic_write_text(d / f"results.{fmt}", text)
+            members = {g.method: [str(r.path) for r in g.runs] for g in groups}
+            atomic_write_text(d / "results_runs.json", json.dumps(members, indent=2) + "\n")
     return rows

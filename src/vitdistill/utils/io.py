@@ -32,8 +32,10 @@ def _replacing(path: Path, prefix: str, suffix: str) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
-        os.chmod(tmp, _final_mode(path))
+        mode = _final_mode(path)
+        os.chmod(tmp, mode)
         yield tmp
+        os.chmod(tmp, mode)  # a writer that recreated the file (safetensors) made it private again
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -162,11 +164,20 @@ def result_set(
     stays. A kill at any moment leaves the old or the new complete set; a leftover staging
     folder is cleaned up by the next call. The caller must hold ``folder``'s lock.
     """
-    folder = Path(folder)
+    folder = _real_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     clean_stale_sets(folder, owned)
-    stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging-", dir=folder.parent))
     try:
+        stage = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging-", dir=folder.parent))
+    except PermissionError as e:
+        from vitdistill.errors import UserError
+
+        raise UserError(
+            f"{folder}: a new set of results is staged beside it, but {folder.parent} cannot be written "
+            f"({e.strerror}); choose a folder whose parent you can write"
+        ) from None
+    try:
+        os.chmod(stage, stat.S_IMODE(folder.stat().st_mode))  # mkdtemp's folders are private (0700)
         yield stage
         new = sorted(p.name for p in stage.iterdir())
         atomic_write_json(stage / SET_MANIFEST, {"entries": new, "staged_in": stage.name})
@@ -190,7 +201,7 @@ def clean_stale_sets(folder: Path, owned: Callable[[str], bool] = lambda name: F
     One that was swapped in already holds the old set: entries outside that set (the user's
     folders) go back into ``folder`` first.
     """
-    folder = Path(folder)
+    folder = _real_folder(folder)
     current = _manifest(folder).get("staged_in")
     for sib in sorted(folder.parent.glob(f".{folder.name}.staging-*")):
         if sib.name == current or sib.name.endswith(
@@ -204,6 +215,12 @@ def clean_stale_sets(folder: Path, owned: Callable[[str], bool] = lambda name: F
         shutil.rmtree(sib)
         _fsync_dir(folder.parent)
         _step("removed old set")
+
+
+def _real_folder(folder: str | os.PathLike) -> Path:
+    """The real folder behind ``folder``: a link to a folder is the user's and is written through,
+    never swapped away (the swap and its staging siblings work beside the link's target)."""
+    return Path(os.path.realpath(Path(folder).expanduser()))
 
 
 def _manifest(folder: Path) -> dict:

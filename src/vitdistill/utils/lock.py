@@ -4,6 +4,8 @@ The owner holds an exclusive ``flock`` on ``FOLDER/.vitdistill.lock`` (holding i
 command) from before its first write until it ends. A second command into the same folder
 fails at once with a one-line error naming the holder. The operating system drops the lock
 when the owner dies in any way (kill -9 included), so a stale lock file never blocks a resume.
+Taking the lock also claims the folder for the command's kind of output (see
+:mod:`vitdistill.utils.markers`): a folder of another kind is refused.
 Under torchrun only rank 0 takes the lock (the other ranks are part of the same run).
 """
 
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vitdistill.errors import UserError
+from vitdistill.utils.markers import claim, unclaim_if_empty
 
 LOCK_NAME = ".vitdistill.lock"
 
@@ -35,8 +38,20 @@ class FolderLock:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create folder {self.folder}: {e.strerror or e}") from None
-        while self.fd is None:
-            self.fd = self._try_lock(command)
+        self.marked = False
+        try:
+            while self.fd is None:
+                self.fd = self._try_lock(command)
+        except OSError:  # a full disk: not even the PID fits
+            self._tidy()
+            raise
+        try:
+            self.marked = claim(
+                self.folder, command
+            )  # a folder of another kind is refused, never overwritten
+        except BaseException:
+            self.release()
+            raise
 
     def _try_lock(self, command: str) -> int | None:
         try:
@@ -61,8 +76,13 @@ class FolderLock:
         if not same:
             os.close(fd)
             return None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {command}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {command}\n".encode())
+        except OSError:
+            os.unlink(self.path)
+            os.close(fd)
+            raise
         return fd
 
     def release(self) -> None:
@@ -73,9 +93,11 @@ class FolderLock:
                 os.unlink(self.path)
         os.close(self.fd)
         self.fd = None
-        if self.created:  # a command that failed before writing leaves no empty folder behind
-            with contextlib.suppress(OSError):
-                self.folder.rmdir()
+        self._tidy()
+
+    def _tidy(self) -> None:
+        if self.marked or self.created:  # a command that failed before writing leaves the folder as it was
+            unclaim_if_empty(self.folder, remove_folder=self.created)
 
 
 def _is_main_rank() -> bool:

@@ -3,7 +3,9 @@
 * ``KEY`` is a name or a dotted path of names (``img_size``, ``loss.alpha``).
 * ``VALUE`` is read as YAML: ``32`` is an int, ``0.5`` a float, ``true`` / ``True`` a bool,
   ``null`` or nothing at all is None, ``[1, 2]`` a list, and anything else (``bf16``) a string.
-  Text that YAML cannot read (``a: b: c``) stays the string it was.
+  Text that YAML cannot read (``a: b: c``) stays the string it was. A value nested too deep,
+  expanding too far through aliases or giving a key twice is an error
+  (:mod:`vitdistill.utils.yamlsafe`).
 
 ``train`` applies the pairs to its config keys, ``analyze`` and ``inspect`` pass them to timm's
 ``create_model`` as keyword arguments.
@@ -16,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from vitdistill.errors import UserError
+from vitdistill.utils import yamlsafe
 
 _KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
@@ -34,7 +37,9 @@ def parse_set(text: str) -> tuple[str, Any]:
     if not raw.strip():
         return key, None
     try:
-        return key, yaml.safe_load(raw)
+        return key, yamlsafe.load(raw, f"'overrides' {key}")
+    except yamlsafe.YAMLLimitError as e:  # the command line names its --set flag for 'overrides'
+        raise UserError(str(e), settings=("overrides",)) from None
     except yaml.YAMLError:
         return key, raw
 
