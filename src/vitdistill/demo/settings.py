@@ -59,8 +59,8 @@ class DemoSettings:
 
     # Width ratio 2x and depth ratio 2x, as CaiT-S24 (384 wide, 24 blocks) over DeiT-Tiny (192, 12).
     FULL = {
-        "seeds": 6,
-        "epochs": 8,
+        "seeds": 3,
+        "epochs": 16,
         "teacher_epochs": 20,
         "img_size": 32,
         "patch_size": 4,
