@@ -122,6 +122,18 @@ def test_any_non_finite_entry_is_named(shape, where, value, dtype):
         check_values({"a": bad, "steps": torch.tensor(7)}, own, "f")
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_float8_weights_are_checked_and_load(reference, dtype):
+    own = reference.state_dict()
+    check_values({"head.bias": own["head.bias"].to(dtype)}, own, "f")  # finite float8 loads
+    for value in (float("nan"), float("inf")) if dtype == torch.float8_e5m2 else (float("nan"),):
+        bad = own["head.bias"].clone()
+        bad[0] = value
+        bad = bad.to(dtype)  # e4m3fn has no Inf (a cast saturates it), only NaN
+        with pytest.raises(UserError, match="f: tensor 'head.bias' holds (NaN|Inf) values"):
+            check_values({"head.bias": bad}, own, "f")
+
+
 def test_weights_timm_reads_itself_are_checked_too(reference, tmp_path):
     """A plain timm name with ``pretrained_cfg_overlay=dict(file=...)``: timm opens the file, and
     the model it built is checked before anyone uses it."""
