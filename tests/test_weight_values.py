@@ -143,3 +143,22 @@ def test_weights_timm_reads_itself_are_checked_too(reference, tmp_path):
         UserError, match="pretrained weights of vit_tiny_patch16_224: tensor 'blocks.0.norm1.weight'"
     ):
         create_model(BASE, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)), **KW)
+
+
+def test_finite_weights_whose_activations_overflow_stop_analyze_in_one_line(reference, tmp_path, capsys):
+    """Every weight is finite, but the activations overflow float32: analyze says so, and writes nothing."""
+    from vitdistill.cli import main
+
+    sd = {k: v.clone() for k, v in reference.state_dict().items()}
+    sd["patch_embed.proj.weight"] *= 1e30
+    sd["blocks.0.mlp.fc1.weight"] *= 1e37
+    safetensors.torch.save_file(sd, str(tmp_path / "w.safetensors"))
+    model = [BASE, *(a for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
+                     for a in ("--set", f"{k}={KW[k]}"))]  # fmt: skip
+    argv = ["analyze", *model, "--checkpoint", str(tmp_path / "w.safetensors"), "--images", "4",
+            "--data", "synthetic:shapes?n=8&n_val=4&size=16&types=3", "--batch-size", "4",
+            "--permutations", "0", "--rotation-images", "0", "--no-plots", "--no-progress", "--out", str(tmp_path / "an")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "layer 0 gives features that are not finite" in err[0], err
+    assert not (tmp_path / "an").exists()
