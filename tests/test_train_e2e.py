@@ -126,6 +126,12 @@ def test_eval_of_a_run_uses_its_eval_crop(tmp_path):
         main(["eval", str(run), "--data", DATA, "--crop-pct", "1", "--json", str(tmp_path / "e1.json")]) == 0
     )
     assert json.loads((tmp_path / "e1.json").read_text())["crop_pct"] == 1.0
+    # the run's weights file itself, as a positional: its own weights (no timm pretrained ones)
+    ckpt = str(run / "checkpoints" / "last.pt")
+    assert main(["eval", ckpt, "--data", DATA, "--crop-pct", "1", "--json", str(tmp_path / "e2.json")]) == 0
+    assert json.loads((tmp_path / "e2.json").read_text())["top1"] == pytest.approx(
+        json.loads((tmp_path / "e1.json").read_text())["top1"]
+    )
 
 
 @pytest.mark.parametrize("projector", ["pool", "linear"])

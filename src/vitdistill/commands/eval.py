@@ -68,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers must be >= 0 (got {args.workers})")
     if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
         raise UserError(f"--crop-pct must be in (0, 1] (got {args.crop_pct})")
-    if args.pretrained and (args.checkpoint or Path(args.model).is_dir()):
+    if args.pretrained and (args.checkpoint or Path(args.model).exists()):
         raise UserError(
-            "--pretrained loads timm's weights for a model name; a run or export folder, or --checkpoint, "
+            "--pretrained loads timm's weights for a model name; a run or export folder, a weights file or --checkpoint, "
             "brings its own weights"
         )
     res = evaluate(
