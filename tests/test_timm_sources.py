@@ -213,6 +213,19 @@ def test_hf_column_names_unreadable_rows_and_an_unreachable_hub(tmp_path, monkey
         build_dataset("hfds/someone/no-such-set", "train")
 
 
+def test_a_builder_name_over_junk_files_is_one_user_error(tmp_path, monkeypatch):
+    # `datasets` reads hfds/webdataset as its packaged WebDataset builder over the working folder
+    from vitdistill.errors import UserError
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "shard-0.tar").write_bytes(b"not a tar file" * 64)
+    monkeypatch.chdir(work)
+    with pytest.raises(UserError, match="hfds/webdataset: cannot open the data set") as e:
+        build_dataset("hfds/webdataset", "val")
+    assert "\n" not in str(e.value)
+
+
 @given(
     prefix=st.sampled_from(["wds/", "WDS/", "hfids/", "hfds/"]),
     rest=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30),
