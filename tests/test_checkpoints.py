@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import pytest
 import timm
@@ -68,6 +69,9 @@ def test_unusable_inputs_are_user_errors(tmp_path):
         read_state_dict(tmp_path / "nope.pt")
     with pytest.raises(UserError, match="without weights"):
         read_state_dict(tmp_path)
+    os.mkfifo(tmp_path / "pipe.pt")  # there, but not a file: say so rather than "does not exist"
+    with pytest.raises(UserError, match="pipe.pt is not a regular file"):
+        weights_file(tmp_path / "pipe.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot read"):
         read_state_dict(tmp_path / "junk.pt")

@@ -190,6 +190,8 @@ def _flow_laughs(levels: int = 9) -> str:
 HOSTILE_YAML = {
     "duplicate section": "optim:\n  lr: 0.1\nepochs: 1\noptim:\n  weight_decay: 0.0\n",
     "duplicate key inside": "optim:\n  lr: 0.1\n  lr: 0.2\n",
+    "duplicate key spelt two ways": "model:\n  kwargs:\n    1: a\n    0x1: b\n",
+    "duplicate null key": "epochs: 1\n~: 1\nnull: 2\n",
     "aliases in model.kwargs": "model:\n  kwargs:\n" + _laughs(indent="    ") + "\n",
     "deep nesting": "model:\n  kwargs:\n    x: " + "[" * 5000 + "]" * 5000 + "\n",
     "deep block nesting": "".join("  " * i + f"k{i}:\n" for i in range(3000)),

@@ -126,6 +126,12 @@ def test_eval_of_a_run_uses_its_eval_crop(tmp_path):
         main(["eval", str(run), "--data", DATA, "--crop-pct", "1", "--json", str(tmp_path / "e1.json")]) == 0
     )
     assert json.loads((tmp_path / "e1.json").read_text())["crop_pct"] == 1.0
+    # the run's weights file itself, as a positional: its own weights (no timm pretrained ones)
+    ckpt = str(run / "checkpoints" / "last.pt")
+    assert main(["eval", ckpt, "--data", DATA, "--crop-pct", "1", "--json", str(tmp_path / "e2.json")]) == 0
+    assert json.loads((tmp_path / "e2.json").read_text())["top1"] == pytest.approx(
+        json.loads((tmp_path / "e1.json").read_text())["top1"]
+    )
 
 
 @pytest.mark.parametrize("projector", ["pool", "linear"])
@@ -658,3 +664,18 @@ def test_seeded_samples_depend_on_the_key_only_and_keep_the_process_rng():
     alone = s[(5, 12)]  # read on its own, after other reads: the same augmented image
     assert torch.equal(pair[1][0], alone[0]) and pair[1][1:] == alone[1:]
     assert not torch.equal(alone[0], s[(5, 13)][0])  # another seed, another augmentation
+
+
+@pytest.mark.parametrize(
+    "kw", ["drop_rate: .nan", "drop_path_rate: 1.5", "attn_drop_rate: -0.1", "init_values: .inf"]
+)
+def test_model_settings_timm_takes_on_trust_are_checked(tmp_path, capsys, kw):
+    """A NaN or out-of-range drop rate reached timm's dropout mid-forward: a traceback and a half run."""
+    cfg = tmp_path / "c.yaml"
+    kwargs = "{img_size: 16, patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2, " + kw + "}"
+    data = f"data: {{train: '{DATA}'}}\n"
+    cfg.write_text(f"model: {{name: vit_tiny_patch16_224, kwargs: {kwargs}}}\nepochs: 1\n{data}")
+    assert main(["train", "--config", str(cfg), "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model setting " + kw.split(":")[0] in err[0], err
+    assert not (tmp_path / "run").exists()

@@ -122,6 +122,18 @@ def test_any_non_finite_entry_is_named(shape, where, value, dtype):
         check_values({"a": bad, "steps": torch.tensor(7)}, own, "f")
 
 
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_float8_weights_are_checked_and_load(reference, dtype):
+    own = reference.state_dict()
+    check_values({"head.bias": own["head.bias"].to(dtype)}, own, "f")  # finite float8 loads
+    for value in (float("nan"), float("inf")) if dtype == torch.float8_e5m2 else (float("nan"),):
+        bad = own["head.bias"].clone()
+        bad[0] = value
+        bad = bad.to(dtype)  # e4m3fn has no Inf (a cast saturates it), only NaN
+        with pytest.raises(UserError, match="f: tensor 'head.bias' holds (NaN|Inf) values"):
+            check_values({"head.bias": bad}, own, "f")
+
+
 def test_weights_timm_reads_itself_are_checked_too(reference, tmp_path):
     """A plain timm name with ``pretrained_cfg_overlay=dict(file=...)``: timm opens the file, and
     the model it built is checked before anyone uses it."""
@@ -131,3 +143,22 @@ def test_weights_timm_reads_itself_are_checked_too(reference, tmp_path):
         UserError, match="pretrained weights of vit_tiny_patch16_224: tensor 'blocks.0.norm1.weight'"
     ):
         create_model(BASE, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)), **KW)
+
+
+def test_finite_weights_whose_activations_overflow_stop_analyze_in_one_line(reference, tmp_path, capsys):
+    """Every weight is finite, but the activations overflow float32: analyze says so, and writes nothing."""
+    from vitdistill.cli import main
+
+    sd = {k: v.clone() for k, v in reference.state_dict().items()}
+    sd["patch_embed.proj.weight"] *= 1e30
+    sd["blocks.0.mlp.fc1.weight"] *= 1e37
+    safetensors.torch.save_file(sd, str(tmp_path / "w.safetensors"))
+    model = [BASE, *(a for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
+                     for a in ("--set", f"{k}={KW[k]}"))]  # fmt: skip
+    argv = ["analyze", *model, "--checkpoint", str(tmp_path / "w.safetensors"), "--images", "4",
+            "--data", "synthetic:shapes?n=8&n_val=4&size=16&types=3", "--batch-size", "4",
+            "--permutations", "0", "--rotation-images", "0", "--no-plots", "--no-progress", "--out", str(tmp_path / "an")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "layer 0 gives features that are not finite" in err[0], err
+    assert not (tmp_path / "an").exists()

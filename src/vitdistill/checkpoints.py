@@ -53,8 +53,10 @@ def weights_file(path: str | os.PathLike) -> Path:
             if (p / name).is_file():
                 return p / name
         raise UserError(f"{p} is a folder without weights (looked for {', '.join(FOLDER_WEIGHTS)})")
-    if not p.is_file():
+    if not p.exists():
         raise UserError(f"checkpoint {p} does not exist")
+    if not p.is_file():
+        raise UserError(f"checkpoint {p} is not a regular file")
     return p
 
 
@@ -271,6 +273,8 @@ def check_values(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], what
             raise UserError(
                 f"{what}: tensor {k!r} is {str(v.dtype).removeprefix('torch.')}, not floating point"
             )
+        if v.element_size() == 1:
+            v = v.float()  # float8 kinds: torch has no isfinite/isnan for them; the cast keeps NaN and Inf
         if v.numel() and not bool(torch.isfinite(v).all()):
             bad = "NaN" if bool(torch.isnan(v).any()) else "Inf"
             raise UserError(f"{what}: tensor {k!r} holds {bad} values")

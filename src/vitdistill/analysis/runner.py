@@ -161,6 +161,12 @@ class _Run:
         """
         opts = self.opts
         feats = [preprocess(f, opts.center, opts.standardize) for f in feats]
+        for L, f in zip(self.layer_ids, feats, strict=True):
+            if not bool(torch.isfinite(f).all()):
+                raise UserError(
+                    f"layer {L} gives features that are not finite (NaN or Inf) on images {idx.tolist()[:8]}: "
+                    "the model's activations overflow with these weights"
+                )
         jobs = sorted(zip(self.layer_ids, feats, strict=True), key=lambda j: j[0] != self.last)
 
         def update(job: tuple[int, torch.Tensor]) -> None:

@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_output(args.json, "--json", "file")
     options = options_from(args, EvalOptions)
-    if args.pretrained and (options.get("checkpoint") or Path(args.model).is_dir()):
+    if args.pretrained and (options.get("checkpoint") or Path(args.model).exists()):
         raise UserError(
-            "--pretrained loads timm's weights for a model name; a run or export folder, or --checkpoint, "
+            "--pretrained loads timm's weights for a model name; a run or export folder, a weights file or --checkpoint, "
             "brings its own weights"
         )
     res = evaluate(args.model, args.data, **options)

@@ -86,7 +86,7 @@ def _load(source, checkpoint, ema: bool, num_classes: int, trust: bool) -> nn.Mo
     file (``num_classes`` from the data) or else its timm pretrained weights."""
     if isinstance(source, nn.Module):
         return source.eval()
-    named = not Path(source).is_dir()
+    named = not Path(source).exists()  # a run, an export or a weights file brings its own weights
     model, _ = create_model(
         source,
         checkpoint,

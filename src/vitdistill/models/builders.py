@@ -9,6 +9,7 @@ one-line errors, and pretrained weights that fail fast when the hub cannot be re
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import timm
@@ -44,6 +45,7 @@ def create_base(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
     check_name(name)
     if "img_size" in kwargs:
         _image_size(kwargs["img_size"])
+    _check_numbers(kwargs)
     try:
         with hub_fails_fast(name, pretrained, kwargs):
             try:
@@ -58,6 +60,16 @@ def create_base(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
         return _with_input_size(model, kwargs) if "img_size" in kwargs else model
     except (TypeError, AssertionError) as e:
         raise UserError(f"cannot build '{name}' with {kwargs}: {e}") from e
+
+
+def _check_numbers(kwargs: dict) -> None:
+    """Numbers timm takes on trust: finite, and drop rates probabilities (else training dies in a forward)."""
+    for k, v in kwargs.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"model setting {k} must be a finite number (got {v})")
+        probability = isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+        if k.endswith(("drop_rate", "drop_path_rate")) and v is not None and not probability:
+            raise UserError(f"model setting {k} is a probability in [0, 1] (got {v!r})")
 
 
 def _image_size(size: Any) -> tuple[int, int]:

@@ -47,13 +47,24 @@ class _Loader(yaml.SafeLoader):
 
     def compose_mapping_node(self, anchor):
         node = super().compose_mapping_node(anchor)
-        seen: set[tuple[str, str]] = set()
+        seen: dict[Any, str] = {}
         for key, _ in node.value:
             if isinstance(key, ScalarNode) and key.tag != _MERGE:
-                if (key.tag, key.value) in seen:
-                    raise YAMLLimitError(f"key {key.value!r} is given twice in one mapping{_at(key)}")
-                seen.add((key.tag, key.value))
+                value = self._key_value(key)
+                if value in seen:
+                    also = "" if seen[value] == key.value else f" (as {seen[value]!r} and {key.value!r})"
+                    raise YAMLLimitError(f"key {key.value!r} is given twice in one mapping{also}{_at(key)}")
+                seen[value] = key.value
         return node
+
+    def _key_value(self, key: ScalarNode) -> Any:
+        """The key as the mapping will hold it: ``1`` and ``0x1``, ``~`` and ``null`` are one key."""
+        try:
+            value = self.construct_object(key)
+            hash(value)
+        except Exception:  # not constructible or not hashable: construction reports it later
+            return (key.tag, key.value)
+        return value
 
 
 def _at(item) -> str:
