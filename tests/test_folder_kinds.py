@@ -201,3 +201,14 @@ def test_names_that_are_not_utf8_are_skipped_and_counted(tmp_path, capsys):
     assert main(["analyze", *TINY, "--data", str(data), *FAST, "--out", str(res)]) == 0
     assert json.loads((res / "summary.json").read_text())["images"] == 6
     assert "skipped 3 names that are not UTF-8" in capsys.readouterr().err
+
+
+def test_a_marker_that_is_not_a_file_is_refused_in_one_line(world, tmp_path, capsys):
+    root, recipe, out = world
+    target = tmp_path / "odd"
+    (target / MARKER).mkdir(parents=True)
+    (target / "mine.txt").write_text("the user's")
+    before = snapshot(target)
+    assert main(["compare", str(out["analysis"]), "--out", str(target)]) == 2
+    assert "is not a file" in one_line_error(capsys)
+    assert snapshot(target) == before

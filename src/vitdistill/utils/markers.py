@@ -96,7 +96,13 @@ def claim(folder: str | os.PathLike, command: str) -> bool:
             f"{folder} holds {_NOUN[found]} (written by `vitdistill {_COMMAND_OF_KIND[found]}`); "
             f"`vitdistill {command}` writes {_NOUN[kind]} and would overwrite it: choose another folder"
         )
-    if found is None or not (folder / MARKER).is_file():
+    marker = folder / MARKER
+    if marker.exists() and not marker.is_file():
+        raise UserError(
+            f"{folder}: {marker.name} is not a file, so this folder's kind cannot be marked; "
+            "remove it or choose another folder"
+        )
+    if found is None or not marker.is_file():
         from vitdistill.utils.io import atomic_write_text
 
         atomic_write_text(folder / MARKER, kind + "\n")
