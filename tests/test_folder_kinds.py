@@ -212,3 +212,15 @@ def test_a_marker_that_is_not_a_file_is_refused_in_one_line(world, tmp_path, cap
     assert main(["compare", str(out["analysis"]), "--out", str(target)]) == 2
     assert "is not a file" in one_line_error(capsys)
     assert snapshot(target) == before
+
+
+def test_a_link_to_a_folder_above_the_data_is_a_loop_not_a_walk_of_everything(tmp_path, capsys):
+    outer = tmp_path / "outer"
+    data = image_folder(outer / "data")
+    (outer / "stray").mkdir()
+    Image.new("RGB", (16, 16)).save(outer / "stray" / "not-data.png")
+    (data / "a" / "up2").symlink_to("../..")  # leads to `outer`, around the data (as a link to / would)
+    res = tmp_path / "res"
+    assert main(["analyze", *TINY, "--data", str(data), *FAST, "--out", str(res)]) == 0
+    assert json.loads((res / "summary.json").read_text())["images"] == 6
+    assert "skipped 1 link loops" in capsys.readouterr().err
