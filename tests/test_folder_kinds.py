@@ -224,3 +224,17 @@ def test_a_link_to_a_folder_above_the_data_is_a_loop_not_a_walk_of_everything(tm
     assert main(["analyze", *TINY, "--data", str(data), *FAST, "--out", str(res)]) == 0
     assert json.loads((res / "summary.json").read_text())["images"] == 6
     assert "skipped 1 link loops" in capsys.readouterr().err
+
+
+def test_a_json_file_never_replaces_a_file_of_an_output_folder(world, tmp_path, capsys):
+    root, recipe, out = world
+    for kind, name in [("analysis", "summary.json"), ("export", "config.json"), ("run", "summary.json")]:
+        target = tmp_path / kind
+        shutil.copytree(out[kind], target, symlinks=True)
+        before = snapshot(target)
+        for argv in (["eval", str(out["run"]), "--data", SYN], ["inspect", "vit_tiny_patch16_224"]):
+            capsys.readouterr()
+            assert main([*argv, "--json", str(target / name)]) == 2, (kind, argv[0])
+            assert f"is a file of {NOUN[kind]}" in one_line_error(capsys)
+            assert snapshot(target) == before
+    assert main(["eval", str(out["run"]), "--data", SYN, "--json", str(tmp_path / "run" / "eval.json")]) == 0
