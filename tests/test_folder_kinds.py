@@ -238,3 +238,16 @@ def test_a_json_file_never_replaces_a_file_of_an_output_folder(world, tmp_path, 
             assert f"is a file of {NOUN[kind]}" in one_line_error(capsys)
             assert snapshot(target) == before
     assert main(["eval", str(out["run"]), "--data", SYN, "--json", str(tmp_path / "run" / "eval.json")]) == 0
+
+
+def test_a_link_back_to_a_flat_image_folder_is_not_a_class(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        Image.new("RGB", (16, 16), (40 * i, 20, 200)).save(data / f"{i}.png")
+    (data / "here").symlink_to(".")
+    res = tmp_path / "res"
+    assert main(["analyze", *TINY, "--data", str(data), *FAST, "--out", str(res)]) == 0
+    listed = (res / "images.txt").read_text().split()
+    assert sorted(listed[1::2]) == [str(data / f"{i}.png") for i in range(3)]
+    assert "skipped 1 link loops" in capsys.readouterr().err

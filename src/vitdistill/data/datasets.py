@@ -156,7 +156,7 @@ class _Walk:
         """A link to a folder above the data (``..`` twice, ``/``) leads back into it: a loop,
         and following it would walk everything around the data as well."""
         real = Path(os.path.realpath(path))
-        return any(real in top.parents for top in self.tops)
+        return any(real == top or real in top.parents for top in self.tops)
 
     def usable(self, name: str) -> bool:
         try:
@@ -177,6 +177,9 @@ class _Walk:
 
     def class_dirs(self, folder: Path) -> list[str]:
         names = [d.name for d in folder.iterdir() if d.is_dir() and self.keep_dir(folder, d.name)]
+        loops = [n for n in names if self._holds_a_top(folder / n)]  # `here -> .`: not a class
+        self.skipped["link_loops"] += len(loops)
+        names = [n for n in names if n not in loops]
         return sorted(names, key=natural_key)
 
     def images_under(self, folder: Path) -> list[str]:
