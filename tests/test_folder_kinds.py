@@ -251,3 +251,15 @@ def test_a_link_back_to_a_flat_image_folder_is_not_a_class(tmp_path, capsys):
     listed = (res / "images.txt").read_text().split()
     assert sorted(listed[1::2]) == [str(data / f"{i}.png") for i in range(3)]
     assert "skipped 1 link loops" in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_link_loop_or_too_long_is_one_line(world, tmp_path, capsys):
+    root, recipe, out = world
+    (tmp_path / "A").symlink_to("B")
+    (tmp_path / "B").symlink_to("A")
+    for bad, why in [(tmp_path / "A", "symbolic links"), (tmp_path / ("x" * 300), "too long")]:
+        for argv in (["compare", str(out["analysis"]), "--out"], ["eval", str(out["run"]), "--data", SYN, "--json"]):
+            capsys.readouterr()
+            assert main([*argv, str(bad)]) == 2, (argv[0], why)
+            assert why in one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["A", "B"]

@@ -290,6 +290,12 @@ def check_output(path: str | os.PathLike | None, flag: str, kind: str = "folder"
     if path is None:
         return
     p = Path(path).expanduser()
+    try:  # a link loop or an over-long name cannot be used at all
+        os.stat(p)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise UserError(f"{flag} {str(p)[:200]}: {e.strerror or e}") from None
     if kind == "folder" and p.exists() and not p.is_dir():
         raise UserError(f"{flag} {p} is a file, not a folder")
     if kind == "file" and p.is_dir():
