@@ -91,6 +91,9 @@ def test_a_bad_shortcut_value_names_the_key(cfg, tmp_path, capsys):
         ("--seed", "-5", "config key 'seed' must be in [0, 4294967295], got -5"),
         ("--seed", str(10**23), "config key 'seed' must fit in a signed 64-bit integer"),
         ("--set", "loss.temperature=nan", "config key 'loss.temperature' must be a finite number"),
+        ("--set", "data.val_batch_size=0", "config key 'data.val_batch_size' must be >= 1 (or null), got 0"),
+        ("--set", "data.max_train_images=-1", "config key 'data.max_train_images' must be >= 1 (or null)"),
+        ("--amp", "off", "config key 'amp' must be one of none, bf16, fp16; got False (YAML reads off"),
     ],
 )
 def test_values_torch_cannot_take_are_one_line_before_the_run(cfg, tmp_path, capsys, flag, value, says):

@@ -78,3 +78,72 @@ def test_devices_and_amp():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype is torch.bfloat16
     with autocast(torch.device("cpu"), None):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype is torch.float32
+
+
+# ---- the settings: one declaration gives the flag, the keyword, the default, the check and the docs
+
+
+def test_docs_hold_the_generated_table():
+    from pathlib import Path
+
+    from vitdistill.commands import flags
+    from vitdistill.utils.eval_options import EvalOptions
+
+    docs = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    assert flags.markdown(EvalOptions) in docs, "regenerate: python -m vitdistill.commands.flags eval"
+
+
+def test_no_flag_given_leaves_every_default_to_the_declaration():
+    from vitdistill.cli import build_parser
+    from vitdistill.commands.flags import options_from
+    from vitdistill.utils.eval_options import EvalOptions
+
+    args = build_parser().parse_args(["eval", "m", "--data", "d"])
+    assert options_from(args, EvalOptions) == {}
+    args = build_parser().parse_args(["eval", "m", "--data", "d", "--workers", "2", "--strict"])
+    assert options_from(args, EvalOptions) == {"num_workers": 2, "strict": True}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "python_says", "cli_argv", "cli_says"),
+    [
+        (
+            {"batch_size": 0},
+            "'batch_size' must be >= 1 (got 0)",
+            ["--batch-size", "0"],
+            "--batch-size must be >= 1",
+        ),
+        (
+            {"num_workers": -1},
+            "'num_workers' must be >= 0",
+            ["--workers", "-1"],
+            "--workers must be >= 0 (got -1)",
+        ),
+        (
+            {"crop_pct": 1.5},
+            "'crop_pct' must be in (0, 1]",
+            ["--crop-pct", "1.5"],
+            "--crop-pct must be in (0, 1]",
+        ),
+        ({"max_images": 0}, "'max_images' must be >= 1", ["--max-images", "0"], "--max-images must be >= 1"),
+    ],
+)
+def test_errors_name_the_keyword_in_python_and_the_flag_on_the_command_line(
+    kwargs, python_says, cli_argv, cli_says, capsys
+):
+    from vitdistill.cli import main
+    from vitdistill.distill import evaluate
+
+    with pytest.raises(UserError) as err:
+        evaluate("vit_tiny_patch16_224", "synthetic:shapes", **kwargs)
+    assert python_says in str(err.value) and set(err.value.settings) == set(kwargs)
+    assert main(["eval", "vit_tiny_patch16_224", "--data", "synthetic:shapes", *cli_argv]) == 2
+    said = capsys.readouterr().err
+    assert cli_says in said and f"'{next(iter(kwargs))}'" not in said and len(said.strip().splitlines()) == 1
+
+
+def test_an_unknown_keyword_names_the_closest():
+    from vitdistill.distill import evaluate
+
+    with pytest.raises(TypeError, match="did you mean batch_size"):
+        evaluate("vit_tiny_patch16_224", "synthetic:shapes", batchsize=2)

@@ -104,3 +104,83 @@ def test_inspect_staged_and_class_attention_families(argv, widths, capsys):
     row = out.splitlines()[2]
     assert widths in row and row.split()[0] == argv[0] and err == ""
     assert row.split()[2].endswith(("M", "G"))  # a MAC figure, not '-'
+
+
+# ---- the settings: one declaration gives the flag, the keyword, the default, the check and the docs
+
+
+def test_docs_hold_the_generated_table():
+    from pathlib import Path
+
+    from vitdistill.commands import flags
+    from vitdistill.utils.inspect_options import InspectOptions
+
+    docs = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
+    table = flags.markdown(InspectOptions)
+    assert table in docs, "regenerate: python -m vitdistill.commands.flags inspect"
+    assert table.count("\n") == len(InspectOptions.__dataclass_fields__) + 1
+
+
+def test_no_flag_given_leaves_every_default_to_the_declaration():
+    from vitdistill.cli import build_parser
+    from vitdistill.commands.flags import options_from
+    from vitdistill.utils.inspect_options import InspectOptions
+
+    args = build_parser().parse_args(["inspect", "m"])
+    assert options_from(args, InspectOptions) == {}
+    args = build_parser().parse_args(["inspect", "m", "--no-throughput", "--iters", "2", "--amp", "fp16"])
+    assert options_from(args, InspectOptions) == {"throughput": False, "iters": 2, "amp": "fp16"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "python_says", "cli_argv", "cli_says"),
+    [
+        (
+            {"batch_size": 0},
+            "'batch_size' must be >= 1 (got 0)",
+            ["--batch-size", "0"],
+            "--batch-size must be >= 1",
+        ),
+        ({"iters": 0}, "'iters' must be >= 1 (got 0)", ["--iters", "0"], "--iters must be >= 1 (got 0)"),
+        (
+            {"warmup": -1},
+            "'warmup' must be >= 0 (got -1)",
+            ["--warmup", "-1"],
+            "--warmup must be >= 0 (got -1)",
+        ),
+        (
+            {"num_classes": -3},
+            "'num_classes' must be >= 0",
+            ["--num-classes", "-3"],
+            "--num-classes must be >= 0",
+        ),
+    ],
+)
+def test_errors_name_the_keyword_in_python_and_the_flag_on_the_command_line(
+    kwargs, python_says, cli_argv, cli_says, capsys
+):
+    from vitdistill.errors import UserError
+    from vitdistill.models import inspect_models
+
+    with pytest.raises(UserError) as err:
+        inspect_models(["vit_tiny_patch16_224"], **kwargs)
+    assert python_says in str(err.value) and set(err.value.settings) == set(kwargs)
+    assert main(["inspect", "vit_tiny_patch16_224", *cli_argv]) == 2
+    said = capsys.readouterr().err
+    assert cli_says in said and "'" + next(iter(kwargs)) + "'" not in said
+
+
+def test_an_unknown_keyword_names_the_closest():
+    from vitdistill.models import inspect_models
+
+    with pytest.raises(TypeError, match="did you mean batch_size"):
+        inspect_models(["vit_tiny_patch16_224"], batchsize=2)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_without_cuda_names_the_keyword_in_python():
+    from vitdistill.errors import UserError
+    from vitdistill.models import inspect_models
+
+    with pytest.raises(UserError, match="device='cpu'"):
+        inspect_models(["vit_tiny_patch16_224"], device="cuda")

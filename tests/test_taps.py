@@ -201,6 +201,13 @@ def test_bad_layer_specs_are_user_errors(spec):
         resolve_layers(tiny_vit(), spec)
 
 
+@pytest.mark.parametrize("spec", [[1.5], 1.5, [True], True, [0, "1"]])
+def test_layer_indices_that_are_not_integers_are_user_errors(spec):
+    # a float or a bool is not truncated to some layer: the numbers would belong to another layer
+    with pytest.raises(UserError, match="integer"):
+        resolve_layers(tiny_vit(), spec)
+
+
 def test_out_of_range_message_names_the_range():
     with pytest.raises(UserError, match=r"valid: 0\.\.2"):
         resolve_layers(tiny_vit(), 5)

@@ -313,3 +313,45 @@ def test_torchrun_two_ranks_read_their_own_shards(wds_dir, tmp_path):
     # the two validation shards hold different images: a rank reading the other's shard changes the loss
     assert outs["one"]["n"] == outs["two"]["n"] == 6
     assert outs["two"]["loss"] == pytest.approx(outs["one"]["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "labels, dtype, why",
+    [
+        ([0, 1, -1], "int64", r"row 2 has label -1 .*whole numbers from 0"),
+        ([0, 1, 10**9], "int64", r"row 2 has label 1000000000 .*\?classes=N"),
+        ([0.0, 0.5, 1.0], "float32", r"row 1 has label 0.5 .*whole numbers"),
+        ([0, None, 1], "int64", r"row 1 has label None "),
+        (["x", "y", "x"], "string", r"row 0 has label 'x' "),
+    ],
+)
+def test_hf_labels_that_are_no_class_index_are_refused_by_row(labels, dtype, why, tmp_path):
+    from vitdistill.errors import UserError
+
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value(dtype)})
+    rows = {"image": [{"bytes": _png(9), "path": None}] * 3, "label": labels}
+    (tmp_path / "hf" / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict(rows, features=feats).to_parquet(
+        str(tmp_path / "hf" / "data" / "train-0.parquet")
+    )
+    with pytest.raises(UserError, match=why):
+        build_dataset(f"hfds/{tmp_path / 'hf'}", "train")
+
+
+def test_hf_plain_int_labels_fit_the_class_count_given(tmp_path):
+    from vitdistill.errors import UserError
+
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    rows = {"image": [{"bytes": _png(9), "path": None}] * 3, "label": [0, 3, 1]}
+    (tmp_path / "hf" / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict(rows, features=feats).to_parquet(
+        str(tmp_path / "hf" / "data" / "train-0.parquet")
+    )
+    spec = f"hfds/{tmp_path / 'hf'}"
+    assert [build_dataset(spec, "train")[i][1] for i in range(3)] == [0, 3, 1]
+    assert len(build_dataset(f"{spec}?classes=6", "train").classes) == 6
+    with pytest.raises(UserError, match="row 1 has label 3 .*the set has 3 classes"):
+        build_dataset(f"{spec}?classes=3", "train")
+    for bad in ("\u00b2", "0", "2000000"):  # a superscript digit is a digit to str.isdigit, not to int()
+        with pytest.raises(UserError, match="classes must be a positive whole number up to"):
+            build_dataset(f"{spec}?classes={bad}", "train")

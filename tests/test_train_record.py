@@ -95,7 +95,9 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
 def test_non_finite_epoch_number_stops_and_the_log_stays_json(tmp_path):
     with pytest.raises(UserError, match=r"non-finite val_loss at optimizer step 4 \(epoch 1\)"):
         finite.check_record({"epoch": 1, "val_loss": float("nan"), "val_top1": 50.0}, 4, tmp_path)
-    log = RunLog(tmp_path, enabled=True, tensorboard=False)
+    from vitdistill.distill import config as C
+
+    log = RunLog(tmp_path, enabled=True, cfg=C.defaults())  # no TensorBoard, no W&B
     log.open(0, 0)
     log.write({"kind": "epoch", "val_loss": float("nan"), "x": [float("-inf"), 1.0], "lr": float("inf")})
     log.close()
@@ -155,3 +157,46 @@ def test_config_changes_name_each_key_and_skip_keys_newer_than_the_checkpoint():
     assert config_changes(old, C.resolve(_cfg(**{"log.interval": 7}))) == {
         "log.interval": {"from": "(not set)", "to": 7}
     }
+
+
+@pytest.mark.parametrize(
+    "setting, said",
+    [
+        ("optim.clip_grad=-1", "'optim.clip_grad' must be >= 0, got -1.0"),  # would flip the gradient
+        ("optim.lr=-0.001", "'optim.lr' must be > 0"),
+        ("sched.min_lr=-1e-5", "'sched.min_lr' must be >= 0"),
+        ("optim.lr=.nan", "'optim.lr' must be a finite number, got nan"),
+        ("loss.smoothing=.nan", "'loss.smoothing' must be a finite number"),
+        ("optim.clip_grad=.inf", "'optim.clip_grad' must be a finite number, got inf"),
+        ("ema.decay=1.5", "'ema.decay' must be in [0, 1], got 1.5"),
+        ("data.num_workers=-1", "'data.num_workers' must be >= 0, got -1"),  # was a DataLoader traceback
+    ],
+)
+def test_settings_that_would_train_nonsense_are_refused_before_anything_is_written(
+    tmp_path, capsys, setting, said
+):
+    run = tmp_path / "run"
+    assert _train(tmp_path, _cfg(), run, "--set", setting) == 2
+    assert said in _error_line(capsys)
+    assert not run.exists()
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused_and_the_run_kept(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(tmp_path, _cfg(epochs=2), run) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert _train(tmp_path, _cfg(epochs=1), run, "--resume", "auto") == 2
+    assert "holds 2 finished epochs, more than epochs=1" in _error_line(capsys)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # summary still says 2
+
+
+def test_a_deleted_config_yaml_comes_back_as_the_run_started(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(tmp_path, _cfg(**{"optim.lr": 1e-3}), run) == 0
+    started = (run / "config.yaml").read_text()
+    assert _train(tmp_path, _cfg(epochs=2, **{"optim.lr": 1e-2}), run, "--resume", "auto") == 0
+    (run / "config.yaml").unlink()
+    # a finished run resumed once more, with yet another change: nothing trains, the record stays true
+    assert _train(tmp_path, _cfg(epochs=2, **{"optim.lr": 5e-2}), run, "--resume", "auto") == 0
+    assert (run / "config.yaml").read_text() == started

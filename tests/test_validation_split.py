@@ -65,6 +65,27 @@ def test_val_naming_the_training_images_is_refused(tmp_path, capsys):
         train_val_sets(_data(train=str(data / "train"), val=str(listed)), seed=0)
 
 
+def test_val_linking_to_the_training_images_is_refused(tmp_path):
+    data = _folder(tmp_path / "imgs", splits=("train",))
+    linked_files = tmp_path / "files"  # val/{a,b}/*.png each a link to a training image
+    for c in ("a", "b"):
+        (linked_files / "val" / c).mkdir(parents=True)
+        for i in range(3):
+            (linked_files / "val" / c / f"v{i}.png").symlink_to(data / "train" / c / f"{i}.png")
+    with pytest.raises(Exception, match="shares 6 image"):
+        train_val_sets(_data(train=str(data / "train"), val=str(linked_files / "val")), seed=0)
+    linked_folder = tmp_path / "folder"  # val -> train: the source's own val split is the training set
+    linked_folder.mkdir()
+    (linked_folder / "train").symlink_to(data / "train")
+    (linked_folder / "val").symlink_to(data / "train")
+    with pytest.raises(Exception, match="shares 16 image"):
+        train_val_sets(_data(train=str(linked_folder)), seed=0)
+    # a real copy is a different file: allowed (only links are followed)
+    copied = _folder(tmp_path / "copy", splits=("train", "val"))
+    tr, va = train_val_sets(_data(train=str(copied)), seed=0)
+    assert len(tr) == len(va) == 16
+
+
 def test_held_out_fraction_is_seeded_disjoint_and_covers_the_set(tmp_path):
     data = str(_folder(tmp_path / "imgs", n_per_class=10))
     tr, va = train_val_sets(_data(train=data, val_fraction=0.25), seed=3)

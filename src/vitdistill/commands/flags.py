@@ -202,9 +202,14 @@ def markdown(cls) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from vitdistill.analysis.options import AnalysisOptions
+    import sys
 
-    print(markdown(AnalysisOptions))
+    from vitdistill.analysis.options import AnalysisOptions
+    from vitdistill.utils.eval_options import EvalOptions
+    from vitdistill.utils.inspect_options import InspectOptions
+
+    tables = {"analyze": AnalysisOptions, "eval": EvalOptions, "inspect": InspectOptions}
+    print(markdown(tables[sys.argv[1] if len(sys.argv) > 1 else "analyze"]))
 
 
 def add_shortcuts(parser: argparse.ArgumentParser, shortcuts: dict[str, str], switches=()) -> None:

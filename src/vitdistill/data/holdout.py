@@ -9,6 +9,7 @@ rather than validated on its own training images, and so is any pair that shares
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -123,11 +124,33 @@ def _own_val_split(spec: str, strict: bool, cap):
     return val_ds
 
 
+def _file_keys(ids: list[str], follow_files: bool) -> dict[str, str]:
+    """Per-image id -> where the image really is: image files under their folder's real path (one
+    ``realpath`` per folder, not per image), and with ``follow_files`` each linked file followed to
+    its target. Ids that are not files on disk (synthetic, Hugging Face rows) stay as they are."""
+    real_dirs: dict[str, str] = {}
+    keys = {}
+    for i in ids:
+        parent, name = os.path.split(i)
+        if parent not in real_dirs:
+            real_dirs[parent] = os.path.realpath(parent) if parent and os.path.isdir(parent) else ""
+        if not real_dirs[parent]:
+            keys[i] = i
+        elif follow_files and os.path.islink(i):
+            keys[i] = os.path.realpath(i)
+        else:
+            keys[i] = os.path.join(real_dirs[parent], name)
+    return keys
+
+
 def _check_disjoint(train_ds, val_ds) -> None:
-    """Refuse a validation set that shares images with the training set (by per-image id)."""
+    """Refuse a validation set that shares images with the training set: by per-image id, with
+    links resolved (a ``val/`` that links to training folders or files shares their images).
+    Only the validation images are checked for being links themselves: there are few of them."""
     if getattr(train_ds, "streaming", False) or getattr(val_ds, "streaming", False):
         return
-    shared = set(train_ds.sample_ids).intersection(val_ds.sample_ids)
+    train_keys = set(_file_keys(train_ds.sample_ids, follow_files=False).values())
+    shared = {i for i, k in _file_keys(val_ds.sample_ids, follow_files=True).items() if k in train_keys}
     if shared:
         example = min(shared)
         raise UserError(

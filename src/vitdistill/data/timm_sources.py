@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import numbers
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from vitdistill.data.subset import subset_positions
 from vitdistill.errors import UserError, first_line
 
 PREFIXES = ("hfds", "hfids", "wds")
+MAX_CLASSES = 1_000_000  # more classes than any labelled image set: a larger label is a wrong column
 _PACKAGE = {"hfds": "datasets", "hfids": "datasets", "wds": "webdataset"}
 
 
@@ -52,8 +54,12 @@ def _split_spec(spec: str) -> tuple[str, str, dict[str, str]]:
         raise UserError(f"{spec}: unknown option {unknown[0]!r} (a {prefix}/ source takes {takes})")
     if not name.strip():
         raise UserError(f"{spec}: give a data-set name or folder after {prefix}/")
-    if "classes" in options and not (options["classes"].isdigit() and int(options["classes"]) > 0):
-        raise UserError(f"{spec}: classes must be a positive whole number (got {options['classes']!r})")
+    if "classes" in options and not (
+        options["classes"].isdecimal() and 0 < int(options["classes"]) <= MAX_CLASSES
+    ):
+        raise UserError(
+            f"{spec}: classes must be a positive whole number up to {MAX_CLASSES} (got {options['classes']!r})"
+        )
     return prefix, name, options
 
 
@@ -148,6 +154,24 @@ def _first_split(prefix: str, name: str, split: str, **kwargs):
     raise UserError(f"{prefix}/{name} has no split named {' or '.join(map(repr, tried))}")
 
 
+def _class_indices(spec: str, column: str, raw: list, num_classes: int | None) -> list[int]:
+    """The labels as class indices ``0..num_classes-1`` (``None``: up to MAX_CLASSES), or one line."""
+    labels = []
+    for row, y in enumerate(raw):
+        whole = isinstance(y, numbers.Integral) or (isinstance(y, numbers.Real) and float(y).is_integer())
+        if whole and 0 <= int(y) < (num_classes or MAX_CLASSES):
+            labels.append(int(y))
+            continue
+        if not whole or int(y) < 0:
+            why = "labels must be class indices, whole numbers from 0"
+        elif num_classes:
+            why = f"the set has {num_classes} classes"
+        else:
+            why = f"a label above {MAX_CLASSES - 1} needs the class count: ?classes=N"
+        raise UserError(f"{spec}: row {row} has label {y!r} in column {column!r}; {why}")
+    return labels
+
+
 class HfdsDataset(ImageFileDataset):
     """A Hugging Face data set read through timm's ``hfds`` reader, row by row.
 
@@ -178,13 +202,16 @@ def hfds_dataset(spec, split, transform=None, strict=False, max_images=None) -> 
         if key not in columns:
             raise _no_column(prefix, name, KeyError(key))
     try:
-        all_labels = [int(y) for y in reader.iter_targets()]
+        raw = list(reader.iter_targets())
     except KeyError as e:
         raise _no_column(prefix, name, e) from None
     classes = sorted(reader.class_to_idx, key=reader.class_to_idx.get)
-    if not classes and all_labels:
-        n = int(options.get("classes", max(all_labels) + 1))
-        classes = [str(k) for k in range(n)]
+    if not classes and raw:
+        given = int(options["classes"]) if "classes" in options else None
+        all_labels = _class_indices(spec, reader.label_key, raw, given)
+        classes = [str(k) for k in range(given or max(all_labels) + 1)]
+    else:
+        all_labels = _class_indices(spec, reader.label_key, raw, len(classes))
     rows = subset_positions(len(all_labels), max_images).tolist()
     info = {"kind": "hfds", "spec": str(spec), "name": name, "split": hf_split, "max_images": max_images}
     return HfdsDataset(reader, rows, [all_labels[r] for r in rows], classes, transform, strict, info)

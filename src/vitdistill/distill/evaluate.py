@@ -18,6 +18,8 @@ from vitdistill.errors import UserError
 from vitdistill.models import create_model
 from vitdistill.utils import dist as dist_mod
 from vitdistill.utils.device import amp_dtype, autocast, resolve_device
+from vitdistill.utils.eval_options import EvalOptions
+from vitdistill.utils.options import from_keywords
 
 
 class ShardSampler(Sampler[int]):
@@ -96,66 +98,54 @@ def _load(source, checkpoint, ema: bool, num_classes: int, trust: bool) -> nn.Mo
     return model
 
 
-def evaluate(
-    run_or_model,
-    data: str,
-    checkpoint=None,
-    batch_size: int = 64,
-    ema: bool = False,
-    device: str = "auto",
-    split: str = "val",
-    max_images: int | None = None,
-    num_workers: int = 0,
-    strict: bool = False,
-    trust_checkpoint: bool = False,
-    crop_pct: float | None = None,
-    amp: str | None = None,
-) -> dict[str, Any]:
+def evaluate(run_or_model, data: str, **options: Any) -> dict[str, Any]:
     """``{'top1', 'top5', 'loss', 'n', 'skipped', 'crop_pct', ...}`` of a model on ``data`` (its ``split``).
 
-    The evaluation crop is ``crop_pct`` when given, else a run folder's ``data.eval_crop_pct`` (so a
-    run is scored as it was during training), else the whole image on synthetic data, else the
-    model's timm default. ``amp``: None / 'none', 'bf16' or 'fp16' autocast.
+    ``options`` are the fields of :class:`~vitdistill.utils.eval_options.EvalOptions`, where each
+    is declared and documented. The evaluation crop is ``crop_pct`` when given, else a run folder's
+    ``data.eval_crop_pct`` (so a run is scored as it was during training), else the whole image on
+    synthetic data, else the model's timm default.
     """
     from vitdistill.data import build_dataset, collate_skip, eval_transform
 
-    info = dist_mod.init_distributed(device)
-    dev = resolve_device(device, info.local_rank)
-    ds = build_dataset(data, split, transform=None, strict=strict, max_images=max_images)
-    model = _load(run_or_model, checkpoint, ema, ds.num_classes, trust_checkpoint)
+    o = from_keywords(EvalOptions, options)
+    info = dist_mod.init_distributed(o.device)
+    dev = resolve_device(o.device, info.local_rank)
+    ds = build_dataset(data, o.split, transform=None, strict=o.strict, max_images=o.max_images)
+    model = _load(run_or_model, o.checkpoint, o.ema, ds.num_classes, o.trust_checkpoint)
     n_out = getattr(model, "num_classes", None)
     if n_out is not None and n_out != ds.num_classes:
         raise UserError(f"the model predicts {n_out} classes but {data} has {ds.num_classes}")
-    crop = crop_pct if crop_pct is not None else _run_crop_pct(run_or_model)
+    crop = o.crop_pct if o.crop_pct is not None else _run_crop_pct(run_or_model)
     if crop is None and str(data).startswith("synthetic:"):
         crop = 1.0
     ds.transform = eval_transform(model, crop_pct=crop)
     if len(ds) == 0:
-        raise UserError(f"{data} ({split}) holds no images")
+        raise UserError(f"{data} ({o.split}) holds no images")
     if getattr(ds, "streaming", False):
-        ds.set_loader_cfg(num_workers)  # timm's reader splits the shards over ranks and workers
-        loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip)
+        ds.set_loader_cfg(o.num_workers)  # timm's reader splits the shards over ranks and workers
+        loader = DataLoader(ds, batch_size=o.batch_size, num_workers=o.num_workers, collate_fn=collate_skip)
     else:
         loader = DataLoader(
             ds,
-            batch_size=batch_size,
+            batch_size=o.batch_size,
             sampler=ShardSampler(len(ds), info.world_size, info.rank),
-            num_workers=num_workers,
+            num_workers=o.num_workers,
             collate_fn=collate_skip,
         )
     model = model.to(dev)
-    out = evaluate_loader(model, loader, dev, amp_dtype=amp_dtype(amp))
+    out = evaluate_loader(model, loader, dev, amp_dtype=amp_dtype(o.amp))
     out.update(
         {
             "data": str(data),
-            "split": split,
+            "split": o.split,
             "model": str(run_or_model)
             if not isinstance(run_or_model, nn.Module)
             else type(run_or_model).__name__,
-            "ema": ema,
+            "ema": o.ema,
             "crop_pct": crop,  # None: the model's timm default
             "training_data": _trained_on(run_or_model, ds),
-            "amp": str(amp or "none"),
+            "amp": str(o.amp or "none"),
         }
     )
     return out

@@ -37,9 +37,25 @@ def first_nonfinite(first_bad: torch.Tensor | None, names: list[str] | None) -> 
     return step, [n for s, n in hits if s == step and n != "loss"] or ["loss"]
 
 
-def check_loss(first_bad: torch.Tensor | None, names: list[str] | None, ckpt_dir: Path) -> None:
-    """Stop at the first non-finite loss term (``first_bad``: per term, the first step or -1)."""
-    hit = first_nonfinite(first_bad, names)
+def across_ranks(first_bad: torch.Tensor | None) -> torch.Tensor | None:
+    """``first_bad`` agreed over ranks (per term, the earliest step any rank saw), so that every
+    rank stops at the same check instead of one stopping while the others wait in the next
+    gradient all-reduce. Every rank must call it at the same point."""
+    from vitdistill.utils import dist as dist_mod
+
+    if first_bad is None:
+        return None
+    never = torch.iinfo(first_bad.dtype).max
+    agreed = dist_mod.all_reduce_min(torch.where(first_bad < 0, never, first_bad))
+    return torch.where(agreed == never, -1, agreed)
+
+
+def check_loss(
+    first_bad: torch.Tensor | None, names: list[str] | None, ckpt_dir: Path, agree: bool = True
+) -> None:
+    """Stop at the first non-finite loss term (``first_bad``: per term, the first step or -1).
+    ``agree``: take it over all ranks first (:func:`across_ranks`); every rank must then call it."""
+    hit = first_nonfinite(across_ranks(first_bad) if agree else first_bad, names)
     if hit is not None:
         step, terms = hit
         raise stopped(f"non-finite loss at optimizer step {step} (term: {', '.join(terms)})", ckpt_dir)

@@ -32,6 +32,17 @@ def config_changes(before: dict, after: dict) -> dict[str, dict[str, Any]]:
     return changes
 
 
+def started_config(last: dict, changes: list[dict]) -> dict:
+    """The config a run started with: a checkpoint's (``last``) with its resumes' changes undone."""
+    undo = [
+        (key, change["from"])
+        for entry in reversed(changes)
+        for key, change in entry["changed"].items()
+        if change["from"] != _MISSING
+    ]
+    return config_mod.resolve(last, undo)
+
+
 def _lookup(cfg: dict, key: str):
     try:
         return _plain(config_mod.get(cfg, key))

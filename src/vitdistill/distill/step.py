@@ -139,3 +139,14 @@ def apply_update(task, update: Update) -> None:
     update.lr_used = optimizer.param_groups[0]["lr"]
     if update.scheduler is not None:
         update.scheduler.step_update(num_updates=update.num_updates)
+
+
+def in_steps(loader, accum: int):
+    """The loader's micro-batches, ``accum`` at a time: one list per optimizer step (a last,
+    incomplete group is dropped, as its step would not be a full batch)."""
+    step: list = []
+    for micro_batch in loader:
+        step.append(micro_batch)
+        if len(step) == accum:
+            yield step
+            step = []

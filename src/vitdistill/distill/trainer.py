@@ -35,7 +35,7 @@ from vitdistill.distill.evaluate import evaluate_loader
 from vitdistill.distill.optim import build_optimizer, build_scheduler
 from vitdistill.distill.run_log import RunLog, epoch_line
 from vitdistill.distill.seeding import process_seed, seed_all
-from vitdistill.distill.step import MicroBatch, StepOptions, Update, train_step
+from vitdistill.distill.step import MicroBatch, StepOptions, Update, in_steps, train_step
 from vitdistill.distill.task import DistillTask
 from vitdistill.errors import UserError
 from vitdistill.utils import dist as dist_mod
@@ -94,6 +94,7 @@ class Trainer:
 
     # where and how the run runs
     config: dict  # the resolved config (vitdistill.distill.config)
+    started_config: dict  # the config the run started with (differs after a resume with changes)
     dinfo: dist_mod.DistInfo  # this process's rank and the world size
     device: torch.device
     run_dir: Path
@@ -130,7 +131,7 @@ class Trainer:
     _own_group: bool
 
     def __init__(self, config: dict, run_dir: Path, resume=None):
-        self.config = config
+        self.config = self.started_config = config
         self.started_at = time.time()
         self.dinfo = dist_mod.init_distributed(config["device"])
         self.device = resolve_device(config["device"], self.dinfo.local_rank)
@@ -196,8 +197,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             config_file = self.run_dir / "config.yaml"
-            if self.resume_path is None or not config_file.exists():
-                atomic_write_text(config_file, config_mod.dump_yaml(self.config))
+            if self.resume_path is None or not config_file.exists():  # a resume never rewrites it
+                atomic_write_text(config_file, config_mod.dump_yaml(self.started_config))
             entry = {"event": "start", "step": 0, "epoch": 0}
             if self.resume_path is not None:
                 entry = {"event": "resume", "step": self.num_updates, "epoch": self.start_epoch}
@@ -249,6 +250,11 @@ class Trainer:
                 f"optim.opt cannot change on resume: {path} was made with {changed['optim.opt']['from']}"
             )
         self._restore(state, path, changed)
+        if self.start_epoch > self.config["epochs"]:
+            raise UserError(
+                f"checkpoint {path} holds {self.start_epoch} finished epochs, more than "
+                f"epochs={self.config['epochs']}: resume with epochs >= {self.start_epoch}"
+            )
         self.best = state.get("best") or self.best
         ckpt_mod.set_rng_state(state["rng"])
         self.resume_in_epoch = ckpt_mod.in_epoch_part(
@@ -260,6 +266,8 @@ class Trainer:
         past = state.get("history") or {}
         self.first_lr = past.get("first_lr", self.first_lr)
         self.changes = list(past.get("changes", []))
+        if "config" in state:
+            self.started_config = history.started_config(state["config"], self.changes)
         if changed:
             self.changes.append({"step": self.num_updates, "epoch": self.start_epoch, "changed": changed})
         return changed
@@ -307,7 +315,7 @@ class Trainer:
         """Mid-epoch last.pt: the epoch-end state plus the position and each rank's RNG and sums."""
         ranks = dist_mod.all_gather_object({"rng": ckpt_mod.rng_state(), "stats": stats.state_dict()})
         for r in ranks:  # never checkpoint past a non-finite loss; every rank stops alike
-            finite.check_loss(r["stats"]["first_bad"], r["stats"]["names"], self.ckpt_dir)
+            finite.check_loss(r["stats"]["first_bad"], r["stats"]["names"], self.ckpt_dir, agree=False)
         self._check_weights()
         if not self.dinfo.is_main:
             return
@@ -406,7 +414,7 @@ class Trainer:
         t_start = time.time() - stats.elapsed
         self.rate_window = (time.time(), stats.n_images)
         with bar:
-            for micro_batches in _in_steps(self.loaders.train, accum):
+            for micro_batches in in_steps(self.loaders.train, accum):
                 steps_done += 1
                 if self._step(epoch, micro_batches, stats, bar):
                     self._maybe_save_in_epoch(epoch, steps_done, stats, t_start)
@@ -485,13 +493,3 @@ class Trainer:
         if self.dinfo.is_main:
             atomic_write_json(self.run_dir / "summary.json", summary)
         return summary
-
-
-def _in_steps(loader, accum: int):
-    """The loader's micro-batches, ``accum`` at a time: one list per optimizer step."""
-    step: list = []
-    for micro_batch in loader:
-        step.append(micro_batch)
-        if len(step) == accum:
-            yield step
-            step = []

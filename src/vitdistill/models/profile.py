@@ -24,6 +24,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from vitdistill.errors import UserError
 from vitdistill.utils.device import autocast, resolve_device
+from vitdistill.utils.inspect_options import InspectOptions
+from vitdistill.utils.options import from_keywords
 
 __all__ = [
     "count_params",
@@ -292,15 +294,10 @@ def _model_label(model: nn.Module) -> str:
 
 def inspect_models(
     models: Sequence[str | nn.Module],
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    num_classes: int | None = None,
-    throughput: bool = True,
+    *,
     model_kwargs: dict[str, Any] | None = None,
-    warmup: int = 3,
-    iters: int = 10,
-    amp: bool | str | None = None,
     labels: Sequence[str] | None = None,
+    **options: Any,
 ) -> list[dict[str, Any]]:
     """One row per model: params, MACs per image, token grid, block widths, images/s.
 
@@ -309,46 +306,60 @@ def inspect_models(
 
     ``models`` are timm names (vitdistill's students included), remedy strings such as
     ``lift:vit_small_patch16_224:768`` / ``widelast:deit_tiny_patch16_224:384:2``, model specs
-    (built by :func:`vitdistill.models.create_model`), or model instances (measured as
-    they are).
+    (built by :func:`vitdistill.models.create_model` with ``model_kwargs``), or model instances
+    (measured as they are). ``options`` are the fields of
+    :class:`~vitdistill.utils.inspect_options.InspectOptions`, where each is declared and documented.
     """
-    from vitdistill.models import create_model
-
-    dev = resolve_device(device) if throughput else None
+    opts = from_keywords(InspectOptions, options)
+    dev = resolve_device(opts.device) if opts.throughput else None
     if labels is not None and len(labels) != len(models):
         raise UserError(f"got {len(labels)} labels for {len(models)} models")
     rows = []
     for i, item in enumerate(models):
-        if isinstance(item, nn.Module):
-            model, name = item, _model_label(item)
-        else:
-            model, prov = create_model(item, num_classes=num_classes, **(model_kwargs or {}))
-            name = item if isinstance(item, str) else prov["model"]
-        row: dict[str, Any] = {
-            "model": labels[i] if labels is not None else name,
-            "params": count_params(model),
-            "macs": None,
-            "macs_error": None,
-            "input_size": list(model_input_size(model)),
-            "token_grid": _or_none(lambda m=model: list(token_grid(m))),
-            "block_widths": _or_none(lambda m=model: block_widths(m)),
-            "head_width": int(getattr(model, "head_hidden_size", getattr(model, "num_features", 0)) or 0),
-            "num_classes": int(getattr(model, "num_classes", 0) or 0),
-            "throughput": None,
-            "batch_size": batch_size if throughput else None,
-            "device": str(dev) if dev is not None else None,
-        }
-        row["widths"] = format_widths(row["block_widths"]) if row["block_widths"] else "-"
-        try:
-            row["macs"] = count_macs(model)
-        except Exception as e:  # any failure of this model's forward pass: report it, keep the row
-            row["macs_error"] = (f"{type(e).__name__}: {e}".splitlines() or ["?"])[0]
-        if throughput and row["macs_error"] is None:
+        model, name = _built(item, opts.num_classes, model_kwargs)
+        row = _profile_row(model, labels[i] if labels is not None else name, opts, dev)
+        if dev is not None and row["macs_error"] is None:
             row["throughput"] = measure_throughput(
-                model, batch_size=batch_size, device=dev, warmup=warmup, iters=iters, amp=amp
+                model, opts.batch_size, dev, warmup=opts.warmup, iters=opts.iters, amp=opts.amp
             )
         rows.append(row)
     return rows
+
+
+def _built(
+    item: str | nn.Module, num_classes: int | None, model_kwargs: dict | None
+) -> tuple[nn.Module, str]:
+    """The model an ``inspect_models`` entry stands for, and its name."""
+    from vitdistill.models import create_model
+
+    if isinstance(item, nn.Module):
+        return item, _model_label(item)
+    model, prov = create_model(item, num_classes=num_classes, **(model_kwargs or {}))
+    return model, item if isinstance(item, str) else prov["model"]
+
+
+def _profile_row(model: nn.Module, label: str, opts: InspectOptions, dev) -> dict[str, Any]:
+    """Every column but the throughput; a failing forward pass is noted in ``macs_error``."""
+    row: dict[str, Any] = {
+        "model": label,
+        "params": count_params(model),
+        "macs": None,
+        "macs_error": None,
+        "input_size": list(model_input_size(model)),
+        "token_grid": _or_none(lambda m=model: list(token_grid(m))),
+        "block_widths": _or_none(lambda m=model: block_widths(m)),
+        "head_width": int(getattr(model, "head_hidden_size", getattr(model, "num_features", 0)) or 0),
+        "num_classes": int(getattr(model, "num_classes", 0) or 0),
+        "throughput": None,
+        "batch_size": opts.batch_size if dev is not None else None,
+        "device": str(dev) if dev is not None else None,
+    }
+    row["widths"] = format_widths(row["block_widths"]) if row["block_widths"] else "-"
+    try:
+        row["macs"] = count_macs(model)
+    except Exception as e:  # any failure of this model's forward pass: report it, keep the row
+        row["macs_error"] = (f"{type(e).__name__}: {e}".splitlines() or ["?"])[0]
+    return row
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 from torch import nn
@@ -207,12 +208,13 @@ def resolve_layers(model: nn.Module, spec: LayerSpec = None) -> list[int]:
             ) from None
         if not items:
             raise UserError(f"layers {spec!r} names no layer")
-    elif isinstance(spec, int):
-        items = [spec]
     else:
-        items = [int(i) for i in spec]
+        items = [spec] if isinstance(spec, int | float) else list(spec)
         if not items:
             raise UserError("an empty list of layers names no layer")
+        if not all(isinstance(i, Integral) and not isinstance(i, bool) for i in items):
+            raise UserError(f"layers must be integer indices; got {spec!r}")
+        items = [int(i) for i in items]
     out: list[int] = []
     for i in items:
         if not -n <= i < n:

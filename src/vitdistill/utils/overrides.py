@@ -37,7 +37,9 @@ def parse_set(text: str) -> tuple[str, Any]:
     if not raw.strip():
         return key, None
     try:
-        return key, yamlsafe.load(raw, f"override {key!r}")
+        return key, yamlsafe.load(raw, f"'overrides' {key}")
+    except yamlsafe.YAMLLimitError as e:  # the command line names its --set flag for 'overrides'
+        raise UserError(str(e), settings=("overrides",)) from None
     except yaml.YAMLError:
         return key, raw
 

@@ -104,7 +104,7 @@ def _check_expanded(root: Node) -> None:
 def load(text: str, source: str = "YAML") -> Any:
     """``yaml.safe_load(text)`` within the bounds above; ``yaml.YAMLError`` for text that is not YAML.
 
-    ``source`` names the text in the one-line error (``config file 'a.yaml'``, ``override 'model.kwargs'``).
+    ``source`` names the text in the one-line error (``config file 'a.yaml'``, ``'overrides' model.kwargs``).
     """
     loader = _Loader(text)
     try:
