@@ -258,7 +258,10 @@ def test_an_out_that_is_a_link_loop_or_too_long_is_one_line(world, tmp_path, cap
     (tmp_path / "A").symlink_to("B")
     (tmp_path / "B").symlink_to("A")
     for bad, why in [(tmp_path / "A", "symbolic links"), (tmp_path / ("x" * 300), "too long")]:
-        for argv in (["compare", str(out["analysis"]), "--out"], ["eval", str(out["run"]), "--data", SYN, "--json"]):
+        for argv in (
+            ["compare", str(out["analysis"]), "--out"],
+            ["eval", str(out["run"]), "--data", SYN, "--json"],
+        ):
             capsys.readouterr()
             assert main([*argv, str(bad)]) == 2, (argv[0], why)
             assert why in one_line_error(capsys)
