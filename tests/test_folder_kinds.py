@@ -201,3 +201,68 @@ def test_names_that_are_not_utf8_are_skipped_and_counted(tmp_path, capsys):
     assert main(["analyze", *TINY, "--data", str(data), *FAST, "--out", str(res)]) == 0
     assert json.loads((res / "summary.json").read_text())["images"] == 6
     assert "skipped 3 names that are not UTF-8" in capsys.readouterr().err
+
+
+def test_a_marker_that_is_not_a_file_is_refused_in_one_line(world, tmp_path, capsys):
+    root, recipe, out = world
+    target = tmp_path / "odd"
+    (target / MARKER).mkdir(parents=True)
+    (target / "mine.txt").write_text("the user's")
+    before = snapshot(target)
+    assert main(["compare", str(out["analysis"]), "--out", str(target)]) == 2
+    assert "is not a file" in one_line_error(capsys)
+    assert snapshot(target) == before
+
+
+def test_a_link_to_a_folder_above_the_data_is_a_loop_not_a_walk_of_everything(tmp_path, capsys):
+    outer = tmp_path / "outer"
+    data = image_folder(outer / "data")
+    (outer / "stray").mkdir()
+    Image.new("RGB", (16, 16)).save(outer / "stray" / "not-data.png")
+    (data / "a" / "up2").symlink_to("../..")  # leads to `outer`, around the data (as a link to / would)
+    res = tmp_path / "res"
+    assert main(["analyze", *TINY, "--data", str(data), *FAST, "--out", str(res)]) == 0
+    assert json.loads((res / "summary.json").read_text())["images"] == 6
+    assert "skipped 1 link loops" in capsys.readouterr().err
+
+
+def test_a_json_file_never_replaces_a_file_of_an_output_folder(world, tmp_path, capsys):
+    root, recipe, out = world
+    for kind, name in [("analysis", "summary.json"), ("export", "config.json"), ("run", "summary.json")]:
+        target = tmp_path / kind
+        shutil.copytree(out[kind], target, symlinks=True)
+        before = snapshot(target)
+        for argv in (["eval", str(out["run"]), "--data", SYN], ["inspect", "vit_tiny_patch16_224"]):
+            capsys.readouterr()
+            assert main([*argv, "--json", str(target / name)]) == 2, (kind, argv[0])
+            assert f"is a file of {NOUN[kind]}" in one_line_error(capsys)
+            assert snapshot(target) == before
+    assert main(["eval", str(out["run"]), "--data", SYN, "--json", str(tmp_path / "run" / "eval.json")]) == 0
+
+
+def test_a_link_back_to_a_flat_image_folder_is_not_a_class(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        Image.new("RGB", (16, 16), (40 * i, 20, 200)).save(data / f"{i}.png")
+    (data / "here").symlink_to(".")
+    res = tmp_path / "res"
+    assert main(["analyze", *TINY, "--data", str(data), *FAST, "--out", str(res)]) == 0
+    listed = (res / "images.txt").read_text().split()
+    assert sorted(listed[1::2]) == [str(data / f"{i}.png") for i in range(3)]
+    assert "skipped 1 link loops" in capsys.readouterr().err
+
+
+def test_an_out_that_is_a_link_loop_or_too_long_is_one_line(world, tmp_path, capsys):
+    root, recipe, out = world
+    (tmp_path / "A").symlink_to("B")
+    (tmp_path / "B").symlink_to("A")
+    for bad, why in [(tmp_path / "A", "symbolic links"), (tmp_path / ("x" * 300), "too long")]:
+        for argv in (
+            ["compare", str(out["analysis"]), "--out"],
+            ["eval", str(out["run"]), "--data", SYN, "--json"],
+        ):
+            capsys.readouterr()
+            assert main([*argv, str(bad)]) == 2, (argv[0], why)
+            assert why in one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["A", "B"]

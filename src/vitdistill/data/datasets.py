@@ -131,6 +131,7 @@ class _Walk:
     def __init__(self, *tops: Path):
         self.seen: set[tuple[int, int]] = set()
         self.skipped = {"link_loops": 0, "non_utf8_names": 0, "output_folders": 0}
+        self.tops = [Path(os.path.realpath(t)) for t in tops]
         self.known(*tops)
 
     def known(self, *folders: str | os.PathLike) -> None:
@@ -145,11 +146,17 @@ class _Walk:
         except OSError:
             return False
         key = (st.st_dev, st.st_ino)
-        if key in self.seen:
+        if key in self.seen or self._holds_a_top(path):
             self.skipped["link_loops"] += 1
             return False
         self.seen.add(key)
         return True
+
+    def _holds_a_top(self, path: str | os.PathLike) -> bool:
+        """A link to a folder above the data (``..`` twice, ``/``) leads back into it: a loop,
+        and following it would walk everything around the data as well."""
+        real = Path(os.path.realpath(path))
+        return any(real == top or real in top.parents for top in self.tops)
 
     def usable(self, name: str) -> bool:
         try:
@@ -170,6 +177,9 @@ class _Walk:
 
     def class_dirs(self, folder: Path) -> list[str]:
         names = [d.name for d in folder.iterdir() if d.is_dir() and self.keep_dir(folder, d.name)]
+        loops = [n for n in names if self._holds_a_top(folder / n)]  # `here -> .`: not a class
+        self.skipped["link_loops"] += len(loops)
+        names = [n for n in names if n not in loops]
         return sorted(names, key=natural_key)
 
     def images_under(self, folder: Path) -> list[str]:

@@ -265,6 +265,20 @@ def _swap(a: Path, b: Path) -> None:
     _fsync_dir(b.parent)
 
 
+def _refuse_a_file_of_an_output(p: Path, flag: str) -> None:
+    """A single-file output never replaces a file inside another command's output folder (an
+    analysis's summary.json, an export's config.json): it would no longer be one set."""
+    from vitdistill.errors import UserError
+    from vitdistill.utils.markers import describe_kind, kind_of
+
+    found = kind_of(p.parent)
+    if found is not None:
+        raise UserError(
+            f"{flag} {p} is a file of {describe_kind(found)} in {p.parent} and would be overwritten; "
+            "choose another file"
+        )
+
+
 def check_output(path: str | os.PathLike | None, flag: str, kind: str = "folder") -> None:
     """Fail at once, in one line, if ``path`` cannot be written as a ``kind`` ("folder" or "file").
 
@@ -276,10 +290,18 @@ def check_output(path: str | os.PathLike | None, flag: str, kind: str = "folder"
     if path is None:
         return
     p = Path(path).expanduser()
+    try:  # a link loop or an over-long name cannot be used at all
+        os.stat(p)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise UserError(f"{flag} {str(p)[:200]}: {e.strerror or e}") from None
     if kind == "folder" and p.exists() and not p.is_dir():
         raise UserError(f"{flag} {p} is a file, not a folder")
     if kind == "file" and p.is_dir():
         raise UserError(f"{flag} {p} is a folder, not a file")
+    if kind == "file" and p.exists():
+        _refuse_a_file_of_an_output(p, flag)
     anc = p if p.is_dir() else p.parent
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent

@@ -81,6 +81,11 @@ def _summary_has(folder: Path, key: str) -> bool:
     return isinstance(s, dict) and key in s
 
 
+def describe_kind(kind: str) -> str:
+    """``kind`` in words, with the command that writes it: "an analysis (written by `vitdistill analyze`)"."""
+    return f"{_NOUN[kind]} (written by `vitdistill {_COMMAND_OF_KIND[kind]}`)"
+
+
 def claim(folder: str | os.PathLike, command: str) -> bool:
     """Refuse ``folder`` if it holds another kind of output than ``command`` writes; else mark it.
 
@@ -93,10 +98,16 @@ def claim(folder: str | os.PathLike, command: str) -> bool:
     found = kind_of(folder)
     if found is not None and found != kind:
         raise UserError(
-            f"{folder} holds {_NOUN[found]} (written by `vitdistill {_COMMAND_OF_KIND[found]}`); "
+            f"{folder} holds {describe_kind(found)}; "
             f"`vitdistill {command}` writes {_NOUN[kind]} and would overwrite it: choose another folder"
         )
-    if found is None or not (folder / MARKER).is_file():
+    marker = folder / MARKER
+    if marker.exists() and not marker.is_file():
+        raise UserError(
+            f"{folder}: {marker.name} is not a file, so this folder's kind cannot be marked; "
+            "remove it or choose another folder"
+        )
+    if found is None or not marker.is_file():
         from vitdistill.utils.io import atomic_write_text
 
         atomic_write_text(folder / MARKER, kind + "\n")
