@@ -266,3 +266,17 @@ def test_an_out_that_is_a_link_loop_or_too_long_is_one_line(world, tmp_path, cap
             assert main([*argv, str(bad)]) == 2, (argv[0], why)
             assert why in one_line_error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["A", "B"]
+
+
+def test_an_out_that_links_to_nothing_says_so(world, tmp_path, capsys):
+    root, recipe, out = world
+    (tmp_path / "L").symlink_to(tmp_path / "nowhere")
+    for argv in (
+        ["compare", str(out["analysis"]), "--out"],
+        ["results", str(out["run"]), "--out"],
+        ["eval", str(out["run"]), "--data", SYN, "--json"],
+    ):
+        capsys.readouterr()
+        assert main([*argv, str(tmp_path / "L")]) == 2, argv[0]
+        assert "which does not exist" in one_line_error(capsys), argv[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["L"]  # the link is kept, nothing created

@@ -293,7 +293,10 @@ def check_output(path: str | os.PathLike | None, flag: str, kind: str = "folder"
     try:  # a link loop or an over-long name cannot be used at all
         os.stat(p)
     except FileNotFoundError:
-        pass
+        if p.is_symlink():
+            raise UserError(
+                f"{flag} {p} is a link to {os.readlink(p)}, which does not exist: create it or choose another path"
+            ) from None
     except OSError as e:
         raise UserError(f"{flag} {str(p)[:200]}: {e.strerror or e}") from None
     if kind == "folder" and p.exists() and not p.is_dir():

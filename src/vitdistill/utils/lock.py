@@ -37,6 +37,11 @@ class FolderLock:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
+            if self.folder.is_symlink() and not self.folder.exists():
+                raise UserError(
+                    f"{self.folder} is a link to {os.readlink(self.folder)}, which does not exist: "
+                    "create it or choose another folder"
+                ) from None
             raise UserError(f"cannot create folder {self.folder}: {e.strerror or e}") from None
         self.marked = False
         try:

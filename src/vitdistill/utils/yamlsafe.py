@@ -104,7 +104,7 @@ def _check_expanded(root: Node) -> None:
             cn, cd = visit(child, level + 1)
             n, d = n + cn, max(d, cd + 1)
             if n > MAX_NODES:
-                raise YAMLLimitError(f"expands to more than {MAX_NODES} values (aliases){_at(node)}")
+                raise YAMLLimitError(f"holds more than {MAX_NODES} values once aliases expand{_at(node)}")
         open_.discard(key)
         size[key] = (n, d)
         return n, d
