@@ -238,6 +238,10 @@ def test_a_json_file_never_replaces_a_file_of_an_output_folder(world, tmp_path, 
             assert f"is a file of {NOUN[kind]}" in one_line_error(capsys)
             assert snapshot(target) == before
     assert main(["eval", str(out["run"]), "--data", SYN, "--json", str(tmp_path / "run" / "eval.json")]) == 0
+    # an earlier eval result in a run folder may be replaced by the next one; nothing else may
+    first = (tmp_path / "run" / "eval.json").read_text()
+    assert main(["eval", str(out["run"]), "--data", SYN, "--json", str(tmp_path / "run" / "eval.json")]) == 0
+    assert json.loads((tmp_path / "run" / "eval.json").read_text()).keys() == json.loads(first).keys()
 
 
 def test_a_link_back_to_a_flat_image_folder_is_not_a_class(tmp_path, capsys):

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from vitdistill.utils.dist import current
     from vitdistill.utils.io import atomic_write_json, check_output
 
-    check_output(args.json, "--json", "file")
+    check_output(args.json, "--json", "file", own=_an_eval_result)
     options = options_from(args, EvalOptions)
     if args.pretrained and (options.get("checkpoint") or Path(args.model).exists()):
         raise UserError(
@@ -59,3 +59,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             atomic_write_json(args.json, res)
     return 0
+
+
+def _an_eval_result(data) -> bool:
+    """Whether a JSON file is an earlier ``eval --json`` result (which a new one may replace)."""
+    return isinstance(data, dict) and {"top1", "top5", "n"} <= data.keys()

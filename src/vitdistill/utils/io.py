@@ -265,13 +265,20 @@ def _swap(a: Path, b: Path) -> None:
     _fsync_dir(b.parent)
 
 
-def _refuse_a_file_of_an_output(p: Path, flag: str) -> None:
+def _refuse_a_file_of_an_output(p: Path, flag: str, own: Callable[[Any], bool] | None = None) -> None:
     """A single-file output never replaces a file inside another command's output folder (an
-    analysis's summary.json, an export's config.json): it would no longer be one set."""
+    analysis's summary.json, an export's config.json): it would no longer be one set. ``own``
+    recognises (from its JSON) a file this kind of output wrote before, which may be replaced."""
     from vitdistill.errors import UserError
     from vitdistill.utils.markers import describe_kind, kind_of
 
     found = kind_of(p.parent)
+    if found is not None and own is not None:
+        try:
+            if own(json.loads(p.read_text())):
+                return
+        except (OSError, ValueError):
+            pass
     if found is not None:
         raise UserError(
             f"{flag} {p} is a file of {describe_kind(found)} in {p.parent} and would be overwritten; "
@@ -279,11 +286,14 @@ def _refuse_a_file_of_an_output(p: Path, flag: str) -> None:
         )
 
 
-def check_output(path: str | os.PathLike | None, flag: str, kind: str = "folder") -> None:
+def check_output(
+    path: str | os.PathLike | None, flag: str, kind: str = "folder", own: Callable[[Any], bool] | None = None
+) -> None:
     """Fail at once, in one line, if ``path`` cannot be written as a ``kind`` ("folder" or "file").
 
     Run before any work starts: a path that is a file where a folder is wanted (or the reverse),
-    one whose parent is a file, or one inside a folder that cannot be written to.
+    one whose parent is a file, or one inside a folder that cannot be written to. ``own``: see
+    :func:`_refuse_a_file_of_an_output`.
     """
     from vitdistill.errors import UserError
 
@@ -304,7 +314,7 @@ def check_output(path: str | os.PathLike | None, flag: str, kind: str = "folder"
     if kind == "file" and p.is_dir():
         raise UserError(f"{flag} {p} is a folder, not a file")
     if kind == "file" and p.exists():
-        _refuse_a_file_of_an_output(p, flag)
+        _refuse_a_file_of_an_output(p, flag, own)
     anc = p if p.is_dir() else p.parent
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent
