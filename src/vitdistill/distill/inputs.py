@@ -137,14 +137,7 @@ def build_loaders(cfg: dict, train_ds, val_ds, world_size: int, rank: int, devic
         drop_last=False,
         pin_memory=pin,
     )
-    val_loader = DataLoader(
-        val_ds,
-        batch_size=data_cfg["val_batch_size"] or max(1, micro * 2),
-        sampler=ShardSampler(len(val_ds), world_size, rank),
-        num_workers=workers,
-        collate_fn=collate_skip,
-        pin_memory=pin,
-    )
+    val_loader = _val_loader(val_ds, data_cfg, micro, world_size, rank, pin)
     return Loaders(train_loader, val_loader, sampler, generator, micro)
 
 
@@ -207,14 +200,7 @@ def _stream_loaders(cfg, train_ds, val_ds, world_size, rank, device, micro) -> L
         generator=generator,
         pin_memory=device.type == "cuda",
     )
-    val_loader = DataLoader(
-        val_ds,
-        batch_size=data_cfg["val_batch_size"] or max(1, micro * 2),
-        sampler=ShardSampler(len(val_ds), world_size, rank),
-        num_workers=workers,
-        collate_fn=collate_skip,
-        pin_memory=device.type == "cuda",
-    )
+    val_loader = _val_loader(val_ds, data_cfg, micro, world_size, rank, device.type == "cuda")
     return Loaders(_Capped(loader, steps * accum), val_loader, StreamEpochs(stream, steps), generator, micro)
 
 
@@ -246,3 +232,17 @@ def teacher_renorm(student: nn.Module, teacher: nn.Module | None) -> tuple | Non
     s_mean, s_std = tuple(map(float, s_cfg["mean"])), tuple(map(float, s_cfg["std"]))
     t_mean, t_std = tuple(map(float, t_cfg["mean"])), tuple(map(float, t_cfg["std"]))
     return ((s_mean, s_std), (t_mean, t_std)) if (s_mean, s_std) != (t_mean, t_std) else None
+
+
+def _val_loader(val_ds, data_cfg: dict, micro: int, world_size: int, rank: int, pin: bool) -> DataLoader:
+    """Validation: this rank's shard in order, ``data.val_batch_size`` (default twice the micro-batch)."""
+    from vitdistill.data import collate_skip
+
+    return DataLoader(
+        val_ds,
+        batch_size=data_cfg["val_batch_size"] or max(1, micro * 2),
+        sampler=ShardSampler(len(val_ds), world_size, rank),
+        num_workers=data_cfg["num_workers"],
+        collate_fn=collate_skip,
+        pin_memory=pin,
+    )
