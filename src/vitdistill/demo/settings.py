@@ -59,7 +59,7 @@ class DemoSettings:
 
     # Width ratio 2x and depth ratio 2x, as CaiT-S24 (384 wide, 24 blocks) over DeiT-Tiny (192, 12).
     FULL = {
-        "seeds": 3,
+        "seeds": 4,
         "epochs": 16,
         "teacher_epochs": 20,
         "img_size": 32,
