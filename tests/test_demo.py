@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from scipy import stats as sps
 
 from vitdistill.cli import main
@@ -195,6 +197,10 @@ def _cs(lift: list[float], wide: list[float]) -> dict:
         ([2, 3, 2.5, 3.5], [-1, -2, -1.5, -2.5], False, "does not hold"),
         ([2, 3, 2.5, 3.5], [-3, 3, -2, 2.5], None, "does not decide"),
         ([-3, 3, -2, 2.5], [-3, 3, -2, 2.5], None, "does not decide"),
+        # Lift's interval (-1.28 to +0.88) straddles 0 but lies below the paper's +2.67: ruled out
+        ([-1, 0.5, -0.5, 0.2], [-3, 3, -2, 2.5], False, "rules out the paper's gain of +2.7"),
+        # WideLast's (+0.72 to +2.78) lies above 0 but short of its +3.37: a smaller gain still holds
+        ([2, 3, 2.5, 3.5], [1, 2, 1.5, 2.5], True, "short of the paper's gain of +3.4"),
     ],
 )
 def test_verdict_rule_and_sentence(lift, wide, holds, phrase):
@@ -207,6 +213,43 @@ def test_verdict_rule_and_sentence(lift, wide, holds, phrase):
         verb = {"above": "beats it", "below": "falls below it", "includes": "differs from it"}[side]
         assert f"{remedy} {verb}" in v["sentence"]
     assert verdict(_cs(lift, wide), quick=True)["holds"] is None
+
+
+# The paper's ImageNet-1K top-1 (arXiv 2511.15572): feature-KD baseline 74.86, Lift 77.53, WideLast 78.23.
+PAPER_GAIN = {"lift_vs_featkd": 77.53 - 74.86, "widelast_vs_featkd": 78.23 - 74.86}
+
+
+def _scipy_interval(values: list[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=np.float64)
+    half = sps.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return v.mean() - half, v.mean() + half
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(2, 8).flatmap(
+        lambda n: st.tuples(
+            st.lists(st.floats(-6, 6, allow_nan=False), min_size=n, max_size=n),
+            st.lists(st.floats(-6, 6, allow_nan=False), min_size=n, max_size=n),
+        )
+    )
+)
+def test_verdict_rule_matches_an_independent_reading_of_the_intervals(pair):
+    """holds: both scipy t intervals above 0; false: either below the paper's gain; null otherwise."""
+    lift, wide = pair
+    ivs = {"lift_vs_featkd": _scipy_interval(lift), "widelast_vs_featkd": _scipy_interval(wide)}
+    margin = 1e-6  # leave out draws whose interval ends within rounding of a boundary
+    ends = [x for lo, hi in ivs.values() for x in (lo, hi)] + [
+        ivs[k][1] - g for k, g in PAPER_GAIN.items()
+    ]
+    assume(all(not np.isfinite(x) or abs(x) > margin for x in ends))
+    if all(lo > 0 for lo, _ in ivs.values()):
+        expected = True
+    elif any(ivs[k][1] < g for k, g in PAPER_GAIN.items()):
+        expected = False
+    else:
+        expected = None
+    assert verdict(_cs(lift, wide), quick=False)["holds"] is expected
 
 
 def test_uniform_control_is_parameter_matched_to_widelast(demo):
@@ -283,6 +326,8 @@ def test_plots_show_every_contrast_with_readable_labels(demo):
         assert "_" not in row and c["label"] in row
         assert row.startswith("HEADLINE") == (name in stats.HEADLINE)
     assert report["plots"]["accuracy"]["xlim"] == [0.0, 100.0]
+    marks = report["plots"]["contrasts"]["paper_gain"]  # the verdict's second alternative, on its rows
+    assert marks == pytest.approx(PAPER_GAIN, abs=0.005)
 
 
 def test_noise_split_with_one_validation_image_or_one_seed():
@@ -294,3 +339,29 @@ def test_noise_split_with_one_validation_image_or_one_seed():
     two = {"a": {0: np.array([True, False])}, "b": {0: np.array([False, False])}}
     got = noise.split({"a": 1, "b": -1}, [0], two, sd=None)
     assert got["train_sd"] is None and got["eval_sd"] == pytest.approx(np.sqrt(0.5 / 2 * 1e4))
+
+
+def _report_for_headroom(base: float, teacher: float, quick: bool = False) -> dict:
+    cs = _cs([-1, 0.5, -0.5, 0.2], [-1, 0.5, -0.5, 0.2])
+    return {
+        "results": {"featkd": {"mean": base}},
+        "teacher": {"top1": teacher},
+        "verdict": verdict(cs, quick=quick),
+        "settings": {"settings": {"quick": quick}},
+    }
+
+
+def test_headroom_note_says_when_the_paper_gain_cannot_fit():
+    from vitdistill.demo.sections import _headroom
+
+    # 98.5% leaves 1.5 points, less than either published gain (+2.67, +3.37)
+    near = _headroom(_report_for_headroom(98.5, 98.3))
+    assert "98.5%" in near and "1.5 points below 100%" in near
+    assert "cannot appear here" in near and "about as well as its teacher" in near
+    # 95% leaves 5 points, more than both: no such caveat; a teacher 3 points above: no "as well"
+    far = _headroom(_report_for_headroom(95.0, 98.0))
+    assert "5.0 points below 100%" in far
+    assert "cannot appear" not in far and "as well as its teacher" not in far
+    # 97% leaves 3.0: fits Lift's +2.67 but not WideLast's +3.37, so the caveat stands
+    assert "cannot appear here" in _headroom(_report_for_headroom(97.0, 99.0))
+    assert _headroom(_report_for_headroom(98.5, 98.3, quick=True)) is None

@@ -54,11 +54,17 @@ def accuracy(report: dict, path: Path) -> dict:
 def contrasts(report: dict, path: Path) -> dict:
     """Every paired contrast of the table: per-seed differences, mean and 95% t interval; headlines marked."""
     plt = pyplot()
-    cs = list(report["contrasts"].values())
+    names = list(report["contrasts"])
+    cs = [report["contrasts"][n] for n in names]
+    gains = report["verdict"].get("published_gain") or {}
     fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(cs) + 1.7))
-    for i, c in enumerate(cs):
+    marks = {}
+    for i, (name, c) in enumerate(zip(names, cs, strict=True)):
         if c.get("headline"):
             ax.axhspan(i - 0.45, i + 0.45, color="#f6e3c8", zorder=0)
+        if name in gains:  # the verdict's other alternative: the gain the paper publishes
+            ax.plot([gains[name]], [i], "|", color="#2b6cb0", ms=14, mew=2)
+            marks[name] = gains[name]
         ax.plot(c["per_seed"], [i + 0.2] * len(c["per_seed"]), "o", color="#999", ms=3)
         if c["ci"] is not None:
             ax.plot(c["ci"], [i, i], "-", color="k", lw=2)
@@ -75,11 +81,15 @@ def contrasts(report: dict, path: Path) -> dict:
     ax.set_title(
         f"Paired contrasts; teacher {m['teacher']}, narrow student {m['narrow']}\n"
         "shaded: the two headline contrasts that decide the verdict; diamond: mean, "
-        "black line: 95% t interval, grey dots: single seeds",
+        "black line: 95% t interval, grey dots: single seeds, blue bar: the paper's ImageNet gain",
         fontsize=9,
     )
     ax.grid(axis="x", alpha=0.3)
-    drawn = {"rows": [t.get_text() for t in ax.get_yticklabels()], "xlim": [float(x) for x in ax.get_xlim()]}
+    drawn = {
+        "rows": [t.get_text() for t in ax.get_yticklabels()],
+        "xlim": [float(x) for x in ax.get_xlim()],
+        "paper_gain": marks,
+    }
     save(fig, path)
     return drawn
 

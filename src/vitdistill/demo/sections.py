@@ -68,6 +68,9 @@ def section_verdict(report: dict) -> list[Block]:
         v["holds"]
     ]
     b.append(("p", f"{holds}. Rule, fixed in the code: {v['rule']}."))
+    headroom = _headroom(report)
+    if headroom:
+        b.append(("p", headroom))
     head = ["Contrast", "What it measures", "Mean (points)", "95% CI", "Width", "n"]
     rows = []
     for name, c in cs.items():
@@ -93,6 +96,36 @@ def section_verdict(report: dict) -> list[Block]:
     )
     b.append(("img", "contrasts.png", "paired contrasts with 95% t intervals"))
     return b
+
+
+def _headroom(report: dict) -> str | None:
+    """Where the baseline sits against the teacher and 100%, beside the paper's gains."""
+    base, teacher = report["results"].get("featkd"), report.get("teacher", {}).get("top1")
+    gains = report["verdict"].get("published_gain") or {}
+    if base is None or teacher is None or not gains or report["settings"]["settings"]["quick"]:
+        return None
+    room = 100.0 - base["mean"]
+    text = (
+        f"The baseline reaches {base['mean']:.1f}% (mean over seeds) against the teacher's {teacher:.1f}%, "
+        f"{room:.1f} points below 100%."
+    )
+    too_big = [
+        f"{'Lift' if name.startswith('lift') else 'WideLast'} {gain:+.1f}" for name, gain in gains.items() if gain > room
+    ]
+    if too_big:
+        text += (
+            f" That is less room than the paper's gain ({', '.join(too_big)}), so a gain that large "
+            "cannot appear here "
+            "whatever the mechanism: what this miniature can show is whether a remedy adds anything over this "
+            "baseline, and the verdict reads `false` when it rules out the paper's effect, not only when it "
+            "shows the remedy hurts."
+        )
+    if base["mean"] >= teacher - 0.5:
+        text += (
+            " The pooled baseline already does about as well as its teacher, so at this scale it leaves little "
+            "of the teacher's accuracy for a remedy to recover."
+        )
+    return text
 
 
 def section_noise(report: dict) -> list[Block]:
