@@ -239,9 +239,7 @@ def test_verdict_rule_matches_an_independent_reading_of_the_intervals(pair):
     lift, wide = pair
     ivs = {"lift_vs_featkd": _scipy_interval(lift), "widelast_vs_featkd": _scipy_interval(wide)}
     margin = 1e-6  # leave out draws whose interval ends within rounding of a boundary
-    ends = [x for lo, hi in ivs.values() for x in (lo, hi)] + [
-        ivs[k][1] - g for k, g in PAPER_GAIN.items()
-    ]
+    ends = [x for lo, hi in ivs.values() for x in (lo, hi)] + [ivs[k][1] - g for k, g in PAPER_GAIN.items()]
     assume(all(not np.isfinite(x) or abs(x) > margin for x in ends))
     if all(lo > 0 for lo, _ in ivs.values()):
         expected = True

@@ -110,7 +110,9 @@ def _headroom(report: dict) -> str | None:
         f"{room:.1f} points below 100%."
     )
     too_big = [
-        f"{'Lift' if name.startswith('lift') else 'WideLast'} {gain:+.1f}" for name, gain in gains.items() if gain > room
+        f"{'Lift' if name.startswith('lift') else 'WideLast'} {gain:+.1f}"
+        for name, gain in gains.items()
+        if gain > room
     ]
     if too_big:
         text += (
