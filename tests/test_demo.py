@@ -363,3 +363,18 @@ def test_headroom_note_says_when_the_paper_gain_cannot_fit():
     # 97% leaves 3.0: fits Lift's +2.67 but not WideLast's +3.37, so the caveat stands
     assert "cannot appear here" in _headroom(_report_for_headroom(97.0, 99.0))
     assert _headroom(_report_for_headroom(98.5, 98.3, quick=True)) is None
+
+
+def test_demo_remedies_follow_the_published_initialisation(demo):
+    """The demo's Lift and WideLast are built as the paper's code built them (model.init: published),
+    and every packaged recipe resolves through the training config's own checks."""
+    from vitdistill.demo.methods import METHODS, TEACHER, config_path
+    from vitdistill.distill import config as config_mod
+    from vitdistill.utils import yamlsafe
+
+    for m in (TEACHER, *METHODS):
+        cfg = config_mod.resolve(yamlsafe.load(config_path(m).read_text(), m.config), [])
+        assert (cfg["model"]["init"] == "published") == (m.arch in ("lift", "widelast")), m.key
+    for arm in ("lift_featkd", "lift_softkd", "widelast_featkd"):
+        spec = json.loads((demo / "4-students" / f"{arm}-seed{SEEDS[0]}" / "summary.json").read_text())["model"]
+        assert spec["kwargs"]["init"] == "published", arm

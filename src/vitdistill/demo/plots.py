@@ -80,8 +80,8 @@ def contrasts(report: dict, path: Path) -> dict:
     m = report["models"]
     ax.set_title(
         f"Paired contrasts; teacher {m['teacher']}, narrow student {m['narrow']}\n"
-        "shaded: the two headline contrasts that decide the verdict; diamond: mean, "
-        "black line: 95% t interval, grey dots: single seeds, blue bar: the paper's ImageNet gain",
+        "shaded: the two headline contrasts that decide the verdict; blue bar: the paper's ImageNet gain\n"
+        "diamond: mean, black line: 95% t interval, grey dots: single seeds",
         fontsize=9,
     )
     ax.grid(axis="x", alpha=0.3)
