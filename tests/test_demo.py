@@ -376,5 +376,5 @@ def test_demo_remedies_follow_the_published_initialisation(demo):
         cfg = config_mod.resolve(yamlsafe.load(config_path(m).read_text(), m.config), [])
         assert (cfg["model"]["init"] == "published") == (m.arch in ("lift", "widelast")), m.key
     for arm in ("lift_featkd", "lift_softkd", "widelast_featkd"):
-        spec = json.loads((demo / "4-students" / f"{arm}-seed{SEEDS[0]}" / "summary.json").read_text())["model"]
-        assert spec["kwargs"]["init"] == "published", arm
+        summary = demo / "4-students" / f"{arm}-seed{SEEDS[0]}" / "summary.json"
+        assert json.loads(summary.read_text())["model"]["kwargs"]["init"] == "published", arm
