@@ -211,7 +211,7 @@ def test_verdict_rule_and_sentence(lift, wide, holds, phrase):
     for name, remedy in (("lift_vs_featkd", "Lift"), ("widelast_vs_featkd", "WideLast")):
         side = stats.side(_cs(lift, wide)[name])
         verb = {"above": "beats it", "below": "falls below it", "includes": "differs from it"}[side]
-        assert f"{remedy} {verb}" in v["sentence"]
+        assert f"{remedy} {verb}: {_cs(lift, wide)[name]['mean']:+.1f} points" in v["sentence"]
     assert verdict(_cs(lift, wide), quick=True)["holds"] is None
 
 

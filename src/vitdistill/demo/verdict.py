@@ -24,7 +24,7 @@ def _headline_part(name: str, c: dict | None) -> str:
     where = side(c)
     if where is None:
         return f"{remedy} has no interval"
-    verb = {"above": "beats it by", "below": "falls below it by", "includes": "differs from it by"}[where]
+    verb = {"above": "beats it:", "below": "falls below it:", "includes": "differs from it:"}[where]
     gain = f"the paper's gain of {published_gain(name):+.1f}"
     if where == "includes":
         reach = f"rules out {gain}" if rules_out_published(name, c) else f"reaches {gain}"
