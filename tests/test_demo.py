@@ -175,6 +175,18 @@ def test_bad_flags_are_one_line_errors(tmp_path, capsys):
     assert "not a demo folder" in capsys.readouterr().err
 
 
+def test_seed_range_past_the_training_seed_limit_is_refused_before_any_stage(tmp_path, capsys):
+    from vitdistill.distill.config import SEED_LIMIT
+
+    for offset, seeds in ((SEED_LIMIT - 1, 2), (SEED_LIMIT, 1), (10**25, 1)):
+        out = tmp_path / f"o{seeds}-{offset}"
+        argv = ["demo", "--quick", "--seed-offset", str(offset), "--seeds", str(seeds), "--out", str(out)]
+        assert main(argv + ["--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "vitdistill demo: error: --seed-offset + --seeds - 1" in err
+        assert not (out / "1-data").exists()  # said before the data stage, not after the teacher
+
+
 # ----------------------------------------------------------------------------- the rule, by hand
 
 

@@ -109,6 +109,7 @@ class DemoSettings:
                 raise UserError(f"'{name}' must be >= 1 (got {v})", settings=(name,))
         if self.seed_offset < 0:
             raise UserError(f"'seed_offset' must be >= 0 (got {self.seed_offset})", settings=("seed_offset",))
+        self._validate_seed_range()
         if self.data is not None and not str(self.data).startswith("synthetic:"):
             from pathlib import Path
 
@@ -144,6 +145,18 @@ class DemoSettings:
                 f"unknown demo method {unknown[0]!r}; methods: {', '.join(m.key for m in METHODS)}"
             )
         self._validate_device()
+
+    def _validate_seed_range(self) -> None:
+        """Said before any stage starts: every seed must be one a training run accepts."""
+        from vitdistill.distill.config import SEED_LIMIT
+
+        last = self.seed_offset + self.seeds - 1
+        if last >= SEED_LIMIT:
+            raise UserError(
+                f"'seed_offset' + 'seeds' - 1 must be at most {SEED_LIMIT - 1}, the largest training seed "
+                f"(got seeds {self.seed_offset}..{last})",
+                settings=("seed_offset", "seeds"),
+            )
 
     def _validate_device(self) -> None:
         if self.device.startswith("cuda"):

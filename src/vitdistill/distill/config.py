@@ -25,6 +25,7 @@ from vitdistill.utils.overrides import parse_set
 SECTIONS = sorted({k.split(".")[0] for k in SCHEMA if "." in k})
 # A bare string for these sections is shorthand for their main key.
 SHORTHAND = {"model": "model.name", "teacher": "teacher.name", "data": "data.train"}
+SEED_LIMIT = 2**32  # seeds are in [0, SEED_LIMIT): numpy's seed range; each epoch's seed is derived from it
 
 
 def defaults() -> dict:
@@ -219,8 +220,8 @@ def _check_semantics(cfg: dict) -> None:
     for key in ("log.checkpoint_steps", "data.num_workers"):
         if get(cfg, key) < 0:
             raise UserError(f"config key {key!r} must be >= 0, got {get(cfg, key)}")
-    if not 0 <= cfg["seed"] < 2**32:  # numpy's seed range; each epoch's seed is derived from it
-        raise UserError(f"config key 'seed' must be in [0, 4294967295], got {cfg['seed']}")
+    if not 0 <= cfg["seed"] < SEED_LIMIT:
+        raise UserError(f"config key 'seed' must be in [0, {SEED_LIMIT - 1}], got {cfg['seed']}")
     lr = get(cfg, "optim.lr")
     if lr is not None and lr <= 0:
         raise UserError(f"config key 'optim.lr' must be > 0 (or null: scaled from optim.lr_base), got {lr}")
