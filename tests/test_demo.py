@@ -222,9 +222,41 @@ def test_verdict_rule_and_sentence(lift, wide, holds, phrase):
     # the sentence names each interval's side, and never calls an interval through 0 a win or a loss
     for name, remedy in (("lift_vs_featkd", "Lift"), ("widelast_vs_featkd", "WideLast")):
         side = stats.side(_cs(lift, wide)[name])
-        verb = {"above": "beats it", "below": "falls below it", "includes": "differs from it"}[side]
+        verb = {"above": "beats it", "below": "falls below it", "includes": "is not separated from it"}[side]
         assert f"{remedy} {verb}: {_cs(lift, wide)[name]['mean']:+.1f} points" in v["sentence"]
     assert verdict(_cs(lift, wide), quick=True)["holds"] is None
+
+
+def test_verdict_sentence_when_a_headline_has_no_interval():
+    """One seed, a NaN top-1, or a missing arm: no interval, so no side, and the sentence says why."""
+    one = verdict(_cs([3.0], [4.0]), quick=False)
+    assert one["holds"] is None and one["headline"] == {h: None for h in stats.HEADLINE}
+    assert "Lift: +3.0 points (1 seed: no interval)" in one["sentence"]
+    assert "WideLast: +4.0 points (1 seed: no interval)" in one["sentence"]
+
+    cs = _cs([float("nan"), 1.0, 2.0], [-3.0, -3.2, -2.9])
+    assert cs["lift_vs_featkd"]["ci"] is None and stats.side(cs["lift_vs_featkd"]) is None
+    v = verdict(cs, quick=False)
+    assert v["holds"] is False  # WideLast alone lies below 0, below the paper's gain
+    assert "Lift: no number (a top-1 among its 3 seeds is NaN)" in v["sentence"]
+    assert "nan" not in v["sentence"].replace("NaN", "")
+
+    top = {"featkd": {0: 50.0, 1: 50.0}, "widelast_featkd": {0: 54.0, 1: 54.5}}
+    v = verdict(stats.contrasts(top), quick=False)
+    assert v["holds"] is None  # WideLast above 0 but Lift not run: cannot hold
+    assert "Lift is not compared (this run lacks Lift or the baseline" in v["sentence"]
+    assert "WideLast beats it: +4.2 points" in v["sentence"]
+    v = verdict(stats.contrasts({"lift_featkd": {0: 1.0, 1: 2.0}}), quick=False)
+    assert v["holds"] is None and v["sentence"].count("is not compared") == 2
+
+
+def test_identical_differences_give_a_zero_width_interval():
+    cs = _cs([0.0, 0.0, 0.0], [3.0, 3.0, 3.0])
+    assert cs["lift_vs_featkd"]["ci"] == [0.0, 0.0] and cs["lift_vs_featkd"]["sd"] == 0.0
+    v = verdict(cs, quick=False)
+    assert v["holds"] is False  # Lift's [0, 0] lies below the paper's +2.67
+    assert "Lift is not separated from it: +0.0 points (95% CI +0.0 to +0.0, 3 seeds)" in v["sentence"]
+    assert "rules out the paper's gain of +2.7" in v["sentence"]
 
 
 # The paper's ImageNet-1K top-1 (arXiv 2511.15572): feature-KD baseline 74.86, Lift 77.53, WideLast 78.23.

@@ -8,6 +8,8 @@ or ``("img", file, alt)``; text may use ``**bold**``, ``*italic*`` and ```code``
 
 from __future__ import annotations
 
+import math
+
 from vitdistill.demo.collect import SEP_ALPHAS, THRESHOLDS
 from vitdistill.demo.verdict import READINGS, fmt
 from vitdistill.utils.tables import human
@@ -79,7 +81,7 @@ def section_verdict(report: dict) -> list[Block]:
             [
                 f"`{name}`",
                 f"{'**Headline.** ' if c.get('headline') else ''}{c['label']}: {c['description']}",
-                f"{c['mean']:+.2f}",
+                f"{c['mean']:+.2f}" if math.isfinite(c["mean"]) else "n/a",
                 "n/a" if ci is None else f"{ci[0]:+.2f} to {ci[1]:+.2f}",
                 "n/a" if ci is None else f"{ci[1] - ci[0]:.2f}",
                 str(c["n"]),

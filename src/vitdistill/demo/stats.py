@@ -104,6 +104,8 @@ def t_quantile(df: int, level: float = 0.95) -> float:
 def interval(values: list[float], level: float = 0.95) -> dict:
     """``{"mean", "ci": [lo, hi] or None, "n", "sd"}`` of paired differences (t interval)."""
     n = len(values)
+    if not all(math.isfinite(v) for v in values):  # a NaN top-1 gives no number, not a NaN interval
+        return {"mean": math.nan, "ci": None, "n": n, "sd": None}
     mean = sum(values) / n
     if n < 2:
         return {"mean": mean, "ci": None, "n": n, "sd": None}
@@ -131,6 +133,12 @@ def contrasts(top1: dict[str, dict[int, float]]) -> dict[str, dict]:
             "per_seed": per_seed,
         }
     return out
+
+
+def bounds(name: str) -> tuple[float, float]:
+    """The smallest and largest value a contrast can take, with every top-1 in [0, 100]."""
+    coefs = CONTRASTS[name][1].values()
+    return -100.0 * sum(-c for c in coefs if c < 0), 100.0 * sum(c for c in coefs if c > 0)
 
 
 def published_gain(name: str) -> float:

@@ -6,6 +6,8 @@ so a sentence cannot say more than its interval does.
 
 from __future__ import annotations
 
+import math
+
 from vitdistill.demo.stats import HEADLINE, holds, published_gain, rules_out_published, side
 
 BASELINE = "the paper's baseline (narrow student, soft KD + feature KD against the channel-pooled teacher)"
@@ -13,6 +15,8 @@ BASELINE = "the paper's baseline (narrow student, soft KD + feature KD against t
 
 def fmt(c: dict) -> str:
     """``+2.3 points (95% CI +0.8 to +3.9, 6 seeds)``."""
+    if not math.isfinite(c["mean"]):
+        return f"no number (a top-1 among its {c['n']} seeds is NaN)"
     if c.get("ci") is None:
         return f"{c['mean']:+.1f} points ({c['n']} seed: no interval)"
     lo, hi = c["ci"]
@@ -21,10 +25,12 @@ def fmt(c: dict) -> str:
 
 def _headline_part(name: str, c: dict | None) -> str:
     remedy = "Lift" if name.startswith("lift") else "WideLast"
+    if c is None:
+        return f"{remedy} is not compared (this run lacks {remedy} or the baseline, or they share no seed)"
     where = side(c)
     if where is None:
-        return f"{remedy} has no interval"
-    verb = {"above": "beats it:", "below": "falls below it:", "includes": "differs from it:"}[where]
+        return f"{remedy}: {fmt(c)}"
+    verb = {"above": "beats it:", "below": "falls below it:", "includes": "is not separated from it:"}[where]
     gain = f"the paper's gain of {published_gain(name):+.1f}"
     if where == "includes":
         reach = f"rules out {gain}" if rules_out_published(name, c) else f"reaches {gain}"
