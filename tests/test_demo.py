@@ -409,6 +409,16 @@ def test_headroom_note_says_when_the_paper_gain_cannot_fit():
     assert _headroom(_report_for_headroom(98.5, 98.3, quick=True)) is None
 
 
+def test_headroom_note_when_the_baseline_beats_its_teacher():
+    from vitdistill.demo.sections import _headroom
+
+    above = _headroom(_report_for_headroom(97.0, 95.0))
+    assert "beats its teacher by 2.0 points" in above and "about as well as its teacher" not in above
+    # within half a point either side: "about as well"
+    assert "about as well as its teacher" in _headroom(_report_for_headroom(95.4, 95.0))
+    assert "about as well as its teacher" in _headroom(_report_for_headroom(94.6, 95.0))
+
+
 def test_demo_remedies_follow_the_published_initialisation(demo):
     """The demo's Lift and WideLast are built as the paper's code built them (model.init: published),
     and every packaged recipe resolves through the training config's own checks."""

@@ -124,7 +124,12 @@ def _headroom(report: dict) -> str | None:
             "baseline, and the verdict reads `false` when it rules out the paper's effect, not only when it "
             "shows the remedy hurts."
         )
-    if base["mean"] >= teacher - 0.5:
+    if base["mean"] > teacher + 0.5:
+        text += (
+            f" The pooled baseline already beats its teacher by {base['mean'] - teacher:.1f} points, so at this "
+            "scale there is none of the teacher's accuracy left for a remedy to recover."
+        )
+    elif base["mean"] >= teacher - 0.5:
         text += (
             " The pooled baseline already does about as well as its teacher, so at this scale it leaves little "
             "of the teacher's accuracy for a remedy to recover."
