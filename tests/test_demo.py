@@ -372,6 +372,39 @@ def test_plots_show_every_contrast_with_readable_labels(demo):
     assert marks == pytest.approx(PAPER_GAIN, abs=0.005)
 
 
+def _plot_report(top: dict) -> dict:
+    cs = stats.contrasts(top)
+    return {"contrasts": cs, "verdict": verdict(cs, quick=False), "models": {"teacher": "T", "narrow": "N"}}
+
+
+def test_contrast_plot_cuts_an_interval_at_the_values_a_contrast_can_take(tmp_path):
+    from vitdistill.demo import plots
+
+    # two seeds 98 points apart: a t interval of about +-620 points, though a difference lies in -100..100
+    top = {"featkd": {0: 50.0, 1: 50.0}, "lift_featkd": {0: 99.0, 1: 1.0}, "widelast_featkd": {0: 53, 1: 54}}
+    report = _plot_report(top)
+    assert report["contrasts"]["lift_vs_featkd"]["ci"][1] > 600
+    drawn = plots.contrasts(report, tmp_path / "c.png")
+    assert drawn["cut"] is True and -120 < drawn["xlim"][0] < -100 and 100 < drawn["xlim"][1] < 120
+    assert drawn["paper_gain"] == pytest.approx(PAPER_GAIN, abs=0.005)
+    assert stats.bounds("revival_lift") == (-200.0, 200.0) and stats.bounds("lift_vs_featkd") == (-100, 100)
+    top["lift_featkd"] = {0: 55.0, 1: 56.0}  # nothing to cut: the axis follows the data
+    drawn = plots.contrasts(_plot_report(top), tmp_path / "c.png")
+    assert drawn["cut"] is False and drawn["xlim"][1] < 20
+
+
+def test_contrast_plot_with_a_nan_top1_or_no_contrast(tmp_path):
+    from vitdistill.demo import plots
+
+    top = {"featkd": {0: 50.0, 1: 50.0}, "lift_featkd": {0: float("nan"), 1: 51.0}}
+    drawn = plots.contrasts(_plot_report(top), tmp_path / "c.png")
+    assert drawn["rows"] == ["HEADLINE: Lift vs the pooled baseline"]
+    assert drawn["ylim"] == [0.5, -0.5]  # the row is drawn whole though it holds only the paper's gain
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert plots.contrasts(_plot_report({"featkd": {0: 50.0}}), tmp_path / "c.png") is None
+    assert not (tmp_path / "c.png").exists()  # no stale figure from an earlier run
+
+
 def test_noise_split_with_one_validation_image_or_one_seed():
     from vitdistill.demo import noise
 
@@ -417,6 +450,22 @@ def test_headroom_note_when_the_baseline_beats_its_teacher():
     # within half a point either side: "about as well"
     assert "about as well as its teacher" in _headroom(_report_for_headroom(95.4, 95.0))
     assert "about as well as its teacher" in _headroom(_report_for_headroom(94.6, 95.0))
+
+
+def test_verdict_section_without_contrasts_or_with_a_nan_mean():
+    from vitdistill.demo.sections import section_verdict
+
+    report = _report_for_headroom(95.0, 98.0)
+    report["contrasts"] = {}
+    blocks = section_verdict(report)
+    assert (
+        "p",
+        "No contrast could be formed: this run lacks the arms that every contrast compares.",
+    ) in blocks
+    assert not any(b[0] in ("table", "img") for b in blocks)
+    report["contrasts"], report["contrasts_method"] = _cs([float("nan"), 1.0], [1.0, 2.0]), "t"
+    (table,) = [b for b in section_verdict(report) if b[0] == "table"]
+    assert table[2][0][2:5] == ["n/a", "n/a", "n/a"] and "nan" not in str(table[2][1])
 
 
 def test_demo_remedies_follow_the_published_initialisation(demo):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from vitdistill.demo import stats
 from vitdistill.utils.io import atomic_write_with
 from vitdistill.utils.plotting import pyplot
 
@@ -51,14 +52,32 @@ def accuracy(report: dict, path: Path) -> dict:
     return drawn
 
 
-def contrasts(report: dict, path: Path) -> dict:
-    """Every paired contrast of the table: per-seed differences, mean and 95% t interval; headlines marked."""
+def _interval(ax, y: float, ci: list[float], bounds: tuple[float, float]) -> bool:
+    """An interval as a line, cut at the values the contrast can take; an arrow head where it is cut."""
+    lo, hi = max(ci[0], bounds[0]), min(ci[1], bounds[1])
+    ax.plot([lo, hi], [y, y], "-", color="k", lw=2)
+    for end, cut, marker in ((lo, ci[0] < bounds[0], "<"), (hi, ci[1] > bounds[1], ">")):
+        if cut:
+            ax.plot([end], [y], marker, color="k", ms=6)
+    return ci[0] < bounds[0] or ci[1] > bounds[1]
+
+
+def contrasts(report: dict, path: Path) -> dict | None:
+    """Every paired contrast of the table: per-seed differences, mean and 95% t interval; headlines marked.
+
+    Intervals are cut at the values a contrast can take (a difference of two top-1 values lies in
+    -100..+100), so a two-seed interval of +-700 points does not squeeze every other row to a dot.
+    No contrasts (the run lacks the arms): no figure, and an earlier one is removed.
+    """
     plt = pyplot()
     names = list(report["contrasts"])
+    if not names:
+        path.unlink(missing_ok=True)
+        return None
     cs = [report["contrasts"][n] for n in names]
     gains = report["verdict"].get("published_gain") or {}
     fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(cs) + 1.7))
-    marks = {}
+    marks, cut = {}, False
     for i, (name, c) in enumerate(zip(names, cs, strict=True)):
         if c.get("headline"):
             ax.axhspan(i - 0.45, i + 0.45, color="#f6e3c8", zorder=0)
@@ -67,28 +86,42 @@ def contrasts(report: dict, path: Path) -> dict:
             marks[name] = gains[name]
         ax.plot(c["per_seed"], [i + 0.2] * len(c["per_seed"]), "o", color="#999", ms=3)
         if c["ci"] is not None:
-            ax.plot(c["ci"], [i, i], "-", color="k", lw=2)
-        ax.plot([c["mean"]], [i], "D", color="#b0413e", ms=5)
+            cut = _interval(ax, i, c["ci"], stats.bounds(name)) or cut
+        if math.isfinite(c["mean"]):
+            ax.plot([c["mean"]], [i], "D", color="#b0413e", ms=5)
+        else:
+            # at the left edge, above the row's marks, so it never sits on the paper's gain
+            ax.text(
+                0.01,
+                i - 0.3,
+                "no number (NaN top-1)",
+                transform=ax.get_yaxis_transform(),
+                fontsize=7,
+                bbox={"fc": "white", "ec": "none", "pad": 1},
+            )
     ax.axvline(0, color="#444", lw=1)
     ax.set_yticks(range(len(cs)))
     ax.set_yticklabels([("HEADLINE: " if c.get("headline") else "") + c["label"] for c in cs], fontsize=8)
     for tick, c in zip(ax.get_yticklabels(), cs, strict=True):
         if c.get("headline"):
             tick.set_fontweight("bold")
-    ax.invert_yaxis()
+    ax.set_ylim(len(cs) - 0.5, -0.5)  # every row whole, top to bottom, even one with nothing drawn
     ax.set_xlabel("difference in top-1 points (paired by seed); right of 0: the first arm is better")
     m = report["models"]
     ax.set_title(
         f"Paired contrasts; teacher {m['teacher']}, narrow student {m['narrow']}\n"
         "shaded: the two headline contrasts that decide the verdict; blue bar: the paper's ImageNet gain\n"
-        "diamond: mean, black line: 95% t interval, grey dots: single seeds",
+        "diamond: mean, black line: 95% t interval, grey dots: single seeds"
+        + ("\narrow head: an interval cut where it passes the values the contrast can take" if cut else ""),
         fontsize=9,
     )
     ax.grid(axis="x", alpha=0.3)
     drawn = {
         "rows": [t.get_text() for t in ax.get_yticklabels()],
         "xlim": [float(x) for x in ax.get_xlim()],
+        "ylim": [float(y) for y in ax.get_ylim()],
         "paper_gain": marks,
+        "cut": cut,
     }
     save(fig, path)
     return drawn

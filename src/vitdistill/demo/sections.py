@@ -73,6 +73,9 @@ def section_verdict(report: dict) -> list[Block]:
     headroom = _headroom(report)
     if headroom:
         b.append(("p", headroom))
+    if not cs:
+        b.append(("p", "No contrast could be formed: this run lacks the arms that every contrast compares."))
+        return b
     head = ["Contrast", "What it measures", "Mean (points)", "95% CI", "Width", "n"]
     rows = []
     for name, c in cs.items():
