@@ -468,6 +468,22 @@ def test_verdict_section_without_contrasts_or_with_a_nan_mean():
     assert table[2][0][2:5] == ["n/a", "n/a", "n/a"] and "nan" not in str(table[2][1])
 
 
+def test_one_seed_demo_says_no_interval_instead_of_empty_sections(tmp_path):
+    out = tmp_path / "one"
+    assert main(["demo", "--quick", "--seeds", "1", "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "6-report" / "report.json").read_text())
+    assert report["contrasts"] and all(c["ci"] is None for c in report["contrasts"].values())
+    md = (out / "report.md").read_text()
+    assert "No mechanism contrast has an interval here" in md
+    assert "What the miniature supports, does not support, and cannot tell:" not in md
+    mech = md.split("## The mechanism, in plain words")[1].split("##")[0]
+    assert "\n- " not in mech  # no empty list left behind
+    from vitdistill.demo.sections import section_noise
+
+    report["noise"] = {"not_a_contrast_here": report["noise"][next(iter(report["noise"]))]}
+    assert section_noise(report) == []  # no table without rows
+
+
 def test_demo_remedies_follow_the_published_initialisation(demo):
     """The demo's Lift and WideLast are built as the paper's code built them (model.init: published),
     and every packaged recipe resolves through the training config's own checks."""

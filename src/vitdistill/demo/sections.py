@@ -172,6 +172,8 @@ def section_noise(report: dict) -> list[Block]:
         for name, x in split.items()
         if name in cs
     ]
+    if not rows:
+        return []
     b.append(("table", head, rows))
     return b
 
@@ -181,8 +183,17 @@ def section_mechanism(report: dict) -> list[Block]:
     b: list[Block] = [("h", 2, "The mechanism, in plain words")]
     mech = sorted(report["verdict"]["mechanism"], key=lambda x: READINGS.index(x["reading"]))
     items = [f"**{x['reading'].capitalize()}.** *{x['question']}*: {x['text']}." for x in mech]
-    b.append(("p", "What the miniature supports, does not support, and cannot tell:"))
-    b.append(("ul", items))
+    if items:
+        b.append(("p", "What the miniature supports, does not support, and cannot tell:"))
+        b.append(("ul", items))
+    else:
+        b.append(
+            (
+                "p",
+                "No mechanism contrast has an interval here: each needs at least two seeds of every arm it "
+                "compares.",
+            )
+        )
     m = report["models"]
     b.append(
         (
