@@ -187,6 +187,27 @@ def test_seed_range_past_the_training_seed_limit_is_refused_before_any_stage(tmp
         assert not (out / "1-data").exists()  # said before the data stage, not after the teacher
 
 
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--epochs", str(2**63)], "--epochs must fit in a signed 64-bit integer"),
+        (["--teacher-epochs", str(10**20)], "--teacher-epochs must fit in a signed 64-bit integer"),
+        (["--workers", str(10**20)], "--workers must fit in a signed 64-bit integer"),
+        (["--train-images", str(10**20)], "--train-images must fit in a signed 64-bit integer"),
+        (["--img-size", str(10**20), "--patch-size", str(10**20)], "--img-size must fit"),
+        # 2**40 images of 32x32: 12 PiB as float32, more than any machine this runs on
+        (["--train-images", str(2**40)], "the decoded data set (--train-images 1099511627776, --val-images"),
+        (["--img-size", str(2**20), "--patch-size", "16"], "--img-size 1048576) needs"),
+    ],
+)
+def test_sizes_no_machine_can_hold_are_refused_before_any_stage(tmp_path, capsys, flags, said):
+    out = tmp_path / "big"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("vitdistill demo: error: ") and said in err
+    assert not (out / "1-data").exists()
+
+
 # ----------------------------------------------------------------------------- the rule, by hand
 
 

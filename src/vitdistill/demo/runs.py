@@ -165,7 +165,8 @@ def run_all(jobs: list[dict], workers: int, on_done) -> list[dict]:
 
     jobs = [{**j, "threads": 1} for j in jobs]
     out = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    processes = max(1, min(workers, len(jobs)))  # never more processes than runs
+    with ProcessPoolExecutor(max_workers=processes, mp_context=mp.get_context("spawn")) as pool:
         for fut in as_completed([pool.submit(run_job, j) for j in jobs]):
             out.append(fut.result())
             on_done(out[-1])

@@ -103,10 +103,14 @@ class DemoSettings:
         return s
 
     def validate(self) -> None:
+        from vitdistill.utils.options import INT64
+
         for name in (*SIZE_FIELDS, "workers"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise UserError(f"'{name}' must be >= 1 (got {v})", settings=(name,))
+            if v is not None and v >= INT64:  # said before any stage starts, not by a training run's config
+                raise UserError(f"'{name}' must fit in a signed 64-bit integer (got {v})", settings=(name,))
         if self.seed_offset < 0:
             raise UserError(f"'seed_offset' must be >= 0 (got {self.seed_offset})", settings=("seed_offset",))
         self._validate_seed_range()
@@ -139,6 +143,8 @@ class DemoSettings:
             raise UserError(
                 "'img_size' must be at least 16 for the synthetic data set", settings=("img_size",)
             )
+        if self.data is None:
+            self._validate_memory()
         unknown = [m for m in self.methods if m not in BY_KEY or m == "teacher"]
         if unknown:
             raise UserError(
@@ -156,6 +162,18 @@ class DemoSettings:
                 f"'seed_offset' + 'seeds' - 1 must be at most {SEED_LIMIT - 1}, the largest training seed "
                 f"(got seeds {self.seed_offset}..{last})",
                 settings=("seed_offset", "seeds"),
+            )
+
+    def _validate_memory(self) -> None:
+        """The synthetic set is decoded once into float32 tensors: refuse one larger than this machine's memory."""
+        need = (self.train_images + self.val_images) * 3 * self.img_size**2 * 4
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if need > have:
+            raise UserError(
+                f"the decoded data set (train_images={self.train_images}, val_images={self.val_images}, "
+                f"img_size={self.img_size}) needs {need / 2**30:.3g} GiB as float32, more than this machine's "
+                f"{have / 2**30:.3g} GiB of memory",
+                settings=("train_images", "val_images", "img_size"),
             )
 
     def _validate_device(self) -> None:
