@@ -471,6 +471,8 @@ def test_headroom_note_when_the_baseline_beats_its_teacher():
     # within half a point either side: "about as well"
     assert "about as well as its teacher" in _headroom(_report_for_headroom(95.4, 95.0))
     assert "about as well as its teacher" in _headroom(_report_for_headroom(94.6, 95.0))
+    assert _headroom(_report_for_headroom(float("nan"), 95.0)) is None
+    assert _headroom(_report_for_headroom(95.0, float("nan"))) is None
 
 
 def test_verdict_section_without_contrasts_or_with_a_nan_mean():

@@ -109,6 +109,8 @@ def _headroom(report: dict) -> str | None:
     gains = report["verdict"].get("published_gain") or {}
     if base is None or teacher is None or not gains or report["settings"]["settings"]["quick"]:
         return None
+    if not (math.isfinite(base["mean"]) and math.isfinite(teacher)):
+        return None  # a NaN top-1 leaves no headroom to state
     room = 100.0 - base["mean"]
     text = (
         f"The baseline reaches {base['mean']:.1f}% (mean over seeds) against the teacher's {teacher:.1f}%, "
