@@ -426,6 +426,19 @@ def test_contrast_plot_with_a_nan_top1_or_no_contrast(tmp_path):
     assert not (tmp_path / "c.png").exists()  # no stale figure from an earlier run
 
 
+def test_accuracy_plot_legend_names_only_the_students_drawn(tmp_path):
+    from vitdistill.demo import plots
+
+    models = {"teacher": "T", "narrow": "N16", "lift": "L", "widelast": "W", "uniform": "U"}
+    res = {
+        k: {"arch": arch, "label": k, "top1": [float("nan"), 40.0], "mean": float("nan")}
+        for k, arch in (("featkd", "narrow"), ("widelast_featkd", "widelast"))
+    }
+    drawn = plots.accuracy({"results": res, "models": models, "teacher": {"top1": 60.0}}, tmp_path / "a.png")
+    assert drawn["legend"] == ["N16", "W"] and drawn["xlim"] == [0.0, 100.0]
+    assert drawn["rows"] == ["featkd", "widelast_featkd"]
+
+
 def test_noise_split_with_one_validation_image_or_one_seed():
     from vitdistill.demo import noise
 

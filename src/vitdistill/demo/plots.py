@@ -44,10 +44,15 @@ def accuracy(report: dict, path: Path) -> dict:
         fontsize=9,
     )
     ax.grid(axis="x", alpha=0.3)
-    handles = [plt.Line2D([], [], ls="none", marker="o", color=c) for c in ARCH_COLORS.values()]
-    labels = [models[a] for a in ARCH_COLORS]
+    drawn_archs = [a for a in ARCH_COLORS if any(r["arch"] == a for r in res.values())]  # legend: only these
+    handles = [plt.Line2D([], [], ls="none", marker="o", color=ARCH_COLORS[a]) for a in drawn_archs]
+    labels = [models[a] for a in drawn_archs]
     ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title="student")
-    drawn = {"rows": [t.get_text() for t in ax.get_yticklabels()], "xlim": [float(x) for x in ax.get_xlim()]}
+    drawn = {
+        "rows": [t.get_text() for t in ax.get_yticklabels()],
+        "xlim": [float(x) for x in ax.get_xlim()],
+        "legend": labels,
+    }
     save(fig, path)
     return drawn
 
