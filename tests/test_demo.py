@@ -520,6 +520,22 @@ def test_one_seed_demo_says_no_interval_instead_of_empty_sections(tmp_path):
     assert section_noise(report) == []  # no table without rows
 
 
+def test_report_tables_align_text_left_and_numbers_right(tmp_path):
+    from vitdistill.demo.render import render_html, render_markdown
+
+    head = ["Contrast", "What it measures", "Mean", "95% CI", "Per seed", "Note"]
+    rows = [
+        ["`a`", "Lift vs the pooled baseline", "+2.31", "-0.50 to +1.20", "6.2 / 7.0", ""],
+        ["`b`", "12 (0.38) and more words", "n/a", "n/a", "48.8 +- 1.2", "1.2M"],
+    ]
+    md = render_markdown([("table", head, rows)], tmp_path, tmp_path)
+    assert md.splitlines()[1] == "|:--|:--|--:|--:|--:|--:|"
+    html = render_html([("table", head, rows)], tmp_path)
+    for cell in ("+2.31", "-0.50 to +1.20", "6.2 / 7.0", "48.8 +- 1.2", "1.2M"):
+        assert f"<td class='num'>{cell}</td>" in html
+    assert "<td class='txt'>Lift vs the pooled baseline</td>" in html
+
+
 def test_demo_remedies_follow_the_published_initialisation(demo):
     """The demo's Lift and WideLast are built as the paper's code built them (model.init: published),
     and every packaged recipe resolves through the training config's own checks."""

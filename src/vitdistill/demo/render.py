@@ -42,7 +42,10 @@ def render_markdown(bl: list[tuple], base: Path, report_dir: Path) -> str:
         elif kind == "table":
             head, rows = item[1], item[2]
             table = [dict(zip(head, (str(c) for c in r), strict=True)) for r in rows]
-            lines += [render(table, "md", text_cols=(head[0],)).rstrip("\n"), ""]
+            text = tuple(
+                h for i, h in enumerate(head) if i == 0 or not all(_numeric(str(r[i])) for r in rows)
+            )
+            lines += [render(table, "md", text_cols=text).rstrip("\n"), ""]
         elif kind == "img" and (report_dir / item[1]).is_file():
             lines += [f"![{item[2]}]({_rel(report_dir / item[1], base)})", ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -55,10 +58,15 @@ def _inline(text: str) -> str:
     return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
 
 
+def _numeric(text: str) -> bool:
+    """A cell that reads as a number (``+2.31``, ``1.2M``, ``48.8 +- 1.2``, ``-0.5 to +1.2``, ``6.2 / 7.0``,
+    ``n/a``, or empty): right-aligned."""
+    return bool(re.fullmatch(r"[-+]?[\d.,]+[kMG%]?( [(+-/].*| to [-+]?[\d.,]+)?|n/a|", text))
+
+
 def _cell(text: str) -> str:
     """A table cell: numbers right-aligned, text left-aligned."""
-    numeric = bool(re.fullmatch(r"[-+]?[\d.,]+[kMG%]?( [(+-].*)?|n/a", text))
-    return f"<td class='{'num' if numeric else 'txt'}'>{_inline(text)}</td>"
+    return f"<td class='{'num' if _numeric(text) else 'txt'}'>{_inline(text)}</td>"
 
 
 def render_html(bl: list[tuple], report_dir: Path) -> str:
