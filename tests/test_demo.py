@@ -208,6 +208,34 @@ def test_sizes_no_machine_can_hold_are_refused_before_any_stage(tmp_path, capsys
     assert not (out / "1-data").exists()
 
 
+def test_data_too_small_or_unreadable_is_a_one_line_error(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (folder / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(folder / split / cls / f"{i}.png")
+    (folder / "train" / "a" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "o1"
+    assert main(["demo", "--quick", "--data", str(folder), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    # the broken file is skipped and said; the 6 readable images cannot fill one batch of 64
+    assert any("skipping unreadable image" in line and "broken.png" in line for line in err)
+    assert (
+        err[-1]
+        == f"vitdistill demo: error: --batch-size 64 is larger than the training set (6 readable images in {folder})"
+    )
+    listing = tmp_path / "list.txt"
+    listing.write_text("no-such-image.png\n")
+    assert (
+        main(["demo", "--quick", "--data", str(listing), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
+    )
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"vitdistill demo: error: {listing}: no readable image in the train split (1 listed)"
+
+
 # ----------------------------------------------------------------------------- the rule, by hand
 
 

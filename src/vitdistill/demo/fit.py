@@ -46,9 +46,15 @@ def load_split(spec: str, split: str, model, max_images: int | None, crop_pct) -
     ds.transform = eval_transform(model, crop_pct=crop_pct)
     images, labels = [], []
     for i in range(len(ds)):
-        item = ds[i]
-        images.append(item[0])
-        labels.append(int(item[1]))
+        image, label = ds[i][:2]
+        if image is None:  # unreadable: skipped, as every loader of the library does, and said on stderr
+            continue
+        images.append(image)
+        labels.append(int(label))
+    if not images:
+        from vitdistill.errors import UserError
+
+        raise UserError(f"{spec}: no readable image in the {split} split ({len(ds)} listed)")
     return Split(torch.stack(images), torch.tensor(labels, dtype=torch.long))
 
 

@@ -204,6 +204,12 @@ class Study:
         classes = int(train.labels.max()) + 1
         if classes < 2:
             raise UserError(f"{spec}: the demo needs at least two classes (found {classes})")
+        if s.batch_size > len(train):  # an epoch of full batches needs at least one
+            raise UserError(
+                f"batch_size={s.batch_size} is larger than the training set ({len(train)} readable images "
+                f"in {spec})",
+                settings=("batch_size",),
+            )
         fit.save_splits(folder / "tensors.pt", {"train": train, "val": val})
         from vitdistill.data import build_dataset
 
