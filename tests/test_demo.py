@@ -236,6 +236,15 @@ def test_data_too_small_or_unreadable_is_a_one_line_error(tmp_path, capsys):
     assert last == f"vitdistill demo: error: {listing}: no readable image in the train split (1 listed)"
 
 
+def test_a_study_without_arms_is_refused_before_any_stage(tmp_path):
+    from vitdistill.demo.study import run_demo
+    from vitdistill.errors import UserError
+
+    with pytest.raises(UserError, match="'methods' names no arm; methods: alone, softkd"):
+        run_demo(tmp_path / "none", progress=False, quick=True, methods=())
+    assert not (tmp_path / "none" / "1-data").exists()
+
+
 # ----------------------------------------------------------------------------- the rule, by hand
 
 

@@ -145,6 +145,8 @@ class DemoSettings:
             )
         if self.data is None:
             self._validate_memory()
+        if not self.methods:
+            raise UserError(f"'methods' names no arm; methods: {', '.join(m.key for m in METHODS)}")
         unknown = [m for m in self.methods if m not in BY_KEY or m == "teacher"]
         if unknown:
             raise UserError(
