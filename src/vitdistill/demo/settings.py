@@ -169,7 +169,10 @@ class DemoSettings:
     def _validate_memory(self) -> None:
         """The synthetic set is decoded once into float32 tensors: refuse one larger than this machine's memory."""
         need = (self.train_images + self.val_images) * 3 * self.img_size**2 * 4
-        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        try:
+            have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name: cannot tell
+            return
         if need > have:
             raise UserError(
                 f"the decoded data set (train_images={self.train_images}, val_images={self.val_images}, "
