@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,43 @@ def test_rerun_skips_finished_stages_and_refuses_other_settings(demo, capsys):
     assert (demo / "report.md").read_text() == before
     assert main(argv[:-1] + ["--epochs", "2", "--no-progress"]) == 2
     assert "--fresh" in capsys.readouterr().err
+
+
+def test_rerun_redoes_a_stage_whose_files_are_gone_and_what_derives_from_it(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["demo", "--quick", "--seeds", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    run = out / "4-students" / "featkd-seed1"
+    top1 = json.loads((run / "summary.json").read_text())["top1"]
+    kept = out / "4-students" / "softkd-seed0" / "checkpoints" / "last.pt"
+    kept_mtime = kept.stat().st_mtime_ns
+    report = json.loads((out / "6-report" / "report.json").read_text())
+
+    # one student run deleted: that run alone is trained again, then the analysis and the report
+    shutil.rmtree(run)
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("finished earlier, skipped") == 3  # data, teacher, teacher analysis
+    assert f"{run / 'summary.json'} is gone; running it again" in err
+    assert json.loads((run / "summary.json").read_text())["top1"] == top1  # same machine: same run
+    assert kept.stat().st_mtime_ns == kept_mtime  # the other runs are not redone
+    again = json.loads((out / "6-report" / "report.json").read_text())
+    assert again["contrasts"] == report["contrasts"]
+
+    # the report deleted: only the report stage runs
+    (out / "report.html").unlink()
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("finished earlier, skipped") == 5
+    assert (out / "report.html").is_file()
+
+    # the teacher's weights deleted: the teacher and every student are trained again
+    (out / "2-teacher" / "checkpoints" / "last.pt").unlink()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("finished earlier, skipped") == 1  # data only
+    assert kept.stat().st_mtime_ns != kept_mtime
+    assert json.loads((out / "6-report" / "report.json").read_text())["contrasts"] == report["contrasts"]
 
 
 def test_bad_flags_are_one_line_errors(tmp_path, capsys):

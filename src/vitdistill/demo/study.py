@@ -1,7 +1,8 @@
 """The demo study: a recipe over the library's own models, losses and analyses.
 
 Stages, each in its own folder under ``out`` and skipped on a rerun once finished (its
-``stage.json`` exists), unless ``fresh``:
+``stage.json`` exists and the files it left are all there), unless ``fresh``; a stage that runs
+again makes the later stages run again too (:meth:`Study.invalidate_after`):
 
 1. ``1-data``: decode the data set once into tensors (``tensors.pt``), save sample images.
 2. ``2-teacher``: train the wide teacher (:mod:`vitdistill.demo.fit`).
@@ -36,6 +37,9 @@ from vitdistill.utils.markers import MARKER, refuse_inside
 from vitdistill.utils.progress import fmt_duration
 
 __all__ = ["SIZE_FIELDS", "STAGE_DIRS", "DemoSettings", "Study", "run_demo"]
+
+# Stage -> the later stages whose whole folder derives from it and is redone when it runs again.
+STALE_WITH = {1: (2, 3, 4, 5), 2: (3, 4, 5), 4: (5,)}
 
 
 @contextlib.contextmanager
@@ -132,15 +136,20 @@ class Study:
             )
 
     def stage(self, number: int, title: str, fn) -> dict:
-
+        """Run one stage, or skip it when it finished earlier and every file it left is still there."""
         folder = self.folder(number)
         marker = folder / "stage.json"
         if marker.is_file():
-            info = json.loads(marker.read_text())
-            self.say(
-                f"[{number}/6] {title}: finished earlier, skipped ({fmt_duration(info['elapsed_s'])} then)"
-            )
-            return info["result"]
+            gone = next((p for p in self.outputs(number) if not p.exists()), None)
+            if gone is None:
+                info = json.loads(marker.read_text())
+                self.say(
+                    f"[{number}/6] {title}: finished earlier, skipped ({fmt_duration(info['elapsed_s'])} then)"
+                )
+                return info["result"]
+            self.say(f"[{number}/6] {title}: finished earlier, but {gone} is gone; running it again")
+            marker.unlink()
+        self.invalidate_after(number)
         folder.mkdir(parents=True, exist_ok=True)
         self.say(f"[{number}/6] {title} ...")
         t, c = time.time(), time.process_time()
@@ -150,6 +159,35 @@ class Study:
         atomic_write_json(marker, {**info, "result": result})
         self.say(f"[{number}/6] {title}: {line} ({fmt_duration(elapsed)})")
         return result
+
+    def outputs(self, number: int) -> list[Path]:
+        """The files a finished stage leaves for the later stages and the reader."""
+        f = self.folder(number)
+        if number == 1:
+            return [f / "data.json", f / "tensors.pt"]
+        if number == 2:
+            return [f / "summary.json", f / "checkpoints" / "last.pt"]
+        if number == 3:
+            return [f / "summary.json"]
+        if number == 4:
+            return [
+                Path(j["run_dir"]) / n for j in self.jobs() for n in ("summary.json", "checkpoints/last.pt")
+            ]
+        if number == 5:
+            return [f / "profile.json", f / "compare"] + [f / key / "summary.json" for key in self.s.methods]
+        return [f / "report.json", self.out / "report.md", self.out / "report.html"]
+
+    def invalidate_after(self, number: int) -> None:
+        """A stage about to run makes every later stage's result stale: their markers go, and so
+        does the work derived from it (the data and the teacher feed everything after them; the
+        student runs feed the student analysis). A student run kept across a rerun of stage 4
+        itself is not redone."""
+        for later in range(number + 1, len(STAGE_DIRS) + 1):
+            folder = self.folder(later)
+            if later in STALE_WITH.get(number, ()):
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                (folder / "stage.json").unlink(missing_ok=True)
 
     # ---------------------------------------------------------------- helpers
     def load_model(self, run_dir: Path):
