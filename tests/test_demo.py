@@ -214,7 +214,7 @@ def test_bad_flags_are_one_line_errors(tmp_path, capsys):
 
 
 def test_seed_range_past_the_training_seed_limit_is_refused_before_any_stage(tmp_path, capsys):
-    from vitdistill.distill.config import SEED_LIMIT
+    from vitdistill.utils.options import SEED_LIMIT
 
     for offset, seeds in ((SEED_LIMIT - 1, 2), (SEED_LIMIT, 1), (10**25, 1)):
         out = tmp_path / f"o{seeds}-{offset}"

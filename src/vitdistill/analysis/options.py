@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from vitdistill.errors import UserError
-from vitdistill.utils.options import ANY, BOOL, FLOAT, FLOATS, INT, STR, STRS, fingerprint_fields, option
+from vitdistill.utils.options import (
+    ANY,
+    BOOL,
+    FLOAT,
+    FLOATS,
+    INT,
+    SEED_LIMIT,
+    STR,
+    STRS,
+    fingerprint_fields,
+    option,
+)
 
 SEP_MODES = ("full", "folded")
 PRECISIONS = ("mixed", "float64")
@@ -123,7 +134,7 @@ class AnalysisOptions:
     )
     rotation_pairs: int = option(5000, "at most this many image pairs", INT, low=1)
     seed: int = option(
-        0, "seed for random weights, permutations and image sampling", INT, low=0, high=2**32 - 1
+        0, "seed for random weights, permutations and image sampling", INT, low=0, high=SEED_LIMIT - 1
     )
     # how it runs
     batch_size: int = option(32, "images per forward pass", INT, low=1)

@@ -188,12 +188,18 @@ def _ema(task, cfg: dict):
     return ModelEmaV3(task.student, decay=cfg["ema"]["decay"], use_warmup=cfg["ema"]["warmup"])
 
 
+def checkpoint_file(run_dir: Path) -> Path:
+    """Where a demo run (the teacher or a student) keeps its final weights."""
+    return Path(run_dir) / "checkpoints" / "last.pt"
+
+
 def save_run(run_dir: Path, model, spec: dict, summary: dict) -> None:
     """Weights in the library's run-checkpoint layout (``student`` + ``model_spec``), then summary.json."""
     from vitdistill.distill import checkpoint as ckpt_mod
 
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    ckpt_mod.save(run_dir / "checkpoints" / "last.pt", {"student": model.state_dict(), "model_spec": spec})
+    path = checkpoint_file(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt_mod.save(path, {"student": model.state_dict(), "model_spec": spec})
     atomic_write_json(run_dir / "summary.json", {**summary, "model": spec})
 
 

@@ -79,7 +79,7 @@ def load_teacher(teacher_dir: Path):
     from vitdistill.models import create_model
 
     spec = json.loads((teacher_dir / "summary.json").read_text())["model"]
-    teacher, _ = create_model(spec, teacher_dir / "checkpoints" / "last.pt", role="teacher", opt_in=None)
+    teacher, _ = create_model(spec, fit.checkpoint_file(teacher_dir), role="teacher", opt_in=None)
     return teacher.requires_grad_(False)
 
 

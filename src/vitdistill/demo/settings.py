@@ -156,7 +156,7 @@ class DemoSettings:
 
     def _validate_seed_range(self) -> None:
         """Said before any stage starts: every seed must be one a training run accepts."""
-        from vitdistill.distill.config import SEED_LIMIT
+        from vitdistill.utils.options import SEED_LIMIT
 
         last = self.seed_offset + self.seeds - 1
         if last >= SEED_LIMIT:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vitdistill.demo import runs
+from vitdistill.demo import fit, runs
 from vitdistill.demo.methods import BY_KEY, TEACHER
 from vitdistill.demo.settings import SIZE_FIELDS, STAGE_DIRS, DemoSettings
 from vitdistill.errors import UserError
@@ -166,13 +166,12 @@ class Study:
         if number == 1:
             return [f / "data.json", f / "tensors.pt"]
         if number == 2:
-            return [f / "summary.json", f / "checkpoints" / "last.pt"]
+            return [f / "summary.json", fit.checkpoint_file(f)]
         if number == 3:
             return [f / "summary.json"]
         if number == 4:
-            return [
-                Path(j["run_dir"]) / n for j in self.jobs() for n in ("summary.json", "checkpoints/last.pt")
-            ]
+            dirs = [Path(j["run_dir"]) for j in self.jobs()]
+            return [d / "summary.json" for d in dirs] + [fit.checkpoint_file(d) for d in dirs]
         if number == 5:
             return [f / "profile.json", f / "compare"] + [f / key / "summary.json" for key in self.s.methods]
         return [f / "report.json", self.out / "report.md", self.out / "report.html"]
@@ -195,9 +194,7 @@ class Study:
         from vitdistill.models import create_model
 
         summary = json.loads((run_dir / "summary.json").read_text())
-        return create_model(
-            summary["model"], run_dir / "checkpoints" / "last.pt", role="student", opt_in=None
-        )[0]
+        return create_model(summary["model"], fit.checkpoint_file(run_dir), role="student", opt_in=None)[0]
 
     def analysis_options(self) -> dict[str, Any]:
         s = self.s
@@ -227,7 +224,6 @@ class Study:
 
     # ---------------------------------------------------------------- stages
     def stage_data(self, folder: Path):
-        from vitdistill.demo import fit
         from vitdistill.demo.plots import save_sample_grid
         from vitdistill.models import create_model
         from vitdistill.utils.io import atomic_write_json
@@ -267,7 +263,6 @@ class Study:
         return {"classes": ds.num_classes, "train": len(train), "val": len(val)}, line
 
     def stage_teacher(self, folder: Path):
-        from vitdistill.demo import fit
         from vitdistill.models import as_spec, create_model
 
         cfg = self.config("teacher", 0, self.s.teacher_epochs)

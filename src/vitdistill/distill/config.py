@@ -20,12 +20,12 @@ import yaml
 from vitdistill.distill.schema import SCHEMA, Key
 from vitdistill.errors import UserError, closest_names
 from vitdistill.utils import yamlsafe
+from vitdistill.utils.options import SEED_LIMIT
 from vitdistill.utils.overrides import parse_set
 
 SECTIONS = sorted({k.split(".")[0] for k in SCHEMA if "." in k})
 # A bare string for these sections is shorthand for their main key.
 SHORTHAND = {"model": "model.name", "teacher": "teacher.name", "data": "data.train"}
-SEED_LIMIT = 2**32  # seeds are in [0, SEED_LIMIT): numpy's seed range; each epoch's seed is derived from it
 
 
 def defaults() -> dict:

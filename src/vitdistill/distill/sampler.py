@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
+from vitdistill.utils.options import SEED_LIMIT
+
 
 class EpochSampler(Sampler[int]):
     """This rank's indices for one epoch, in global-batch order (repeated augmentation optional).
@@ -114,6 +116,6 @@ class SeededSamples(Dataset):
     def _read(self, key):
         index, seed = key
         random.seed(seed)
-        np.random.seed(seed % (2**32))
+        np.random.seed(seed % SEED_LIMIT)
         torch.default_generator.manual_seed(seed)  # the CPU generator only: the CUDA ones are the model's
         return self.dataset[index]

@@ -7,6 +7,8 @@ import random
 import numpy as np
 import torch
 
+from vitdistill.utils.options import SEED_LIMIT
+
 
 def process_seed(cfg: dict, rank: int, epoch: int | None = None) -> int:
     """The seed of process ``rank``: ``seed + rank`` at start, then one per (seed, rank, epoch).
@@ -21,5 +23,5 @@ def process_seed(cfg: dict, rank: int, epoch: int | None = None) -> int:
 
 def seed_all(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed % (2**32))
+    np.random.seed(seed % SEED_LIMIT)
     torch.manual_seed(seed)

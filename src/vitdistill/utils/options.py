@@ -28,6 +28,7 @@ from vitdistill.errors import UserError, closest_names
 INT, FLOAT, STR, BOOL, FLOATS, STRS, ANY = "int", "float", "str", "bool", "floats", "strs", "any"
 SEQUENCES = (FLOATS, STRS)
 INT64 = 2**63
+SEED_LIMIT = 2**32  # seeds lie in [0, SEED_LIMIT): numpy's seed range
 
 
 @dataclass(frozen=True)
