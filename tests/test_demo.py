@@ -180,7 +180,7 @@ def test_rerun_redoes_a_stage_whose_files_are_gone_and_what_derives_from_it(tmp_
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert err.count("finished earlier, skipped") == 3  # data, teacher, teacher analysis
-    assert f"{run / 'summary.json'} is gone; running it again" in err
+    assert f"{run / 'summary.json'} is missing or cannot be read; running it again" in err
     assert json.loads((run / "summary.json").read_text())["top1"] == top1  # same machine: same run
     assert kept.stat().st_mtime_ns == kept_mtime  # the other runs are not redone
     again = json.loads((out / "6-report" / "report.json").read_text())
@@ -199,6 +199,46 @@ def test_rerun_redoes_a_stage_whose_files_are_gone_and_what_derives_from_it(tmp_
     assert err.count("finished earlier, skipped") == 1  # data only
     assert kept.stat().st_mtime_ns != kept_mtime
     assert json.loads((out / "6-report" / "report.json").read_text())["contrasts"] == report["contrasts"]
+
+
+def test_rerun_over_damaged_demo_files(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["demo", "--quick", "--seeds", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    contrasts = json.loads((out / "6-report" / "report.json").read_text())["contrasts"]
+    capsys.readouterr()
+
+    # a run's summary cut short: that run is trained again, as if it were gone
+    summary = out / "4-students" / "featkd-seed1" / "summary.json"
+    summary.write_text('{"top1": ')
+    assert main(argv) == 0
+    assert f"{summary} is missing or cannot be read" in capsys.readouterr().err
+    assert json.loads(summary.read_text())["method"] == "featkd"
+    assert json.loads((out / "6-report" / "report.json").read_text())["contrasts"] == contrasts
+
+    # a stage marker that cannot be read: the stage runs again
+    (out / "3-teacher-analysis" / "stage.json").write_text("{")
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("finished earlier, skipped") == 2
+
+    # a file where a run's folder belongs: one line naming it, and --fresh starts over
+    run = out / "4-students" / "alone-seed0"
+    shutil.rmtree(run)
+    run.write_text("not a folder")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.splitlines()[-1].startswith("vitdistill demo: error: ")
+    assert str(run) in err and "--fresh" in err
+    (out / "2-teacher").rename(tmp_path / "teacher")
+    (out / "2-teacher").write_text("not a folder either")
+    assert main([*argv, "--fresh"]) == 0
+    assert (run / "summary.json").is_file()
+
+    # the settings record unreadable: refused in one line, --fresh replaces it
+    (out / "demo.json").write_text("x")
+    assert main(argv) == 2
+    assert "demo.json cannot be read" in capsys.readouterr().err
+    assert main([*argv, "--fresh"]) == 0
 
 
 def test_bad_flags_are_one_line_errors(tmp_path, capsys):

@@ -203,9 +203,18 @@ def save_run(run_dir: Path, model, spec: dict, summary: dict) -> None:
     atomic_write_json(run_dir / "summary.json", {**summary, "model": spec})
 
 
+def read_json(path: Path) -> dict | None:
+    """A JSON file the demo wrote, or None when it is missing or cannot be read (cut short, edited):
+    the step that wrote it is then not finished and runs again."""
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def read_summary(run_dir: Path) -> dict | None:
-    f = run_dir / "summary.json"
-    return json.loads(f.read_text()) if f.is_file() else None
+    return read_json(Path(run_dir) / "summary.json")
 
 
 def cpu_clock() -> tuple[float, float]:

@@ -42,6 +42,19 @@ __all__ = ["SIZE_FIELDS", "STAGE_DIRS", "DemoSettings", "Study", "run_demo"]
 STALE_WITH = {1: (2, 3, 4, 5), 2: (3, 4, 5), 4: (5,)}
 
 
+def _usable(path: Path) -> bool:
+    """A stage's output is there, and a JSON one can be read."""
+    return path.exists() and (path.suffix != ".json" or fit.read_json(path) is not None)
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a link or a folder of the demo's own, whichever it is."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def one_thread():
     """Tiny models train fastest on one thread per process (more threads mostly wait on each other)."""
@@ -89,11 +102,8 @@ class Study:
     def _prepare_out(self) -> None:
         meta = self.out / "demo.json"
         if self.fresh:
-            for d in STAGE_DIRS:
-                shutil.rmtree(self.out / d, ignore_errors=True)
-            for f in ("report.md", "report.html", "demo.json"):
-                with contextlib.suppress(FileNotFoundError):
-                    (self.out / f).unlink()
+            for name in (*STAGE_DIRS, "report.md", "report.html", "demo.json"):
+                _remove(self.out / name)
         if meta.is_file():
             self._check_same_settings(meta)
         elif (
@@ -101,8 +111,6 @@ class Study:
             and any(p.name not in (LOCK_NAME, MARKER) for p in self.out.iterdir())
             and not any((self.out / d).exists() for d in STAGE_DIRS)
         ):
-            from vitdistill.errors import UserError
-
             raise UserError(
                 f"{self.out} exists and is not a demo folder; choose another 'out'", settings=("out",)
             )
@@ -124,8 +132,14 @@ class Study:
         )
 
     def _check_same_settings(self, meta: Path) -> None:
-
-        old = json.loads(meta.read_text()).get("settings", {})
+        recorded = fit.read_json(meta)
+        if recorded is None:
+            raise UserError(
+                f"{meta} cannot be read, so the settings of the demo in {self.out} are unknown; "
+                "set fresh=True to replace it",
+                settings=("fresh",),
+            )
+        old = recorded.get("settings", {})
         new = self.s.key()
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if diff:
@@ -139,16 +153,18 @@ class Study:
         """Run one stage, or skip it when it finished earlier and every file it left is still there."""
         folder = self.folder(number)
         marker = folder / "stage.json"
-        if marker.is_file():
-            gone = next((p for p in self.outputs(number) if not p.exists()), None)
+        info = fit.read_json(marker)
+        if info is not None:
+            gone = next((p for p in self.outputs(number) if not _usable(p)), None)
             if gone is None:
-                info = json.loads(marker.read_text())
                 self.say(
                     f"[{number}/6] {title}: finished earlier, skipped ({fmt_duration(info['elapsed_s'])} then)"
                 )
                 return info["result"]
-            self.say(f"[{number}/6] {title}: finished earlier, but {gone} is gone; running it again")
-            marker.unlink()
+            self.say(
+                f"[{number}/6] {title}: finished earlier, but {gone} is missing or cannot be read; running it again"
+            )
+        _remove(marker)
         self.invalidate_after(number)
         folder.mkdir(parents=True, exist_ok=True)
         self.say(f"[{number}/6] {title} ...")
@@ -183,10 +199,7 @@ class Study:
         itself is not redone."""
         for later in range(number + 1, len(STAGE_DIRS) + 1):
             folder = self.folder(later)
-            if later in STALE_WITH.get(number, ()):
-                shutil.rmtree(folder, ignore_errors=True)
-            else:
-                (folder / "stage.json").unlink(missing_ok=True)
+            _remove(folder if later in STALE_WITH.get(number, ()) else folder / "stage.json")
 
     # ---------------------------------------------------------------- helpers
     def load_model(self, run_dir: Path):
@@ -418,6 +431,28 @@ class Study:
 
     def run(self) -> dict:
         self._prepare_out()
+        try:
+            self._stages()
+        except (NotADirectoryError, IsADirectoryError, FileExistsError) as e:
+            # something of the wrong kind where the demo keeps its own files (a file for a run's folder)
+            if e.filename is None or not Path(os.path.abspath(e.filename)).is_relative_to(
+                self.out.absolute()
+            ):
+                raise
+            raise UserError(
+                f"{e.filename}: {e.strerror}, where the demo keeps its own files; remove it, or set fresh=True "
+                "to start over",
+                settings=("fresh",),
+            ) from e
+        report = json.loads((self.folder(6) / "report.json").read_text())
+        from vitdistill.demo.report import summary_text
+
+        self.say("")
+        self.say(summary_text(report))
+        self.say(f"total {fmt_duration(time.time() - self.t0)}; report: {self.out / 'report.html'}")
+        return report
+
+    def _stages(self) -> None:
         self.stage(1, "data", self.stage_data)
         with one_thread():
             self.stage(2, "teacher", self.stage_teacher)
@@ -426,13 +461,6 @@ class Study:
             self.stage(4, "students", self.stage_students)
         self.stage(5, "student analysis", self.stage_student_analysis)
         self.stage(6, "report", self.stage_report)
-        report = json.loads((self.folder(6) / "report.json").read_text())
-        from vitdistill.demo.report import summary_text
-
-        self.say("")
-        self.say(summary_text(report))
-        self.say(f"total {fmt_duration(time.time() - self.t0)}; report: {self.out / 'report.html'}")
-        return report
 
 
 def run_demo(
