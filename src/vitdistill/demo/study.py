@@ -30,7 +30,7 @@ from typing import Any
 from vitdistill.demo import fit, runs
 from vitdistill.demo.methods import BY_KEY, TEACHER
 from vitdistill.demo.settings import SIZE_FIELDS, STAGE_DIRS, DemoSettings
-from vitdistill.errors import UserError
+from vitdistill.errors import UserError, exhausted
 from vitdistill.utils.io import atomic_write_json
 from vitdistill.utils.lock import LOCK_NAME, folder_lock
 from vitdistill.utils.markers import MARKER, refuse_inside
@@ -433,16 +433,23 @@ class Study:
         self._prepare_out()
         try:
             self._stages()
-        except (NotADirectoryError, IsADirectoryError, FileExistsError) as e:
-            # something of the wrong kind where the demo keeps its own files (a file for a run's folder)
-            if e.filename is None or not Path(os.path.abspath(e.filename)).is_relative_to(
+        except OSError as e:
+            # the demo's own files unusable: something of the wrong kind (a file for a run's folder), or
+            # no permission; a full disk keeps its own message (the CLI's), other paths are not ours to name
+            mine = e.filename is not None and Path(os.path.abspath(e.filename)).is_relative_to(
                 self.out.absolute()
-            ):
+            )
+            if not mine or exhausted(e) is not None:
                 raise
+            if isinstance(e, PermissionError):
+                fix, names = (
+                    "give this user write access to the demo folder, or choose another 'out'",
+                    ("out",),
+                )
+            else:
+                fix, names = "remove it, or set fresh=True to start over", ("fresh",)
             raise UserError(
-                f"{e.filename}: {e.strerror}, where the demo keeps its own files; remove it, or set fresh=True "
-                "to start over",
-                settings=("fresh",),
+                f"{e.filename}: {e.strerror}, where the demo keeps its own files; {fix}", settings=names
             ) from e
         report = json.loads((self.folder(6) / "report.json").read_text())
         from vitdistill.demo.report import summary_text
